@@ -1,0 +1,1 @@
+"""trainserve's HTTP service: settings, tables, routers, schemas and the artifact store."""

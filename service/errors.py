@@ -1,0 +1,89 @@
+"""One family of errors, one JSON shape, one place that turns them into responses.
+
+Every error body is ``{"error": {"code": ..., "message": ..., "details": [...]}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None, status_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class NotFound(AppError):
+    status_code, code = 404, "not_found"
+
+
+class Conflict(AppError):
+    status_code, code = 409, "conflict"
+
+
+class InvalidInput(AppError):
+    status_code, code = 422, "invalid_input"
+
+
+class Unavailable(AppError):
+    status_code, code = 503, "unavailable"
+
+
+def parse_id(value: str, kind: str) -> uuid.UUID:
+    """Ids in paths are UUIDs; anything else names no such resource."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"no {kind} with id {value!r}; ids look like 3f2b6c1e-...")
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or []}}
+
+
+def _location(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"field": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = validation_details(list(exc.errors()))
+        message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
+        return JSONResponse(error_body("invalid_input", message, details), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal_error", "internal error; the server log has the details"),
+                            status_code=500)

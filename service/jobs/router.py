@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from service.db import SessionDep
+from service.errors import parse_id
+from service.jobs import service
+from service.jobs.schemas import EpochMetricsOut, JobOut, JobPage, JobSpec, MetricsOut
+from service.tables import JobStatus
+from workers.celery_app import enqueue_job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+JobId = Annotated[uuid.UUID, Depends(lambda job_id: parse_id(job_id, "job"))]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def submit_job(spec: JobSpec, session: SessionDep, response: Response) -> JobOut:
+    """Queue a training job. Poll the URL in `Location` until `status` is `succeeded`, `failed` or `cancelled`."""
+    job = service.create_job(session, spec)
+    session.commit()  # the row exists before any worker can receive its id
+    try:
+        enqueue_job(job.id)
+    except Exception:  # the job stays queued; the reconciler sends it once the broker is back
+        service.log.exception("job %s: broker unavailable, it will be sent again later", job.id)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return service.job_out(session, job)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
+    """Jobs, newest first."""
+    jobs, total = service.list_jobs(session, status, limit, offset)
+    return JobPage(items=[service.job_out(session, j) for j in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: JobId, session: SessionDep) -> JobOut:
+    return service.job_out(session, service.get_job(session, job_id))
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsOut)
+def get_metrics(job_id: JobId, session: SessionDep) -> MetricsOut:
+    """One row per finished epoch."""
+    rows = service.job_metrics(session, job_id)
+    return MetricsOut(job_id=job_id, items=[EpochMetricsOut.model_validate(r) for r in rows])
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def cancel_job(job_id: JobId, session: SessionDep) -> JobOut:
+    """A queued job never starts; a running one stops at its next batch and keeps the metrics it recorded."""
+    return service.job_out(session, service.cancel_job(session, job_id))

@@ -1,0 +1,119 @@
+"""Training jobs: create, read, cancel, and resend the ones the broker lost. Services flush; routes commit."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.datasets import resolve_dataset
+from service.errors import Conflict, NotFound
+from service.jobs.schemas import DatasetRef, EpochMetricsOut, JobOut, JobSpec, ModelRef, Progress
+from service.tables import JobMetric, JobStatus, TrainingJob, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def create_job(session: Session, spec: JobSpec) -> TrainingJob:
+    dataset = resolve_dataset(session, spec.dataset)
+    job = TrainingJob(spec=spec.model_dump(mode="json"), dataset=dataset, epochs_total=spec.training.epochs,
+                      status=JobStatus.queued, enqueued_at=utcnow())
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: uuid.UUID) -> TrainingJob:
+    job = session.get(TrainingJob, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    return job
+
+
+def list_jobs(session: Session, status: JobStatus | None, limit: int, offset: int) -> tuple[list[TrainingJob], int]:
+    query = select(TrainingJob)
+    if status is not None:
+        query = query.where(TrainingJob.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    jobs = session.scalars(query.order_by(TrainingJob.created_at.desc(), TrainingJob.id).limit(limit).offset(offset))
+    return list(jobs.unique()), total
+
+
+def job_metrics(session: Session, job_id: uuid.UUID) -> list[JobMetric]:
+    get_job(session, job_id)
+    return list(session.scalars(select(JobMetric).where(JobMetric.job_id == job_id).order_by(JobMetric.epoch)))
+
+
+def cancel_job(session: Session, job_id: uuid.UUID) -> TrainingJob:
+    """A queued job is cancelled at once; a running one is asked to stop at its next batch."""
+    job = get_job(session, job_id)
+    if job.status.finished:
+        raise Conflict(f"job {job_id} has already {job.status.value}; there is nothing to cancel")
+    # Conditional updates: a worker may claim or finish the job between the read above and these writes.
+    queued = session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=utcnow())
+    ).rowcount
+    if not queued:
+        session.execute(update(TrainingJob).where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.running)
+                        .values(cancel_requested=True))
+    session.refresh(job)
+    return job
+
+
+def latest_metrics(session: Session, job: TrainingJob) -> JobMetric | None:
+    return session.scalar(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch.desc()).limit(1))
+
+
+def job_out(session: Session, job: TrainingJob) -> JobOut:
+    latest = latest_metrics(session, job)
+    model = job.model
+    return JobOut(
+        id=job.id,
+        status=job.status,
+        spec=JobSpec.model_validate(job.spec),
+        dataset=DatasetRef(id=job.dataset.id, name=job.dataset.name, version=job.dataset.version),
+        progress=Progress(epoch=job.epochs_done, epochs=job.epochs_total),
+        latest_metrics=EpochMetricsOut.model_validate(latest) if latest else None,
+        result=job.result,
+        error=job.error,
+        cancel_requested=job.cancel_requested,
+        attempts=job.attempts,
+        model=ModelRef(id=model.id, name=model.name, version=model.version) if model else None,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta, max_attempts: int) -> list[uuid.UUID]:
+    """Find the work the broker may have lost and put it back in order; returns the job ids to send again.
+
+    - A queued job whose message was sent longer than ``stale_after`` ago is sent again (a duplicate
+      message is harmless: only one worker can claim a queued job).
+    - A running job whose worker has not written a heartbeat for ``stale_after`` is queued again, to resume
+      from its last checkpoint, or failed once it has used up ``max_attempts`` deliveries.
+    """
+    cutoff = now - stale_after
+    stale_running = session.scalars(select(TrainingJob).where(
+        TrainingJob.status == JobStatus.running, TrainingJob.heartbeat_at < cutoff)).unique()
+    for job in stale_running:
+        if job.attempts >= max_attempts:
+            job.status, job.finished_at = JobStatus.failed, now
+            job.error = (f"the worker running this job stopped responding {job.attempts} times (last heartbeat "
+                         f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); check the worker logs for crashes or "
+                         "out-of-memory kills, then submit the job again")
+        else:
+            job.status, job.enqueued_at = JobStatus.queued, cutoff  # resend it in this same pass
+            log.warning("job %s: worker silent since %s, queueing it again", job.id, job.heartbeat_at)
+    session.flush()
+    lost = list(session.scalars(select(TrainingJob.id).where(
+        TrainingJob.status == JobStatus.queued,
+        TrainingJob.enqueued_at.is_(None) | (TrainingJob.enqueued_at <= cutoff))))
+    if lost:
+        session.execute(update(TrainingJob).where(TrainingJob.id.in_(lost)).values(enqueued_at=now))
+    return lost

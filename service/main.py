@@ -1,0 +1,50 @@
+"""Assembles the FastAPI app; everything else lives in the resource packages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import torch
+from fastapi import FastAPI
+
+from service import health
+from service.artifacts import ArtifactStore
+from service.errors import install_error_handlers
+from service.jobs.router import router as jobs_router
+from service.predict.router import router as predict_router
+from service.predict.service import ModelCache
+from service.reconciler import reconcile_forever
+from service.registry.router import router as models_router
+from service.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Inference on small models wants few threads; the worker beside us needs the other cores.
+        torch.set_num_threads(settings.api_torch_threads)
+        task = asyncio.create_task(reconcile_forever(settings)) if reconcile else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="trainserve",
+        version="0.1.0",
+        summary="Train small PyTorch models over REST and serve their predictions.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.models = ModelCache(ArtifactStore(settings.artifacts_folder), settings.model_cache_size)
+    install_error_handlers(app)
+    for router in (health.router, jobs_router, models_router, predict_router):
+        app.include_router(router)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return app

@@ -1,0 +1,89 @@
+"""One settings object for every process (API, worker, CLI), read from ``TRAINSERVE_*`` variables.
+
+The defaults run everything from ``./var`` with no server (SQLite, kombu's filesystem transport, a local
+artifact folder); pointing the three URLs at PostgreSQL, Redis and Blob storage runs the real stack.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINSERVE_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("var"), description="Folder for the embedded database, broker and artifacts.")
+    database_url: str = ""
+    broker_url: str = ""
+    artifacts_url: str = ""
+    queue: str = "trainserve"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_torch_threads: int = Field(1, ge=1, description="Inference threads per API process.")
+    worker_torch_threads: int = Field(0, ge=0, description="Training threads per worker; 0 = all cores.")
+
+    model_cache_size: int = Field(8, ge=1, description="Loaded models kept in each API process.")
+    max_batch: int = Field(1024, ge=1, description="Most instances one /predict call may send.")
+    cancel_check_seconds: float = Field(0.5, gt=0, description="How often a training job looks for a cancel.")
+    reconcile_seconds: float = Field(30.0, gt=0, description="How often queued jobs the broker lost are resent.")
+    stale_after_seconds: float = Field(600.0, gt=0, description="A running job silent this long is re-queued.")
+    max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it is failed.")
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> "Settings":
+        home = self.home.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{home / 'trainserve.db'}"
+        if not self.broker_url:
+            self.broker_url = f"filesystem://{home / 'broker'}"
+        if not self.artifacts_url:
+            self.artifacts_url = f"file://{home / 'artifacts'}"
+        return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        if url and not url.startswith(("sqlite:", "postgresql")):
+            raise ValueError(f"TRAINSERVE_DATABASE_URL must be sqlite:/// or postgresql+psycopg://, not {url!r}")
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, url: str) -> str:
+        if url and urlparse(url).scheme not in {"filesystem", "redis", "rediss", "amqp"}:
+            raise ValueError(f"TRAINSERVE_BROKER_URL must be filesystem://<folder>, redis:// or amqp://, not {url!r}")
+        return url
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _known_store(cls, url: str) -> str:
+        if url and urlparse(url).scheme != "file":
+            raise ValueError(f"TRAINSERVE_ARTIFACTS_URL must be file://<folder>, not {url!r}")
+        return url
+
+    @property
+    def broker_folder(self) -> Path | None:
+        """The folder of kombu's filesystem transport, when that is the broker."""
+        parsed = urlparse(self.broker_url)
+        return Path(parsed.netloc + parsed.path) if parsed.scheme == "filesystem" else None
+
+    @property
+    def artifacts_folder(self) -> Path:
+        parsed = urlparse(self.artifacts_url)
+        return Path(parsed.netloc + parsed.path)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def worker_threads(settings: Settings) -> int:
+    return settings.worker_torch_threads or os.cpu_count() or 1

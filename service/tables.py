@@ -1,0 +1,110 @@
+"""Database tables. They are created and changed only by the Alembic migrations in ``migrations/``."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    source: Mapped[str] = mapped_column(String(20))  # "builtin" or "upload"
+    task: Mapped[str] = mapped_column(String(20))  # "classification" or "forecast"
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingJob(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, name="job_status", native_enum=False, length=20),
+                                              default=JobStatus.queued, index=True)
+    spec: Mapped[dict[str, Any]]
+    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id"))
+    epochs_total: Mapped[int]
+    epochs_done: Mapped[int] = mapped_column(default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    enqueued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+
+    dataset: Mapped[Dataset] = relationship(lazy="joined")
+    model: Mapped["TrainedModel | None"] = relationship(back_populates="job", lazy="joined", uselist=False)
+    metrics: Mapped[list["JobMetric"]] = relationship(order_by="JobMetric.epoch", cascade="all, delete-orphan",
+                                                      lazy="raise")
+
+
+class JobMetric(Base):
+    __tablename__ = "job_metrics"
+    __table_args__ = (UniqueConstraint("job_id", "epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int]
+    train_loss: Mapped[float] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_accuracy: Mapped[float | None] = mapped_column(Float)
+    learning_rate: Mapped[float] = mapped_column(Float)
+    samples_per_second: Mapped[float] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainedModel(Base):
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int]
+    task: Mapped[str] = mapped_column(String(20), index=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id"))
+    architecture: Mapped[str] = mapped_column(String(50))
+    input_shape: Mapped[list[int]] = mapped_column(JSON)  # e.g. [1, 8, 8]
+    value_range: Mapped[list[float]] = mapped_column(JSON)  # e.g. [0, 16]: the pixel scale /predict takes
+    num_classes: Mapped[int]
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    artifact_key: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    job: Mapped[TrainingJob] = relationship(back_populates="model")
+    dataset: Mapped[Dataset] = relationship(lazy="joined")

@@ -1,0 +1,1 @@
+"""Celery app and tasks: the only place that joins the database to ``models/``."""

@@ -1,0 +1,179 @@
+"""Runs one training job: claims its row, trains through ``models/``, records everything as it goes.
+
+Every state change is a conditional update, so a duplicate delivery, a cancel and a reconciler pass can
+race with a worker without one overwriting another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import torch
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from models.architectures import ModelConfig, build_model
+from models.datasets import Splits, load_builtin, split_dataset
+from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes
+from models.optimizers import build_optimizer
+from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, evaluate, fit, \
+    resolve_device, seed_everything
+from service.artifacts import ArtifactStore
+from service.db import session_scope
+from service.settings import get_settings, worker_threads
+from service.tables import JobMetric, JobStatus, TrainedModel, TrainingJob, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class WorkerShutdown(Exception):
+    """The worker is stopping; the job goes back to the queue."""
+
+
+def _claim(job_id: uuid.UUID, stale_after: timedelta) -> TrainingJob | None:
+    """Mark the job running if it is ours to run: queued, or running under a worker that went silent."""
+    now = utcnow()
+    with session_scope() as session:
+        claimed = session.execute(
+            update(TrainingJob)
+            .where(TrainingJob.id == job_id,
+                   (TrainingJob.status == JobStatus.queued)
+                   | ((TrainingJob.status == JobStatus.running) & (TrainingJob.heartbeat_at < now - stale_after)))
+            .values(status=JobStatus.running, attempts=TrainingJob.attempts + 1, heartbeat_at=now,
+                    started_at=func.coalesce(TrainingJob.started_at, now))
+        ).rowcount
+        return session.get(TrainingJob, job_id) if claimed else None
+
+
+def _finish(job_id: uuid.UUID, status: JobStatus, **values: object) -> None:
+    with session_scope() as session:
+        session.execute(update(TrainingJob).where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.running)
+                        .values(status=status, finished_at=utcnow(), heartbeat_at=None, **values))
+
+
+class JobMonitor:
+    """``should_stop`` for the training loop: heartbeats and looks for a cancel at most every few tenths of
+    a second, since a database round trip per batch would cost more than the batch."""
+
+    def __init__(self, job_id: uuid.UUID, every: float, shutting_down: threading.Event):
+        self.job_id, self.every, self.shutting_down = job_id, every, shutting_down
+        self._next = 0.0
+        self.cancelled = False
+
+    def __call__(self) -> bool:
+        if self.shutting_down.is_set():
+            raise WorkerShutdown()
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.every
+        with session_scope() as session:
+            self.cancelled = bool(session.scalar(
+                update(TrainingJob).where(TrainingJob.id == self.job_id).values(heartbeat_at=utcnow())
+                .returning(TrainingJob.cancel_requested)))
+        return self.cancelled
+
+
+def _record_epoch(job_id: uuid.UUID, metrics: EpochMetrics) -> None:
+    with session_scope() as session:
+        session.add(JobMetric(job_id=job_id, **metrics.to_dict()))
+        session.execute(update(TrainingJob).where(TrainingJob.id == job_id)
+                        .values(epochs_done=metrics.epoch, heartbeat_at=utcnow()))
+
+
+def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: ArtifactStore,
+                    test_metrics: dict) -> None:
+    """Save the model and mark the job succeeded in one transaction, with the next free version number."""
+    model_id = uuid.uuid4()
+    key = f"models/{model_id}/model.pt"
+    sha256 = store.put(key, data)
+    name = job.spec.get("name") or f"{job.dataset.name}-{config.architecture}"
+    for _ in range(5):
+        try:
+            with session_scope() as session:
+                version = (session.scalar(select(func.max(TrainedModel.version)).where(TrainedModel.name == name))
+                           or 0) + 1
+                session.add(TrainedModel(
+                    id=model_id, name=name, version=version, task="classification", job_id=job.id,
+                    dataset_id=job.dataset_id, architecture=config.architecture,
+                    input_shape=list(config.input_shape), value_range=list(config.value_range),
+                    num_classes=config.num_classes, metrics=test_metrics, artifact_key=key, sha256=sha256,
+                    size_bytes=len(data)))
+                session.execute(update(TrainingJob).where(TrainingJob.id == job.id)
+                                .values(status=JobStatus.succeeded, finished_at=utcnow(), heartbeat_at=None,
+                                        result=test_metrics))
+            return
+        except IntegrityError:  # another job of the same name took that version first
+            continue
+    raise RuntimeError(f"could not register a version of model {name!r}")
+
+
+def _prepare(job: TrainingJob) -> tuple[Splits, ModelConfig]:
+    spec, training = job.spec, job.spec["training"]
+    data = load_builtin(job.dataset.name)
+    splits = split_dataset(data, validation_split=training["validation_split"], test_split=training["test_split"],
+                           seed=training["seed"])
+    params = {k: v for k, v in spec["architecture"].items() if k != "type"}
+    config = ModelConfig(spec["architecture"]["type"], params, data.input_shape, data.num_classes, data.value_range)
+    return splits, config
+
+
+def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
+    settings = get_settings()
+    job = _claim(job_id, timedelta(seconds=settings.stale_after_seconds))
+    if job is None:
+        log.info("job %s: not queued (done, cancelled, running elsewhere or gone); nothing to do", job_id)
+        return
+    store = ArtifactStore(settings.artifacts_folder)
+    checkpoint_key = f"jobs/{job_id}/checkpoint.pt"
+    torch.set_num_threads(worker_threads(settings))
+    try:
+        training = job.spec["training"]
+        splits, config = _prepare(job)
+        seed_everything(training["seed"])
+        model = build_model(config)
+        opt_spec = {k: v for k, v in job.spec["optimizer"].items() if k != "type"}
+        optimizer = build_optimizer(job.spec["optimizer"]["type"], model.parameters(), training["learning_rate"],
+                                    **opt_spec)
+        resume = checkpoint_from_bytes(store.get(checkpoint_key)) if store.exists(checkpoint_key) else None
+        with session_scope() as session:  # epochs after the checkpoint were not finished; forget them
+            done = int(resume["epoch"]) if resume else 0
+            session.execute(delete(JobMetric).where(JobMetric.job_id == job_id, JobMetric.epoch > done))
+            session.execute(update(TrainingJob).where(TrainingJob.id == job_id).values(epochs_done=done))
+        if resume:
+            log.info("job %s: resuming after epoch %d", job_id, done)
+
+        def on_epoch(metrics: EpochMetrics, checkpoint) -> None:
+            store.put(checkpoint_key, checkpoint_to_bytes(checkpoint()))  # before the row: no epoch is lost
+            _record_epoch(job_id, metrics)
+
+        monitor = JobMonitor(job_id, settings.cancel_check_seconds, shutting_down)
+        train_config = TrainConfig(epochs=training["epochs"], batch_size=training["batch_size"],
+                                   seed=training["seed"], device=training["device"])
+        fit(model, optimizer, splits.train, splits.validation, train_config, on_epoch=on_epoch,
+            should_stop=monitor, resume=resume)
+        test = evaluate(model, splits.test, resolve_device(training["device"]))
+        _register_model(job, config, model_to_bytes(model, config), store,
+                        {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_samples": len(splits.test)})
+        store.delete(checkpoint_key)
+        log.info("job %s: succeeded, test accuracy %.4f", job_id, test["accuracy"])
+    except TrainingCancelled:
+        _finish(job_id, JobStatus.cancelled)
+        store.delete(checkpoint_key)
+        log.info("job %s: cancelled", job_id)
+    except WorkerShutdown:
+        with session_scope() as session:
+            session.execute(update(TrainingJob).where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.running)
+                            .values(status=JobStatus.queued, heartbeat_at=None, enqueued_at=None))
+        log.info("job %s: worker shutting down; back in the queue, it resumes from its last checkpoint", job_id)
+    except (TrainingDiverged, ValueError) as exc:
+        _finish(job_id, JobStatus.failed, error=str(exc))
+        log.warning("job %s: failed: %s", job_id, exc)
+    except Exception as exc:
+        _finish(job_id, JobStatus.failed, error=f"training failed unexpectedly ({type(exc).__name__}: {exc}); "
+                                                "the worker log has the traceback")
+        log.exception("job %s: failed", job_id)
