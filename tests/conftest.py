@@ -1,0 +1,87 @@
+"""Shared fixtures. In-process tests run on an embedded SQLite home made for the test session; the
+end-to-end tests start real ``trainserve`` API and worker processes, on the embedded defaults or on the
+PostgreSQL and Redis servers at 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before any trainserve module reads its settings: this session's own home, never the developer's ./var.
+os.environ["TRAINSERVE_HOME"] = tempfile.mkdtemp(prefix="trainserve-test-")
+for _name in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_URL", "QUEUE"):
+    os.environ.pop(f"TRAINSERVE_{_name}", None)
+
+import threading  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from service.main import create_app  # noqa: E402
+from service.migrate import upgrade  # noqa: E402
+from service.settings import get_settings  # noqa: E402
+from tests.stack import Stack  # noqa: E402
+
+POSTGRES_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TRAINSERVE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+LOGREG_SPEC = {
+    "dataset": "digits",
+    "architecture": {"type": "logistic_regression"},
+    "optimizer": {"type": "sgd", "momentum": 0.9},
+    "training": {"epochs": 15, "batch_size": 64, "learning_rate": 0.05, "seed": 0},
+}
+
+
+@pytest.fixture(scope="session")
+def migrated() -> None:
+    upgrade(get_settings().database_url)
+
+
+@pytest.fixture
+def client(migrated) -> Iterator[TestClient]:
+    """The API in this process, on the embedded database and broker, with no worker: jobs stay queued
+    unless a test runs them itself with :func:`workers.jobs.run_job`."""
+    with TestClient(create_app(reconcile=False)) as c:
+        yield c
+
+
+@pytest.fixture
+def run_job():
+    """Runs a job in this process through the worker's own code (no Celery), as a worker would."""
+    from workers.jobs import run_job as _run
+
+    return lambda job_id: _run(uuid.UUID(str(job_id)), threading.Event())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for this test session, dropped at the end."""
+    name = f"trainserve_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def embedded_stack(tmp_path_factory) -> Iterator[Stack]:
+    """`trainserve api` and `trainserve worker` processes on the embedded defaults in a fresh home."""
+    home = tmp_path_factory.mktemp("embedded")
+    with Stack.start({"TRAINSERVE_HOME": str(home)}) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def real_stack(tmp_path_factory, postgres_url) -> Iterator[Stack]:
+    """The same processes on PostgreSQL and Redis, with a queue of their own."""
+    home = tmp_path_factory.mktemp("realstack")
+    env = {"TRAINSERVE_HOME": str(home), "TRAINSERVE_DATABASE_URL": postgres_url,
+           "TRAINSERVE_BROKER_URL": REDIS_URL, "TRAINSERVE_QUEUE": f"trainserve-test-{uuid.uuid4().hex[:8]}"}
+    with Stack.start(env) as stack:
+        yield stack

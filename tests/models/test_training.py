@@ -1,0 +1,114 @@
+"""The training library on its own: no service, no database, real digits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.architectures import ModelConfig, build_model
+from models.datasets import load_builtin, split_dataset
+from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_from_bytes, model_to_bytes
+from models.optimizers import build_optimizer
+from models.training import TrainConfig, TrainingCancelled, TrainingDiverged, evaluate, fit, resolve_device, \
+    seed_everything
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0)
+
+
+def make(splits, architecture="logistic_regression", params=None, optimizer="sgd", lr=0.05, seed=0, **opt):
+    seed_everything(seed)
+    data = splits.train
+    config = ModelConfig(architecture, params or {}, data.input_shape, data.num_classes, data.value_range)
+    model = build_model(config)
+    opt_options = {"momentum": 0.9} if optimizer == "sgd" and not opt else opt
+    return model, build_optimizer(optimizer, model.parameters(), lr, **opt_options), config
+
+
+def test_splits_are_disjoint_and_deterministic(splits):
+    again = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0)
+    assert torch.equal(splits.test.x, again.test.x)
+    sizes = (len(splits.train), len(splits.validation), len(splits.test))
+    assert sum(sizes) == 1797 and sizes == (1258, 180, 359)
+    other = split_dataset(load_builtin("digits"), validation_split=0.3, test_split=0.2, seed=0)
+    assert torch.equal(other.test.y, splits.test.y), "the test split must not depend on the validation split"
+
+
+@pytest.mark.parametrize("architecture,params,optimizer,lr", [
+    ("logistic_regression", {}, "sgd", 0.05),
+    ("mlp", {"hidden_sizes": [400, 200], "activation": "relu"}, "adam", 0.001),
+    ("mlp", {"hidden_sizes": [64], "activation": "tanh", "dropout": 0.1}, "sgd", 0.05),
+])
+def test_models_learn_digits(splits, architecture, params, optimizer, lr):
+    model, opt, _ = make(splits, architecture, params, optimizer, lr)
+    history = fit(model, opt, splits.train, splits.validation, TrainConfig(epochs=12, batch_size=32, device="cpu"))
+    assert history[-1].train_loss < history[0].train_loss / 3
+    assert evaluate(model, splits.test, torch.device("cpu"))["accuracy"] >= 0.9
+
+
+def test_same_seed_gives_same_metrics(splits):
+    runs = []
+    for _ in range(2):
+        model, opt, _ = make(splits, "mlp", {"hidden_sizes": [32], "dropout": 0.2}, "adam", 0.01, seed=7)
+        runs.append([m.train_loss for m in fit(model, opt, splits.train, splits.validation,
+                                               TrainConfig(epochs=3, seed=7, device="cpu"))])
+    assert runs[0] == runs[1]
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(splits):
+    config = TrainConfig(epochs=4, batch_size=64, seed=3, device="cpu")
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [32], "dropout": 0.2}, "adam", 0.01, seed=3)
+    full = fit(model, opt, splits.train, splits.validation, config)
+
+    saved: dict[int, bytes] = {}
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [32], "dropout": 0.2}, "adam", 0.01, seed=3)
+    fit(model, opt, splits.train, splits.validation, TrainConfig(epochs=2, batch_size=64, seed=3, device="cpu"),
+        on_epoch=lambda m, checkpoint: saved.__setitem__(m.epoch, checkpoint_to_bytes(checkpoint())))
+    # A fresh process would build a new model and optimizer, then resume from the stored bytes.
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [32], "dropout": 0.2}, "adam", 0.01, seed=99)
+    resumed = fit(model, opt, splits.train, splits.validation, config, resume=checkpoint_from_bytes(saved[2]))
+    assert [m.epoch for m in resumed] == [3, 4]
+    assert [m.train_loss for m in resumed] == pytest.approx([m.train_loss for m in full[2:]], rel=1e-6)
+
+
+def test_divergence_names_epoch_step_and_remedy(splits):
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [400, 200]}, "sgd", 10.0, momentum=0.99)
+    with pytest.raises(TrainingDiverged, match=r"at epoch \d+, step \d+; lower the learning rate"):
+        fit(model, opt, splits.train, None, TrainConfig(epochs=20, batch_size=16, device="cpu"))
+
+
+def test_should_stop_cancels_before_the_next_batch(splits):
+    model, opt, _ = make(splits)
+    calls = []
+    with pytest.raises(TrainingCancelled):
+        fit(model, opt, splits.train, None, TrainConfig(epochs=5, device="cpu"),
+            should_stop=lambda: calls.append(1) or len(calls) > 3)
+    assert len(calls) == 4
+
+
+def test_saved_model_loads_with_weights_only_and_predicts_the_same(splits):
+    model, opt, config = make(splits)
+    fit(model, opt, splits.train, None, TrainConfig(epochs=2, device="cpu"))
+    loaded, loaded_config = model_from_bytes(model_to_bytes(model, config))
+    assert loaded_config == config
+    model.eval()
+    assert torch.equal(loaded(splits.test.x), model(splits.test.x))
+
+
+def test_cuda_request_without_a_gpu_is_explained():
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(ValueError, match="no usable GPU"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_matches_cpu_accuracy(splits):
+    model, opt, _ = make(splits)
+    fit(model, opt, splits.train, None, TrainConfig(epochs=12, device="cuda"))
+    assert next(model.parameters()).is_cuda
+    assert evaluate(model, splits.test, torch.device("cuda"))["accuracy"] >= 0.9

@@ -1,0 +1,145 @@
+"""The jobs API in this process, on the embedded database; jobs run through the worker's own code."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.conftest import LOGREG_SPEC
+
+
+def spec(**changes) -> dict:
+    s = copy.deepcopy(LOGREG_SPEC)
+    for path, value in changes.items():
+        target = s
+        *parents, leaf = path.split("__")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return s
+
+
+def assert_error(response, status: int, *fragments: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    for fragment in fragments:
+        assert fragment in body["error"]["message"], body
+    return body["error"]
+
+
+def test_submit_answers_202_with_location_and_a_queued_job(client):
+    r = client.post("/v1/jobs", json=LOGREG_SPEC)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["progress"] == {"epoch": 0, "epochs": 15}
+    assert job["spec"]["optimizer"] == {"type": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+    assert client.get(r.headers["location"]).json()["id"] == job["id"]
+
+
+@pytest.mark.parametrize("changes,field,fragments", [
+    ({"dataset": "imagenet"}, "dataset", ["unknown dataset 'imagenet'", "valid names: digits"]),
+    ({"dataset": "digits@x"}, "dataset", ["must be a version number"]),
+    ({"architecture": {"type": "transformer"}}, "architecture", ["'logistic_regression', 'mlp'"]),
+    ({"optimizer": {"type": "adadelta"}}, "optimizer", ["'sgd', 'adam'"]),
+    ({"training__epochs": 0}, "training.epochs", ["greater than or equal to 1"]),
+    ({"training__learning_rate": -1}, "training.learning_rate", ["greater than 0"]),
+    ({"training__validation_split": 0.9}, "training.validation_split", ["less than or equal to 0.5"]),
+    ({"training__device": "tpu"}, "training.device", ["'auto', 'cpu' or 'cuda'"]),
+    ({"architecture": {"type": "mlp", "activation": "gelu"}}, "architecture.mlp.activation", ["'relu', 'tanh'"]),
+    ({"architecture": {"type": "mlp", "hidden_sizes": []}}, "architecture.mlp.hidden_sizes", ["at least 1"]),
+    ({"optimizer": {"type": "sgd", "momentum": 0, "nesterov": True}}, "optimizer.sgd", ["nesterov needs momentum"]),
+    ({"optimizer": {"type": "sgd", "lr": 0.1}}, "optimizer.sgd.lr", ["Extra inputs are not permitted"]),
+])
+def test_bad_specs_answer_422_naming_the_field(client, changes, field, fragments):
+    error = assert_error(client.post("/v1/jobs", json=spec(**changes)), 422, *fragments)
+    assert field in [d["field"] for d in error["details"]]
+
+
+def test_bodies_that_are_not_a_spec(client):
+    assert_error(client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}),
+                 422, "JSON")
+    assert_error(client.post("/v1/jobs", json=[1, 2]), 422)
+    assert_error(client.post("/v1/jobs", json={}), 422, "dataset: Field required")
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/{id}", "/v1/jobs/{id}/metrics", "/v1/models/{id}"])
+@pytest.mark.parametrize("bad_id", ["3f2b6c1e-0000-4000-8000-000000000000", "not-an-id"])
+def test_unknown_ids_answer_404(client, path, bad_id):
+    assert_error(client.get(path.format(id=bad_id)), 404, "no ")
+
+
+def test_unknown_route_has_the_same_error_shape(client):
+    assert_error(client.get("/v1/nothing"), 404)
+    assert_error(client.delete("/v1/jobs"), 405)
+
+
+def test_cancel_a_queued_job_means_it_never_starts(client, run_job):
+    job = client.post("/v1/jobs", json=LOGREG_SPEC).json()
+    r = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 202 and r.json()["status"] == "cancelled" and r.json()["finished_at"]
+    run_job(job["id"])  # the message arrives after all: the worker must leave the job alone
+    after = client.get(f"/v1/jobs/{job['id']}").json()
+    assert after["status"] == "cancelled" and after["started_at"] is None and after["attempts"] == 0
+    assert_error(client.post(f"/v1/jobs/{job['id']}/cancel"), 409, "already cancelled")
+    assert_error(client.post("/v1/jobs/3f2b6c1e-0000-4000-8000-000000000000/cancel"), 404)
+
+
+def test_list_is_newest_first_paginated_and_filtered(client):
+    ids = [client.post("/v1/jobs", json=LOGREG_SPEC).json()["id"] for _ in range(3)]
+    client.post(f"/v1/jobs/{ids[0]}/cancel")
+    page = client.get("/v1/jobs", params={"limit": 2}).json()
+    assert [j["id"] for j in page["items"]] == ids[::-1][:2] and page["limit"] == 2 and page["total"] >= 3
+    second = client.get("/v1/jobs", params={"limit": 2, "offset": 1}).json()
+    assert second["items"][0]["id"] == ids[1]
+    cancelled = client.get("/v1/jobs", params={"status": "cancelled"}).json()["items"]
+    assert ids[0] in [j["id"] for j in cancelled] and all(j["status"] == "cancelled" for j in cancelled)
+    assert_error(client.get("/v1/jobs", params={"status": "done"}), 422, "status")
+    assert_error(client.get("/v1/jobs", params={"limit": 0}), 422, "limit")
+
+
+def test_a_job_run_by_the_worker_records_metrics_and_registers_its_model(client, run_job):
+    job = client.post("/v1/jobs", json=spec(training__epochs=5, name="digits-test")).json()
+    run_job(job["id"])
+    done = client.get(f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done["error"]
+    assert done["progress"] == {"epoch": 5, "epochs": 5} and done["attempts"] == 1
+    assert done["result"]["test_accuracy"] >= 0.85 and done["result"]["test_samples"] == 359
+    metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4, 5]
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] and metrics[-1] == done["latest_metrics"]
+    model = client.get(f"/v1/models/{done['model']['id']}").json()
+    assert model["name"] == "digits-test" and model["input_shape"] == [1, 8, 8] and model["value_range"] == [0, 16]
+    assert model["job_id"] == job["id"] and model["metrics"] == done["result"]
+
+    again = client.post("/v1/jobs", json=spec(training__epochs=1, name="digits-test")).json()
+    run_job(again["id"])
+    listed = client.get("/v1/models", params={"name": "digits-test"}).json()["items"]
+    assert [m["version"] for m in listed] == [2, 1]
+    run_job(job["id"])  # a duplicate delivery of a finished job changes nothing
+    assert client.get(f"/v1/jobs/{job['id']}").json()["attempts"] == 1
+
+
+def test_a_job_that_diverges_fails_with_an_actionable_message(client, run_job):
+    bad = spec(architecture={"type": "mlp", "hidden_sizes": [400, 200]}, training__learning_rate=10.0,
+               training__batch_size=16, optimizer={"type": "sgd", "momentum": 0.99})
+    job = client.post("/v1/jobs", json=bad).json()
+    run_job(job["id"])
+    failed = client.get(f"/v1/jobs/{job['id']}").json()
+    assert failed["status"] == "failed" and failed["model"] is None and failed["finished_at"]
+    assert "loss became nan at epoch 1" in failed["error"] and "lower the learning rate" in failed["error"]
+
+
+def test_openapi_documents_the_api(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/metrics",
+            "/v1/models", "/v1/models/{model_id}", "/predict", "/healthz", "/readyz"} <= set(schema["paths"])
+    assert "instances" in str(schema["paths"]["/predict"]["post"]["requestBody"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}

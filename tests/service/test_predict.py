@@ -1,0 +1,74 @@
+"""/predict in this process, on a model trained by the worker's own code."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from models.datasets import load_builtin, split_dataset
+from service.main import create_app
+from tests.conftest import LOGREG_SPEC
+from tests.service.test_jobs_api import assert_error
+from workers.jobs import run_job
+
+
+@pytest.fixture(scope="module")
+def api(migrated):
+    with TestClient(create_app(reconcile=False)) as c:
+        job = c.post("/v1/jobs", json=LOGREG_SPEC).json()
+        run_job(uuid.UUID(job["id"]), threading.Event())
+        c.model_id = c.get(f"/v1/jobs/{job['id']}").json()["model"]["id"]
+        yield c
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    split = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+    return split.x.numpy()[:, 0], split.y.numpy()
+
+
+def test_predicts_test_digits_given_as_rows_or_flat(api, test_digits):
+    images, labels = test_digits
+    for instances in (images.tolist(), images.reshape(len(images), -1).tolist()):
+        r = api.post("/predict", json={"instances": instances, "model": api.model_id})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        predicted = np.array([p["label"] for p in body["predictions"]])
+        assert (predicted == labels).mean() >= 0.9
+        assert body["model"]["id"] == api.model_id and body["model"]["version"] >= 1
+        probabilities = np.array([p["probabilities"] for p in body["predictions"]])
+        assert probabilities.shape == (len(labels), 10) and np.allclose(probabilities.sum(1), 1, atol=1e-4)
+
+
+def test_default_model_is_the_newest_digit_classifier(api, test_digits):
+    newest = api.get("/v1/models").json()["items"][0]["id"]
+    r = api.post("/predict", json={"instances": [test_digits[0][0].tolist()]})
+    assert r.status_code == 200 and r.json()["model"]["id"] == newest
+
+
+@pytest.mark.parametrize("body,status,fragment", [
+    ({"instances": [[1.0] * 63]}, 422, "expects 64 pixels per instance, flat or as 8x8 rows; got instances of shape 63"),
+    ({"instances": [[[1.0] * 4] * 16]}, 422, "expects 64 pixels"),
+    ({"instances": [[1.0] * 64, [1.0] * 10]}, 422, "same shape"),
+    ({"instances": [["a"] * 64]}, 422, "list of numbers"),
+    ({"instances": [[17.0] * 64]}, 422, "must lie in [0, 16]"),
+    ({"instances": [[-1.0] * 64]}, 422, "must lie in [0, 16]"),
+    ({"instances": []}, 422, "non-empty list"),
+    ({"instances": [1, 2]}, 422, "expects 64 pixels"),
+    ({"pixels": [[1.0] * 64]}, 422, '"instances"'),
+    ({"instances": [[1.0] * 64], "top": 3}, 422, "unknown field(s) top"),
+    ({"instances": [[1.0] * 64], "model": "abc"}, 422, "must be a model id"),
+    ({"instances": [[1.0] * 64], "model": "3f2b6c1e-0000-4000-8000-000000000000"}, 404, "no model with id"),
+    ({"instances": [[1.0] * 64] * 1025}, 413, "at most 1024"),
+])
+def test_bad_predict_requests_say_what_to_change(api, body, status, fragment):
+    assert_error(api.post("/predict", json=body), status, fragment)
+
+
+def test_non_finite_and_non_json_bodies(api):
+    assert_error(api.post("/predict", content=b'{"instances": [[NaN' + b", 1" * 63 + b"]]}"), 422, "NaN")
+    assert_error(api.post("/predict", content=b"\xff\xfe"), 422, "not valid JSON")

@@ -1,0 +1,65 @@
+"""The reconciler: lost messages are sent again, silent workers' jobs are queued again or failed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from service.db import session_scope
+from service.jobs.service import jobs_to_resend
+from service.tables import JobStatus, TrainingJob, utcnow
+from tests.conftest import LOGREG_SPEC
+
+STALE = timedelta(minutes=10)
+
+
+def set_job(job_id: str, **values) -> None:
+    with session_scope() as session:
+        job = session.get(TrainingJob, uuid.UUID(job_id))
+        for k, v in values.items():
+            setattr(job, k, v)
+
+
+def get_job(job_id: str) -> TrainingJob:
+    with session_scope() as session:
+        return session.get(TrainingJob, uuid.UUID(job_id))
+
+
+def resend(now) -> list[str]:
+    with session_scope() as session:
+        return [str(i) for i in jobs_to_resend(session, now, STALE, max_attempts=3)]
+
+
+def test_queued_job_is_sent_again_only_once_its_message_is_old(client):
+    job = client.post("/v1/jobs", json=LOGREG_SPEC).json()["id"]
+    assert job not in resend(utcnow())
+    later = utcnow() + STALE + timedelta(seconds=1)
+    assert job in resend(later)
+    assert job not in resend(later), "a job just sent again is not sent again in the next pass"
+
+
+def test_running_job_whose_worker_went_silent_is_queued_again_and_resumes(client, run_job):
+    job = client.post("/v1/jobs", json={**LOGREG_SPEC, "training": {"epochs": 2}}).json()["id"]
+    silent_since = utcnow() - STALE - timedelta(seconds=1)
+    set_job(job, status=JobStatus.running, attempts=1, heartbeat_at=silent_since, enqueued_at=silent_since)
+    assert job in resend(utcnow())
+    assert get_job(job).status == JobStatus.queued
+    run_job(job)
+    done = get_job(job)
+    assert done.status == JobStatus.succeeded and done.attempts == 2
+
+
+def test_a_job_that_keeps_losing_its_worker_fails_with_a_reason(client):
+    job = client.post("/v1/jobs", json=LOGREG_SPEC).json()["id"]
+    set_job(job, status=JobStatus.running, attempts=3, heartbeat_at=utcnow() - STALE - timedelta(seconds=1))
+    assert job not in resend(utcnow())
+    failed = get_job(job)
+    assert failed.status == JobStatus.failed and failed.finished_at is not None
+    assert "stopped responding 3 times" in failed.error and "worker logs" in failed.error
+
+
+def test_a_worker_takes_over_a_running_job_only_when_it_is_silent(client, run_job):
+    job = client.post("/v1/jobs", json=LOGREG_SPEC).json()["id"]
+    set_job(job, status=JobStatus.running, attempts=1, heartbeat_at=utcnow())
+    run_job(job)  # a duplicate delivery while another worker is alive and training
+    assert get_job(job).attempts == 1 and get_job(job).status == JobStatus.running

@@ -1,0 +1,92 @@
+"""Starts real trainserve processes for end-to-end tests and talks to them over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    base_url: str
+    http: httpx.Client
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, env: dict[str, str], workers: int = 1) -> Iterator["Stack"]:
+        port = free_port()
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
+        full_env.update(env, TRAINSERVE_API_PORT=str(port), TRAINSERVE_CANCEL_CHECK_SECONDS="0.2",
+                        PYTHONUNBUFFERED="1")
+        home = Path(env["TRAINSERVE_HOME"])
+        cli = [sys.executable, "-m", "service.cli"]
+        subprocess.run([*cli, "migrate"], env=full_env, check=True, timeout=120)
+        stack = cls(f"http://127.0.0.1:{port}", httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30))
+        try:
+            for name, args in [("api", ["api"])] + [(f"worker{i}", ["worker"]) for i in range(workers)]:
+                log = home / f"{name}.log"
+                stack.logs.append(log)
+                stack.processes.append(subprocess.Popen([*cli, *args], env=full_env, stdout=log.open("wb"),
+                                                        stderr=subprocess.STDOUT))
+            stack.wait_ready()
+            yield stack
+        finally:
+            stack.stop()
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p in self.processes:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a trainserve process exited early:\n{self.tail_logs()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if self.http.get("/readyz").status_code == 200:
+                    return
+            time.sleep(0.3)
+        raise TimeoutError(f"the API did not become ready:\n{self.tail_logs()}")
+
+    def tail_logs(self, lines: int = 40) -> str:
+        return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                         for log in self.logs if log.exists())
+
+    def stop(self) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.http.close()
+
+    def wait_for(self, job_id: str, statuses: set[str] = TERMINAL, timeout: float = 240,
+                 predicate=None) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.http.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in statuses and (predicate is None or predicate(job)):
+                return job
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} is still {job['status']}:\n{self.tail_logs()}")
