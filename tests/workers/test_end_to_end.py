@@ -1,0 +1,73 @@
+"""End to end over HTTP: real API and worker processes train a model and serve it.
+
+The same flow runs on the embedded defaults (SQLite, kombu's filesystem transport) and on the real stack
+(PostgreSQL and Redis at 127.0.0.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.datasets import load_builtin, split_dataset
+from tests.conftest import LOGREG_SPEC
+
+pytestmark = pytest.mark.slow
+
+LONG_SPEC = {
+    "dataset": "digits",
+    "architecture": {"type": "mlp", "hidden_sizes": [400, 200]},
+    "optimizer": {"type": "adam"},
+    "training": {"epochs": 500, "batch_size": 8, "learning_rate": 0.0005},
+}
+
+
+def train_and_predict(stack) -> None:
+    r = stack.http.post("/v1/jobs", json=LOGREG_SPEC)
+    assert r.status_code == 202, r.text
+    job = stack.wait_for(r.json()["id"])
+    assert job["status"] == "succeeded", f"{job['error']}\n{stack.tail_logs()}"
+    assert job["result"]["test_accuracy"] >= 0.90
+    assert job["progress"] == {"epoch": 15, "epochs": 15}
+    assert len(stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]) == 15
+
+    test = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+    r = stack.http.post("/predict", json={"instances": test.x[:, 0].tolist()})
+    assert r.status_code == 200, r.text
+    predicted = np.array([p["label"] for p in r.json()["predictions"]])
+    assert (predicted == test.y.numpy()).mean() >= 0.90
+    assert r.json()["model"]["id"] == job["model"]["id"]
+
+
+def cancel_running_job(stack) -> None:
+    job_id = stack.http.post("/v1/jobs", json=LONG_SPEC).json()["id"]
+    running = stack.wait_for(job_id, {"running"}, predicate=lambda j: j["progress"]["epoch"] >= 1)
+    assert running["started_at"]
+    r = stack.http.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 202 and r.json()["cancel_requested"]
+    cancelled = stack.wait_for(job_id, timeout=30)
+    assert cancelled["status"] == "cancelled" and cancelled["model"] is None
+    kept = stack.http.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
+    assert 1 <= len(kept) < 500 and cancelled["progress"]["epoch"] == len(kept)
+
+
+def test_embedded_predict_before_any_model_says_to_train_one(embedded_stack):
+    r = embedded_stack.http.post("/predict", json={"instances": [[0.0] * 64]})
+    assert r.status_code == 404 and "submit a job" in r.json()["error"]["message"]
+
+
+def test_embedded_train_then_predict(embedded_stack):
+    train_and_predict(embedded_stack)
+
+
+def test_embedded_cancel_running_job(embedded_stack):
+    cancel_running_job(embedded_stack)
+
+
+@pytest.mark.realstack
+def test_real_stack_train_then_predict(real_stack):
+    train_and_predict(real_stack)
+
+
+@pytest.mark.realstack
+def test_real_stack_cancel_running_job(real_stack):
+    cancel_running_job(real_stack)
