@@ -106,6 +106,7 @@ def test_a_job_run_by_the_worker_records_metrics_and_registers_its_model(client,
     done = client.get(f"/v1/jobs/{job['id']}").json()
     assert done["status"] == "succeeded", done["error"]
     assert done["progress"] == {"epoch": 5, "epochs": 5} and done["attempts"] == 1
+    assert all(done[k].endswith("Z") for k in ("created_at", "started_at", "finished_at")), "UTC, with the zone"
     assert done["result"]["test_accuracy"] >= 0.85 and done["result"]["test_samples"] == 359
     metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
     assert [m["epoch"] for m in metrics] == [1, 2, 3, 4, 5]
