@@ -1,22 +1,51 @@
-"""Optimizers by name, with the parameters a job spec may set."""
+"""Optimizers by name, with the parameters a job spec may set.
+
+Minibatch optimizers take a step per batch. Full-batch ones (``lbfgs``, ``newton``,
+``conjugate_gradient``) run a line search over a deterministic loss, through a closure, on the whole
+training set or large batches of it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": lambda params, lr, momentum=0.0, nesterov=False, weight_decay=0.0: torch.optim.SGD(
-        params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
-    ),
-    "adam": lambda params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0: torch.optim.Adam(
-        params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay
-    ),
+from models.second_order import ConjugateGradient, Newton
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    build: Callable[..., torch.optim.Optimizer]
+    full_batch: bool = False
+
+
+OPTIMIZERS: dict[str, OptimizerInfo] = {
+    "sgd": OptimizerInfo(lambda params, lr, momentum=0.0, nesterov=False, weight_decay=0.0: torch.optim.SGD(
+        params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)),
+    "adagrad": OptimizerInfo(lambda params, lr, lr_decay=0.0, weight_decay=0.0, eps=1e-10: torch.optim.Adagrad(
+        params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)),
+    "rmsprop": OptimizerInfo(lambda params, lr, alpha=0.99, momentum=0.0, centered=False, weight_decay=0.0,
+                             eps=1e-8: torch.optim.RMSprop(params, lr=lr, alpha=alpha, momentum=momentum,
+                                                           centered=centered, weight_decay=weight_decay, eps=eps)),
+    "adam": OptimizerInfo(lambda params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0: torch.optim.Adam(
+        params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)),
+    "adamw": OptimizerInfo(lambda params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01: torch.optim.AdamW(
+        params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)),
+    "lbfgs": OptimizerInfo(lambda params, lr, max_iter=20, history_size=10: torch.optim.LBFGS(
+        params, lr=lr, max_iter=max_iter, history_size=history_size, line_search_fn="strong_wolfe"),
+        full_batch=True),
+    "newton": OptimizerInfo(Newton, full_batch=True),
+    "conjugate_gradient": OptimizerInfo(ConjugateGradient, full_batch=True),
 }
 
 
 def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, **options: Any) -> torch.optim.Optimizer:
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, lr, **options)
+    return OPTIMIZERS[name].build(params, lr, **options)
+
+
+def is_full_batch(optimizer: torch.optim.Optimizer) -> bool:
+    return isinstance(optimizer, (torch.optim.LBFGS, Newton, ConjugateGradient))

@@ -1,15 +1,17 @@
 """The training loop: one function, read top to bottom.
 
 The whole dataset lives on the training device as one tensor and each epoch walks a shuffled permutation
-of it; a per-step DataLoader costs 20-40 % on the CPU for data this small and more on a GPU.
+of it; a per-step DataLoader costs 20-40 % on the CPU for data this small, and more on a GPU.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -17,15 +19,50 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.augment import AugmentConfig, augment
 from models.datasets import ArrayDataset
+from models.metrics import classification_report
+from models.optimizers import is_full_batch
+from models.schedules import ScheduleConfig, build_scheduler
+
+LOSSES = ("cross_entropy", "mse", "mae")
+
+
+@dataclass
+class EarlyStopping:
+    monitor: str = "val_loss"  # val_loss, val_accuracy or train_loss
+    patience: int = 5
+    min_delta: float = 0.0
+
+    @property
+    def maximize(self) -> bool:
+        return self.monitor == "val_accuracy"
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int | None = None  # None: 64, or the whole training set for full-batch optimizers
     seed: int = 0
     device: str = "auto"
+    loss: str = "cross_entropy"
+    l1: float = 0.0  # penalties on weight matrices and kernels, not on biases
+    l2: float = 0.0
+    grad_clip_norm: float | None = None
+    precision: str = "fp32"  # "bf16": autocast on CUDA
+    schedule: ScheduleConfig | None = None
+    early_stopping: EarlyStopping | None = None
+    augmentation: AugmentConfig | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a job spec's training section; keys that are not settings here are ignored."""
+        values = {f.name: d[f.name] for f in fields(cls) if d.get(f.name) is not None}
+        for name, sub in (("schedule", ScheduleConfig), ("early_stopping", EarlyStopping),
+                          ("augmentation", AugmentConfig)):
+            if isinstance(values.get(name), dict):
+                values[name] = sub(**values[name])
+        return cls(**values)
 
 
 @dataclass
@@ -40,6 +77,13 @@ class EpochMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class FitResult:
+    history: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int | None = None  # with early stopping: the epoch whose weights the model now holds
+    stopped_early: bool = False
 
 
 class TrainingCancelled(Exception):
@@ -64,19 +108,59 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def data_loss(output: torch.Tensor, y: torch.Tensor, loss: str, reduction: str = "mean") -> torch.Tensor:
+    """The loss without penalties. For classes, ``mse`` is the course's squared error between the softmax
+    and the one-hot target."""
+    if y.dtype == torch.long:
+        if loss == "cross_entropy":
+            return F.cross_entropy(output, y, reduction=reduction)
+        if loss == "mse":
+            per_sample = (output.softmax(1) - F.one_hot(y, output.shape[1]).to(output.dtype)).pow(2).sum(1)
+            return per_sample.mean() if reduction == "mean" else per_sample.sum()
+        raise ValueError(f"loss {loss!r} does not apply to classes; use cross_entropy or mse")
+    output = output.reshape(y.shape)
+    if loss == "mse":
+        return F.mse_loss(output, y, reduction=reduction)
+    if loss == "mae":
+        return F.l1_loss(output, y, reduction=reduction)
+    raise ValueError(f"loss {loss!r} does not apply to numeric targets; use mse or mae")
+
+
+def penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
+    if not (l1 or l2):
+        return 0.0
+    weights = [p for p in model.parameters() if p.ndim > 1]
+    total = 0.0
+    if l2:
+        total = total + 0.5 * l2 * sum(w.pow(2).sum() for w in weights)
+    if l1:
+        total = total + l1 * sum(w.abs().sum() for w in weights)
+    return total
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ArrayDataset, device: torch.device, batch_size: int = 2048) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``data``."""
+def evaluate(model: nn.Module, data: ArrayDataset, device: torch.device, loss: str = "cross_entropy",
+             batch_size: int = 4096) -> dict[str, Any]:
+    """Mean loss, and for classes accuracy and the predicted labels, of ``model`` on ``data``."""
     model.eval()
-    total_loss, correct = 0.0, 0
+    total, outputs = 0.0, []
     for start in range(0, len(data), batch_size):
-        xb = data.x[start : start + batch_size].to(device)
-        yb = data.y[start : start + batch_size].to(device)
-        logits = model(xb)
-        total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += int((logits.argmax(1) == yb).sum())
-    n = max(len(data), 1)
-    return {"loss": total_loss / n, "accuracy": correct / n}
+        out = model(data.x[start : start + batch_size].to(device)).float()
+        total += float(data_loss(out, data.y[start : start + batch_size].to(device), loss, reduction="sum"))
+        outputs.append(out)
+    result: dict[str, Any] = {"loss": total / max(len(data), 1)}
+    if data.y.dtype == torch.long and outputs:
+        predicted = torch.cat(outputs).argmax(1).cpu()
+        result["accuracy"] = float((predicted == data.y).float().mean())
+        result["predicted"] = predicted.numpy()
+    return result
+
+
+def test_report(model: nn.Module, data: ArrayDataset, device: torch.device, loss: str = "cross_entropy") -> dict:
+    """Loss, accuracy, confusion matrix and per-class precision/recall/F1 on a held-out split."""
+    result = evaluate(model, data, device, loss)
+    report = classification_report(data.y.numpy(), result["predicted"], data.num_classes)
+    return {"test_loss": result["loss"], **report}
 
 
 def fit(
@@ -89,8 +173,8 @@ def fit(
     on_epoch: Callable[[EpochMetrics, Callable[[], dict]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume: dict | None = None,
-) -> list[EpochMetrics]:
-    """Train ``model`` in place for ``config.epochs`` epochs and return each epoch's metrics.
+) -> FitResult:
+    """Train ``model`` in place and return each epoch's metrics.
 
     ``on_epoch(metrics, checkpoint)`` runs after every epoch; ``checkpoint()`` returns the dict that
     ``resume`` takes to continue from that epoch with the same result as an uninterrupted run.
@@ -100,57 +184,129 @@ def fit(
     model.to(device)
     x, y = train.x.to(device), train.y.to(device)
     n = len(train)
-    # The shuffling generator is separate from the global RNG so a checkpoint can restore it exactly.
+    full_batch = is_full_batch(optimizer)
+    batch_size = config.batch_size or (n if full_batch else 64)
+    steps_per_epoch = math.ceil(n / batch_size)
+    lr = optimizer.param_groups[0]["lr"]
+    scheduler = build_scheduler(config.schedule, optimizer, lr, config.epochs, steps_per_epoch) \
+        if config.schedule else None
+    stopper = config.early_stopping
+    if stopper and stopper.monitor.startswith("val_") and not (validation is not None and len(validation)):
+        raise ValueError(f"early stopping on {stopper.monitor} needs a validation split above 0")
+    augmenting = config.augmentation is not None and config.augmentation.active and x.ndim == 4
+    background = float(train.value_range[0])
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.precision == "bf16" and device.type == "cuda" \
+        else nullcontext()
+
+    # The shuffling generator is separate from the global RNG so that a checkpoint restores it exactly.
     order_rng = torch.Generator().manual_seed(config.seed)
+    result = FitResult()
+    best: dict[str, Any] = {"value": None, "epoch": None, "bad_epochs": 0, "model": None}
     start_epoch = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
         order_rng.set_state(resume["order_rng"])
         torch.set_rng_state(resume["torch_rng"])
+        best = resume["early_stopping"]
         start_epoch = int(resume["epoch"])
+        result.stopped_early = bool(resume.get("stopped_early"))
+
+    def objective(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            out = model(xb)
+        return data_loss(out.float(), yb, config.loss) + penalty(model, config.l1, config.l2)
+
+    def check(loss: torch.Tensor, epoch: int, step: int) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step}; "
+                                   "lower the learning rate or clip gradients")
 
     def checkpoint_at(epoch: int) -> Callable[[], dict]:
         return lambda: {
             "epoch": epoch,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "order_rng": order_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "early_stopping": best,
+            "stopped_early": result.stopped_early,
         }
 
-    history: list[EpochMetrics] = []
-    for epoch in range(start_epoch + 1, config.epochs + 1):
+    epoch = start_epoch
+    while epoch < config.epochs and not result.stopped_early:
+        epoch += 1
         model.train()
         started = time.perf_counter()
         perm = torch.randperm(n, generator=order_rng).to(device)
         loss_sum = torch.zeros((), device=device)
-        for step, start in enumerate(range(0, n, config.batch_size), start=1):
+        for step, start in enumerate(range(0, n, batch_size), start=1):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled during epoch {epoch}")
-            idx = perm[start : start + config.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch}, step {step}; "
-                    "lower the learning rate or clip gradients"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            idx = perm[start : start + batch_size]
+            xb, yb = x[idx], y[idx]
+            if augmenting:
+                xb = augment(xb, config.augmentation, order_rng, background)
+            if full_batch:
+                loss = _full_batch_step(optimizer, objective, xb, yb)
+                check(loss, epoch, step)
+            else:
+                loss = objective(xb, yb)
+                check(loss, epoch, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip_norm:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+                optimizer.step()
+            if scheduler is not None and config.schedule.per_batch:
+                scheduler.step()
             loss_sum += loss.detach() * idx.numel()
+        current_lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None and not config.schedule.per_batch:
+            scheduler.step()
         seconds = time.perf_counter() - started
-        val = evaluate(model, validation, device) if validation is not None and len(validation) else None
+        val = evaluate(model, validation, device, config.loss) if validation is not None and len(validation) else None
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=loss_sum.item() / n,
             val_loss=val["loss"] if val else None,
-            val_accuracy=val["accuracy"] if val else None,
+            val_accuracy=val.get("accuracy") if val else None,
             seconds=seconds,
-            learning_rate=optimizer.param_groups[0]["lr"],
+            learning_rate=current_lr,
             samples_per_second=n / seconds if seconds > 0 else math.inf,
         )
-        history.append(metrics)
+        result.history.append(metrics)
+        if stopper is not None:
+            value = getattr(metrics, stopper.monitor)
+            improved = best["value"] is None or (value - best["value"] > stopper.min_delta if stopper.maximize
+                                                 else best["value"] - value > stopper.min_delta)
+            if improved:
+                best = {"value": value, "epoch": epoch, "bad_epochs": 0,
+                        "model": copy.deepcopy(model.state_dict())}
+            else:
+                best["bad_epochs"] += 1
+                result.stopped_early = best["bad_epochs"] >= stopper.patience
         if on_epoch is not None:
             on_epoch(metrics, checkpoint_at(epoch))
-    return history
+    if stopper is not None and best["model"] is not None:
+        model.load_state_dict(best["model"])  # the best epoch's weights are the ones kept
+        result.best_epoch = best["epoch"]
+    return result
+
+
+def _full_batch_step(optimizer: torch.optim.Optimizer, objective, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """One line-search step over the batch. L-BFGS wants a closure that runs backward; trainserve's Newton
+    and conjugate-gradient optimizers want one that only returns the loss."""
+    if getattr(optimizer, "closure_returns_loss_only", False):
+        return optimizer.step(lambda: objective(xb, yb))
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective(xb, yb)
+        loss.backward()
+        return loss
+
+    return optimizer.step(closure).detach()

@@ -63,7 +63,8 @@ def _location(loc: tuple) -> str:
 
 
 def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"field": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors]
+    return [{"field": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "").removeprefix("Value error, ")}
+            for e in errors]
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -20,8 +20,8 @@ from models.architectures import ModelConfig, build_model
 from models.datasets import Splits, load_builtin, split_dataset
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes
 from models.optimizers import build_optimizer
-from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, evaluate, fit, \
-    resolve_device, seed_everything
+from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
+    seed_everything, test_report
 from service.artifacts import ArtifactStore
 from service.db import session_scope
 from service.settings import get_settings, worker_threads
@@ -136,9 +136,9 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
         splits, config = _prepare(job)
         seed_everything(training["seed"])
         model = build_model(config)
-        opt_spec = {k: v for k, v in job.spec["optimizer"].items() if k != "type"}
+        options = {k: v for k, v in job.spec["optimizer"].items() if k != "type" and v is not None}
         optimizer = build_optimizer(job.spec["optimizer"]["type"], model.parameters(), training["learning_rate"],
-                                    **opt_spec)
+                                    **options)
         resume = checkpoint_from_bytes(store.get(checkpoint_key)) if store.exists(checkpoint_key) else None
         with session_scope() as session:  # epochs after the checkpoint were not finished; forget them
             done = int(resume["epoch"]) if resume else 0
@@ -152,15 +152,14 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
             _record_epoch(job_id, metrics)
 
         monitor = JobMonitor(job_id, settings.cancel_check_seconds, shutting_down)
-        train_config = TrainConfig(epochs=training["epochs"], batch_size=training["batch_size"],
-                                   seed=training["seed"], device=training["device"])
-        fit(model, optimizer, splits.train, splits.validation, train_config, on_epoch=on_epoch,
-            should_stop=monitor, resume=resume)
-        test = evaluate(model, splits.test, resolve_device(training["device"]))
-        _register_model(job, config, model_to_bytes(model, config), store,
-                        {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_samples": len(splits.test)})
+        train_config = TrainConfig.from_dict(training)
+        fitted = fit(model, optimizer, splits.train, splits.validation, train_config, on_epoch=on_epoch,
+                     should_stop=monitor, resume=resume)
+        report = test_report(model, splits.test, resolve_device(train_config.device), train_config.loss)
+        report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early)
+        _register_model(job, config, model_to_bytes(model, config), store, report)
         store.delete(checkpoint_key)
-        log.info("job %s: succeeded, test accuracy %.4f", job_id, test["accuracy"])
+        log.info("job %s: succeeded, test accuracy %.4f", job_id, report["test_accuracy"])
     except TrainingCancelled:
         _finish(job_id, JobStatus.cancelled)
         store.delete(checkpoint_key)

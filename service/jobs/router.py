@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from service.db import SessionDep
 from service.errors import parse_id
 from service.jobs import service
-from service.jobs.schemas import EpochMetricsOut, JobOut, JobPage, JobSpec, MetricsOut
+from service.jobs.spec import JobSpec
+from service.jobs.schemas import EpochMetricsOut, JobOut, JobPage, MetricsOut
 from service.tables import JobStatus
 from workers.celery_app import enqueue_job
 

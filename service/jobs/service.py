@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from service.datasets import resolve_dataset
 from service.errors import Conflict, NotFound
-from service.jobs.schemas import DatasetRef, EpochMetricsOut, JobOut, JobSpec, ModelRef, Progress
+from service.jobs.spec import JobSpec
+from service.jobs.schemas import DatasetRef, EpochMetricsOut, JobOut, ModelRef, Progress
 from service.tables import JobMetric, JobStatus, TrainingJob, utcnow
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ def test_splits_are_disjoint_and_deterministic(splits):
 ])
 def test_models_learn_digits(splits, architecture, params, optimizer, lr):
     model, opt, _ = make(splits, architecture, params, optimizer, lr)
-    history = fit(model, opt, splits.train, splits.validation, TrainConfig(epochs=12, batch_size=32, device="cpu"))
+    history = fit(model, opt, splits.train, splits.validation, TrainConfig(epochs=12, batch_size=32, device="cpu")).history
     assert history[-1].train_loss < history[0].train_loss / 3
     assert evaluate(model, splits.test, torch.device("cpu"))["accuracy"] >= 0.9
 
@@ -53,14 +53,14 @@ def test_same_seed_gives_same_metrics(splits):
     for _ in range(2):
         model, opt, _ = make(splits, "mlp", {"hidden_sizes": [32], "dropout": 0.2}, "adam", 0.01, seed=7)
         runs.append([m.train_loss for m in fit(model, opt, splits.train, splits.validation,
-                                               TrainConfig(epochs=3, seed=7, device="cpu"))])
+                                               TrainConfig(epochs=3, seed=7, device="cpu")).history])
     assert runs[0] == runs[1]
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(splits):
     config = TrainConfig(epochs=4, batch_size=64, seed=3, device="cpu")
     model, opt, _ = make(splits, "mlp", {"hidden_sizes": [32], "dropout": 0.2}, "adam", 0.01, seed=3)
-    full = fit(model, opt, splits.train, splits.validation, config)
+    full = fit(model, opt, splits.train, splits.validation, config).history
 
     saved: dict[int, bytes] = {}
     model, opt, _ = make(splits, "mlp", {"hidden_sizes": [32], "dropout": 0.2}, "adam", 0.01, seed=3)
@@ -68,7 +68,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(splits):
         on_epoch=lambda m, checkpoint: saved.__setitem__(m.epoch, checkpoint_to_bytes(checkpoint())))
     # A fresh process would build a new model and optimizer, then resume from the stored bytes.
     model, opt, _ = make(splits, "mlp", {"hidden_sizes": [32], "dropout": 0.2}, "adam", 0.01, seed=99)
-    resumed = fit(model, opt, splits.train, splits.validation, config, resume=checkpoint_from_bytes(saved[2]))
+    resumed = fit(model, opt, splits.train, splits.validation, config, resume=checkpoint_from_bytes(saved[2])).history
     assert [m.epoch for m in resumed] == [3, 4]
     assert [m.train_loss for m in resumed] == pytest.approx([m.train_loss for m in full[2:]], rel=1e-6)
 

@@ -1,0 +1,165 @@
+"""Two optimizers the course teaches that PyTorch does not ship: Newton's method and nonlinear conjugate
+gradients. Both are full-batch methods with a line search, driven through a closure.
+
+Their closure returns the loss *without* calling ``backward``: they take the gradients (and, for Newton,
+second derivatives) themselves with ``torch.autograd.grad``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.optim import Optimizer
+
+
+def _flat(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unflat(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, offset = [], 0
+    for p in like:
+        out.append(vector[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
+    return out
+
+
+class LineSearchOptimizer(Optimizer):
+    """Shared parts: the parameter list, taking a gradient, and a backtracking (Armijo) line search."""
+
+    closure_returns_loss_only = True
+
+    def __init__(self, params, defaults: dict):
+        super().__init__(params, defaults)
+        self._params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+    def _gradient(self, closure: Callable[[], torch.Tensor], create_graph: bool = False):
+        with torch.enable_grad():
+            loss = closure()
+            grads = torch.autograd.grad(loss, self._params, create_graph=create_graph)
+        return loss, grads
+
+    @torch.no_grad()
+    def _set(self, vector: torch.Tensor) -> None:
+        for p, v in zip(self._params, _unflat(vector, self._params)):
+            p.copy_(v)
+
+    @torch.no_grad()
+    def _line_search(self, closure, loss: float, gd: float, direction: torch.Tensor, step: float,
+                     max_steps: int, c1: float = 1e-4) -> float:
+        """Halve ``step`` until the loss falls enough (Armijo); returns the step taken, 0.0 if none was."""
+        start = _flat(self._params).clone()
+        for _ in range(max_steps):
+            self._set(start + step * direction)
+            if float(closure()) <= loss + c1 * step * gd:
+                return step
+            step *= 0.5
+        self._set(start)
+        return 0.0
+
+
+class Newton(LineSearchOptimizer):
+    """Damped Newton's method with a line search.
+
+    While the model has at most ``max_exact_params`` parameters (logistic regression on 8x8 digits has
+    650), the exact Hessian is built from batched Hessian-vector products (vmap over the backward pass) and
+    the damped system is solved directly. Above that, the Newton step is found Hessian-free, by conjugate
+    gradients on Hessian-vector products (Newton-CG), stopping at negative curvature.
+    """
+
+    def __init__(self, params, lr: float = 1.0, damping: float = 1e-4, max_exact_params: int = 2000,
+                 cg_iterations: int = 50, cg_tolerance: float = 1e-5, line_search_steps: int = 30):
+        super().__init__(params, dict(lr=lr, damping=damping, max_exact_params=max_exact_params,
+                                      cg_iterations=cg_iterations, cg_tolerance=cg_tolerance,
+                                      line_search_steps=line_search_steps))
+
+    def _exact_direction(self, g: torch.Tensor, grads, damping: float) -> torch.Tensor:
+        n = g.numel()
+        eye = torch.eye(n, dtype=g.dtype, device=g.device)
+        try:
+            rows = torch.autograd.grad(grads, self._params, grad_outputs=_unflat_batched(eye, self._params),
+                                       is_grads_batched=True, retain_graph=True)
+            hessian = torch.cat([r.reshape(n, -1) for r in rows], dim=1)
+        except RuntimeError:  # an op without a batching rule: one Hessian-vector product per column
+            hessian = torch.stack([self._hvp(grads, eye[i]) for i in range(n)])
+        hessian = 0.5 * (hessian + hessian.T)
+        while True:  # grow the damping until H + damping*I is positive definite
+            factor, info = torch.linalg.cholesky_ex(hessian + damping * eye)
+            if int(info) == 0:
+                return torch.cholesky_solve(-g.unsqueeze(1), factor).squeeze(1)
+            damping = max(damping * 10, 1e-6)
+
+    def _hvp(self, grads, vector: torch.Tensor) -> torch.Tensor:
+        hv = torch.autograd.grad(grads, self._params, grad_outputs=_unflat(vector, self._params), retain_graph=True)
+        return _flat(hv)
+
+    def _cg_direction(self, g: torch.Tensor, grads, damping: float, iterations: int, tol: float) -> torch.Tensor:
+        x = torch.zeros_like(g)
+        r = -g.clone()
+        d = r.clone()
+        rr = r @ r
+        for _ in range(iterations):
+            hd = self._hvp(grads, d) + damping * d
+            curvature = d @ hd
+            if curvature <= 0:  # negative curvature: stop with what we have, or steepest descent
+                return x if x.abs().sum() > 0 else -g
+            alpha = rr / curvature
+            x += alpha * d
+            r -= alpha * hd
+            rr_new = r @ r
+            if rr_new.sqrt() <= tol * g.norm():
+                break
+            d = r + (rr_new / rr) * d
+            rr = rr_new
+        return x
+
+    def step(self, closure):  # type: ignore[override]
+        group = self.param_groups[0]
+        loss, grads = self._gradient(closure, create_graph=True)
+        g = _flat(grads).detach()
+        if g.numel() <= group["max_exact_params"]:
+            direction = self._exact_direction(g, grads, group["damping"])
+        else:
+            direction = self._cg_direction(g, grads, group["damping"], group["cg_iterations"], group["cg_tolerance"])
+        gd = float(g @ direction)
+        if gd >= 0:  # not a descent direction: fall back to the gradient
+            direction, gd = -g, -float(g @ g)
+        self._line_search(closure, float(loss), gd, direction, group["lr"], group["line_search_steps"])
+        return loss.detach()
+
+
+def _unflat_batched(matrix: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, offset = [], 0
+    for p in like:
+        out.append(matrix[:, offset : offset + p.numel()].reshape(matrix.shape[0], *p.shape))
+        offset += p.numel()
+    return out
+
+
+class ConjugateGradient(LineSearchOptimizer):
+    """Nonlinear conjugate gradients, Polak-Ribiere+ (beta never below zero), restarted to steepest descent
+    every ``restart_every`` steps or whenever the direction stops going downhill, with a backtracking line
+    search whose first trial step grows from the last accepted one."""
+
+    def __init__(self, params, lr: float = 1.0, restart_every: int = 50, line_search_steps: int = 30):
+        super().__init__(params, dict(lr=lr, restart_every=restart_every, line_search_steps=line_search_steps))
+
+    def step(self, closure):  # type: ignore[override]
+        group, state = self.param_groups[0], self.state["cg"] if "cg" in self.state else {}
+        loss, grads = self._gradient(closure)
+        g = _flat(grads).detach()
+        k = int(state.get("k", 0))
+        if k % group["restart_every"] == 0 or "g" not in state:
+            d = -g
+        else:
+            g_prev, d_prev = state["g"], state["d"]
+            beta = max(0.0, float(g @ (g - g_prev)) / max(float(g_prev @ g_prev), 1e-30))
+            d = -g + beta * d_prev
+        gd = float(g @ d)
+        if gd >= 0:
+            d, gd = -g, -float(g @ g)
+        trial = min(group["lr"], 2.0 * float(state["t"])) if state.get("t") else group["lr"]
+        t = self._line_search(closure, float(loss), gd, d, trial, group["line_search_steps"])
+        self.state["cg"] = {"g": g, "d": d, "t": torch.tensor(t if t > 0 else trial * 0.5), "k": k + 1}
+        return loss.detach()

@@ -1,0 +1,235 @@
+"""The job spec: what a client sends to start a training job. Every choice is validated here, up front,
+with a message that says what to change."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FULL_BATCH = {"lbfgs", "newton", "conjugate_gradient"}
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Architectures ----------------------------------------------------------------------------------------
+
+class LogisticRegressionSpec(Strict):
+    """Multiclass (softmax) logistic regression."""
+
+    type: Literal["logistic_regression"]
+
+
+class MLPSpec(Strict):
+    """Fully connected network; the course's default is two hidden ReLU layers of 400 and 200."""
+
+    type: Literal["mlp"]
+    hidden_sizes: list[Annotated[int, Field(ge=1, le=8192)]] = Field([400, 200], min_length=1, max_length=16)
+    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    dropout: Rate | list[Rate] = Field(0.0, description="One rate for every hidden layer, or one per layer.")
+
+    @model_validator(mode="after")
+    def _one_rate_per_layer(self) -> "MLPSpec":
+        if isinstance(self.dropout, list) and len(self.dropout) != len(self.hidden_sizes):
+            raise ValueError(f"dropout lists {len(self.dropout)} rates for {len(self.hidden_sizes)} hidden layers; "
+                             "give one rate per layer, or a single number for all")
+        return self
+
+
+class CNNSpec(Strict):
+    """Conv-ReLU-pool blocks and a dense layer, for single-channel images (28x28 or 8x8)."""
+
+    type: Literal["cnn"]
+    channels: list[Annotated[int, Field(ge=1, le=512)]] = Field([32, 64], min_length=1, max_length=4)
+    kernel_size: Literal[1, 3, 5, 7] = 3
+    hidden_size: int = Field(128, ge=1, le=4096)
+    dropout: Rate = 0.0
+
+
+class RecurrentSpec(Strict):
+    """An LSTM or GRU and a dense head; images are read one row per step."""
+
+    type: Literal["lstm", "gru"]
+    hidden_size: int = Field(64, ge=1, le=2048)
+    num_layers: int = Field(1, ge=1, le=8)
+    dropout: Rate = 0.0
+
+
+ArchitectureSpec = Annotated[Union[LogisticRegressionSpec, MLPSpec, CNNSpec, RecurrentSpec],
+                             Field(discriminator="type")]
+
+
+# Optimizers -------------------------------------------------------------------------------------------
+
+class SGDSpec(Strict):
+    type: Literal["sgd"]
+    momentum: Rate = 0.9
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "SGDSpec":
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0; set optimizer.momentum (e.g. 0.9) or nesterov: false")
+        return self
+
+
+class AdagradSpec(Strict):
+    type: Literal["adagrad"]
+    lr_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class RMSpropSpec(Strict):
+    type: Literal["rmsprop"]
+    alpha: Rate = 0.99
+    momentum: Rate = 0.0
+    centered: bool = False
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class AdamSpec(Strict):
+    type: Literal["adam", "adamw"]
+    betas: tuple[Rate, Rate] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0, le=1.0)
+    weight_decay: float | None = Field(None, ge=0.0, le=1.0, description="Default 0 for adam, 0.01 for adamw.")
+
+
+class LBFGSSpec(Strict):
+    type: Literal["lbfgs"]
+    max_iter: int = Field(20, ge=1, le=1000, description="Iterations per step, each with a strong-Wolfe line search.")
+    history_size: int = Field(10, ge=1, le=1000)
+
+
+class NewtonSpec(Strict):
+    type: Literal["newton"]
+    damping: float = Field(1e-4, gt=0.0, le=1e6, description="Added to the Hessian's diagonal; grown as needed.")
+    max_exact_params: int = Field(2000, ge=1, le=10000,
+                                  description="Up to this many parameters, the exact Hessian; above, Newton-CG.")
+    cg_iterations: int = Field(50, ge=1, le=1000)
+
+
+class ConjugateGradientSpec(Strict):
+    type: Literal["conjugate_gradient"]
+    restart_every: int = Field(50, ge=1, le=100000)
+
+
+OptimizerSpec = Annotated[Union[SGDSpec, AdagradSpec, RMSpropSpec, AdamSpec, LBFGSSpec, NewtonSpec,
+                                ConjugateGradientSpec], Field(discriminator="type")]
+
+DEFAULT_LEARNING_RATE = {"sgd": 0.01, "adagrad": 0.01, "rmsprop": 0.001, "adam": 0.001, "adamw": 0.001,
+                         "lbfgs": 1.0, "newton": 1.0, "conjugate_gradient": 1.0}
+
+
+# Training settings ------------------------------------------------------------------------------------
+
+class StepScheduleSpec(Strict):
+    type: Literal["step"]
+    step_size: int = Field(10, ge=1, description="Epochs between decays.")
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+
+
+class CosineScheduleSpec(Strict):
+    type: Literal["cosine"]
+    min_lr: float = Field(0.0, ge=0.0)
+
+
+class OneCycleScheduleSpec(Strict):
+    """learning_rate is the peak; the rate rises, then anneals, over all the run's batches."""
+
+    type: Literal["one_cycle"]
+
+
+ScheduleSpec = Annotated[Union[StepScheduleSpec, CosineScheduleSpec, OneCycleScheduleSpec],
+                         Field(discriminator="type")]
+
+
+class EarlyStoppingSpec(Strict):
+    monitor: Literal["val_loss", "val_accuracy", "train_loss"] = "val_loss"
+    patience: int = Field(5, ge=1, le=1000)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class AugmentationSpec(Strict):
+    shift: float = Field(0.1, ge=0.0, le=0.5, description="Largest shift, as a fraction of width and height.")
+    rotation: float = Field(10.0, ge=0.0, le=180.0, description="Largest rotation, degrees either way.")
+    scale: float = Field(0.1, ge=0.0, le=0.5, description="Largest relative change of size.")
+
+
+class TrainingSpec(Strict):
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int | None = Field(None, ge=1, le=65536, description="Default 64; full-batch optimizers: the "
+                                                                     "whole training set.")
+    learning_rate: float | None = Field(None, gt=0.0, le=10.0, description="Default per optimizer: sgd 0.01, "
+                                        "adam 0.001, lbfgs/newton/conjugate_gradient 1 (the line search's first try).")
+    validation_split: float = Field(0.1, ge=0.0, le=0.5, description="Share of the data held out for validation.")
+    test_split: float = Field(0.2, ge=0.05, le=0.5, description="Share of the data held out for the final test.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast on CUDA; ignored on the CPU.")
+    loss: Literal["cross_entropy", "mse", "mae"] = "cross_entropy"
+    l1: float = Field(0.0, ge=0.0, le=10.0, description="L1 penalty on weights (not biases).")
+    l2: float = Field(0.0, ge=0.0, le=10.0, description="L2 penalty, l2/2 * sum of squared weights (not biases).")
+    grad_clip_norm: float | None = Field(None, gt=0.0, description="Clip the gradient's norm to this.")
+    schedule: ScheduleSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = None
+    augmentation: AugmentationSpec | None = Field(None, description="Random shifts, rotations and scaling of "
+                                                  "training images; off unless given.")
+
+
+class JobSpec(Strict):
+    dataset: str = Field(..., min_length=1, max_length=200, description="Dataset name, name@version or id.",
+                         examples=["digits"])
+    architecture: ArchitectureSpec
+    optimizer: OptimizerSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                             description="Model name to register under; default '<dataset>-<architecture>'.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "dataset": "digits",
+        "architecture": {"type": "logistic_regression"},
+        "optimizer": {"type": "sgd", "momentum": 0.9},
+        "training": {"epochs": 20, "batch_size": 64, "learning_rate": 0.05},
+    }]})
+
+    @model_validator(mode="after")
+    def _settings_fit_together(self) -> "JobSpec":
+        opt, t = self.optimizer.type, self.training
+        if opt in FULL_BATCH:
+            why = f"{opt} takes full-batch steps with a line search, which needs a deterministic loss"
+            if t.batch_size is not None and t.batch_size < 256:
+                raise ValueError(f"{opt} needs the whole training set or large batches: leave training.batch_size "
+                                 "unset (whole set) or set it to 256 or more")
+            if _has_dropout(self.architecture):
+                raise ValueError(f"{why}: set the architecture's dropout to 0, or use a minibatch optimizer "
+                                 "such as adam")
+            if t.augmentation is not None:
+                raise ValueError(f"{why}: remove training.augmentation, or use a minibatch optimizer such as adam")
+            if t.schedule is not None:
+                raise ValueError(f"training.schedule does not apply to {opt}: its line search picks each step's "
+                                 "length; remove the schedule")
+            if t.grad_clip_norm is not None:
+                raise ValueError(f"training.grad_clip_norm does not apply to {opt}: clipping would change the "
+                                 "gradient its line search relies on; remove it")
+        if t.early_stopping and t.early_stopping.monitor.startswith("val_") and t.validation_split == 0:
+            raise ValueError(f"early stopping on {t.early_stopping.monitor} needs a validation set: set "
+                             "training.validation_split above 0, or monitor train_loss")
+        if t.precision == "bf16" and t.device == "cpu":
+            raise ValueError("precision bf16 is autocast on a GPU; use device auto or cuda, or precision fp32")
+        if t.loss == "mae":
+            raise ValueError("loss mae is for numeric targets; classification takes cross_entropy or mse")
+        # Resolve the per-optimizer defaults, so that the stored spec says what actually ran.
+        if t.learning_rate is None:
+            t.learning_rate = DEFAULT_LEARNING_RATE[opt]
+        if t.batch_size is None and opt not in FULL_BATCH:
+            t.batch_size = 64
+        return self
+
+
+def _has_dropout(architecture) -> bool:
+    dropout = getattr(architecture, "dropout", 0.0)
+    return any(dropout) if isinstance(dropout, list) else dropout > 0
