@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 from torch.optim import Optimizer
+from torch.optim.lbfgs import _strong_wolfe
 
 
 def _flat(tensors) -> torch.Tensor:
@@ -26,13 +27,29 @@ def _unflat(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor
 
 
 class LineSearchOptimizer(Optimizer):
-    """Shared parts: the parameter list, taking a gradient, and a backtracking (Armijo) line search."""
+    """Shared parts: the parameter list, taking a gradient, a backtracking (Armijo) line search, and
+    ``max_iter`` iterations per ``step`` (as in ``torch.optim.LBFGS``), stopping early once the gradient
+    vanishes or the line search finds no decrease."""
 
     closure_returns_loss_only = True
 
     def __init__(self, params, defaults: dict):
         super().__init__(params, defaults)
         self._params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+    def _iterate(self, closure) -> tuple[torch.Tensor, float, float]:
+        """One iteration; returns the loss before it, the gradient's norm and the step length taken."""
+        raise NotImplementedError
+
+    def step(self, closure):  # type: ignore[override]
+        group = self.param_groups[0]
+        first = None
+        for _ in range(group["max_iter"]):
+            loss, grad_norm, step = self._iterate(closure)
+            first = loss if first is None else first
+            if grad_norm <= group["tolerance_grad"] or step == 0.0:
+                break
+        return first
 
     def _gradient(self, closure: Callable[[], torch.Tensor], create_graph: bool = False):
         with torch.enable_grad():
@@ -68,11 +85,12 @@ class Newton(LineSearchOptimizer):
     gradients on Hessian-vector products (Newton-CG), stopping at negative curvature.
     """
 
-    def __init__(self, params, lr: float = 1.0, damping: float = 1e-4, max_exact_params: int = 2000,
-                 cg_iterations: int = 50, cg_tolerance: float = 1e-5, line_search_steps: int = 30):
+    def __init__(self, params, lr: float = 1.0, damping: float = 1e-4, max_exact_params: int = 1000,
+                 cg_iterations: int = 50, cg_tolerance: float = 1e-5, max_iter: int = 5,
+                 tolerance_grad: float = 1e-7, line_search_steps: int = 30):
         super().__init__(params, dict(lr=lr, damping=damping, max_exact_params=max_exact_params,
-                                      cg_iterations=cg_iterations, cg_tolerance=cg_tolerance,
-                                      line_search_steps=line_search_steps))
+                                      cg_iterations=cg_iterations, cg_tolerance=cg_tolerance, max_iter=max_iter,
+                                      tolerance_grad=tolerance_grad, line_search_steps=line_search_steps))
 
     def _exact_direction(self, g: torch.Tensor, grads, damping: float) -> torch.Tensor:
         n = g.numel()
@@ -114,19 +132,25 @@ class Newton(LineSearchOptimizer):
             rr = rr_new
         return x
 
-    def step(self, closure):  # type: ignore[override]
+    def _iterate(self, closure):
         group = self.param_groups[0]
+        # Levenberg-Marquardt style: the damping shrinks while full Newton steps succeed and grows when the
+        # line search has to cut the step, which keeps non-convex problems (networks) moving downhill.
+        damping = float(self.state["newton"]["damping"]) if "newton" in self.state else group["damping"]
         loss, grads = self._gradient(closure, create_graph=True)
         g = _flat(grads).detach()
         if g.numel() <= group["max_exact_params"]:
-            direction = self._exact_direction(g, grads, group["damping"])
+            direction = self._exact_direction(g, grads, damping)
         else:
-            direction = self._cg_direction(g, grads, group["damping"], group["cg_iterations"], group["cg_tolerance"])
+            direction = self._cg_direction(g, grads, damping, group["cg_iterations"], group["cg_tolerance"])
         gd = float(g @ direction)
         if gd >= 0:  # not a descent direction: fall back to the gradient
             direction, gd = -g, -float(g @ g)
-        self._line_search(closure, float(loss), gd, direction, group["lr"], group["line_search_steps"])
-        return loss.detach()
+        loss = loss.detach()
+        step = self._line_search(closure, float(loss), gd, direction, group["lr"], group["line_search_steps"])
+        damping = max(damping / 3, group["damping"]) if step == group["lr"] else min(damping * 10, 1e8)
+        self.state["newton"] = {"damping": torch.tensor(damping)}
+        return loss, float(g.norm()), step if damping < 1e8 else 0.0
 
 
 def _unflat_batched(matrix: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -139,16 +163,21 @@ def _unflat_batched(matrix: torch.Tensor, like: list[torch.Tensor]) -> list[torc
 
 class ConjugateGradient(LineSearchOptimizer):
     """Nonlinear conjugate gradients, Polak-Ribiere+ (beta never below zero), restarted to steepest descent
-    every ``restart_every`` steps or whenever the direction stops going downhill, with a backtracking line
-    search whose first trial step grows from the last accepted one."""
+    every ``restart_every`` iterations or whenever the direction stops going downhill.
 
-    def __init__(self, params, lr: float = 1.0, restart_every: int = 50, line_search_steps: int = 30):
-        super().__init__(params, dict(lr=lr, restart_every=restart_every, line_search_steps=line_search_steps))
+    The line search is PyTorch's strong-Wolfe search (the one ``LBFGS`` uses) with ``c2 = 0.1``: PR+ needs
+    a fairly exact line search to keep its directions downhill. Its first trial step follows Nocedal and
+    Wright (3.60): the last step scaled by the change in the directional derivative."""
 
-    def step(self, closure):  # type: ignore[override]
+    def __init__(self, params, lr: float = 1.0, restart_every: int = 50, max_iter: int = 20,
+                 tolerance_grad: float = 1e-7):
+        super().__init__(params, dict(lr=lr, restart_every=restart_every, max_iter=max_iter,
+                                      tolerance_grad=tolerance_grad))
+
+    def _iterate(self, closure):
         group, state = self.param_groups[0], self.state["cg"] if "cg" in self.state else {}
         loss, grads = self._gradient(closure)
-        g = _flat(grads).detach()
+        loss, g = loss.detach(), _flat(grads).detach()
         k = int(state.get("k", 0))
         if k % group["restart_every"] == 0 or "g" not in state:
             d = -g
@@ -159,7 +188,19 @@ class ConjugateGradient(LineSearchOptimizer):
         gd = float(g @ d)
         if gd >= 0:
             d, gd = -g, -float(g @ g)
-        trial = min(group["lr"], 2.0 * float(state["t"])) if state.get("t") else group["lr"]
-        t = self._line_search(closure, float(loss), gd, d, trial, group["line_search_steps"])
-        self.state["cg"] = {"g": g, "d": d, "t": torch.tensor(t if t > 0 else trial * 0.5), "k": k + 1}
-        return loss.detach()
+        if "t" in state and float(state["t"]) > 0:
+            trial = min(1.0, 1.01 * float(state["t"]) * float(state["gd"]) / gd) if gd else group["lr"]
+        else:
+            trial = min(1.0, 1.0 / float(g.abs().sum())) * group["lr"]
+
+        x = _flat(self._params).detach().clone()
+
+        def evaluate(x0: torch.Tensor, t: float, direction: torch.Tensor):
+            self._set(x0 + t * direction)
+            f, gr = self._gradient(closure)
+            return float(f.detach()), _flat(gr).detach()
+
+        _, _, t, _ = _strong_wolfe(evaluate, x, trial, d, float(loss), g, gd, c2=0.1)
+        self._set(x + t * d)
+        self.state["cg"] = {"g": g, "d": d, "t": torch.tensor(float(t)), "gd": torch.tensor(gd), "k": k + 1}
+        return loss, float(g.norm()), float(t)

@@ -107,7 +107,7 @@ class LBFGSSpec(Strict):
 class NewtonSpec(Strict):
     type: Literal["newton"]
     damping: float = Field(1e-4, gt=0.0, le=1e6, description="Added to the Hessian's diagonal; grown as needed.")
-    max_exact_params: int = Field(2000, ge=1, le=10000,
+    max_exact_params: int = Field(1000, ge=1, le=4000,
                                   description="Up to this many parameters, the exact Hessian; above, Newton-CG.")
     cg_iterations: int = Field(50, ge=1, le=1000)
 

@@ -1,0 +1,124 @@
+"""Every architecture trains with every optimizer, and the two hand-written optimizers find known optima."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from models.architectures import ARCHITECTURES, ModelConfig, build_model
+from models.datasets import load_builtin, split_dataset
+from models.optimizers import OPTIMIZERS, build_optimizer
+from models.second_order import ConjugateGradient, Newton
+from models.training import TrainConfig, data_loss, evaluate, fit, penalty, seed_everything
+
+TINY = {
+    "logistic_regression": {},
+    "mlp": {"hidden_sizes": [32]},
+    "cnn": {"channels": [4, 8], "hidden_size": 16},
+    "lstm": {"hidden_size": 16},
+    "gru": {"hidden_size": 16},
+}
+LEARNING_RATE = {"sgd": 0.1, "adagrad": 0.05, "rmsprop": 0.005, "adam": 0.01, "adamw": 0.01,
+                 "lbfgs": 1.0, "newton": 1.0, "conjugate_gradient": 1.0}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split_dataset(load_builtin("digits"), validation_split=0.0, test_split=0.2, seed=0)
+
+
+def new_model(data, architecture: str, params: dict, seed: int = 0) -> torch.nn.Module:
+    seed_everything(seed)
+    return build_model(ModelConfig(architecture, params, data.input_shape, data.num_classes, data.value_range))
+
+
+def test_every_architecture_and_optimizer_is_covered():
+    assert set(TINY) == set(ARCHITECTURES) and set(LEARNING_RATE) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("architecture", list(TINY))
+def test_architecture_trains_with_optimizer(splits, architecture, optimizer):
+    model = new_model(splits.train, architecture, TINY[architecture])
+    options = {"sgd": {"momentum": 0.9}, "newton": {"max_iter": 10}}.get(optimizer, {})
+    opt = build_optimizer(optimizer, model.parameters(), LEARNING_RATE[optimizer], **options)
+    full_batch = OPTIMIZERS[optimizer].full_batch
+    config = TrainConfig(epochs=3, batch_size=None if full_batch else 32, device="cpu")
+    before = evaluate(model, splits.train, torch.device("cpu"))["loss"]
+    fit(model, opt, splits.train, None, config)
+    after = evaluate(model, splits.train, torch.device("cpu"))["loss"]
+    accuracy = evaluate(model, splits.test, torch.device("cpu"))["accuracy"]
+    assert after < before * 0.7, f"loss {before:.3f} -> {after:.3f}"
+    assert accuracy >= 0.5, f"test accuracy {accuracy:.3f}; chance is 0.1"
+
+
+@pytest.fixture(scope="module")
+def convex_problem(splits):
+    """L2-regularized multinomial logistic regression on the digits, solved by scikit-learn.
+
+    scikit-learn minimizes C * sum(cross-entropy) + |W|^2 / 2; divided by C*n that is trainserve's mean
+    cross-entropy + l2/2 * |W|^2 with l2 = 1 / (C n)."""
+    data = splits.train
+    n, c = len(data), 1.0
+    x = (data.x.reshape(n, -1) / 16).double().numpy()
+    reference = LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(x, data.y.numpy())
+    model = new_model(data, "logistic_regression", {})
+    linear = model[1][1]
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(reference.coef_))
+        linear.bias.copy_(torch.from_numpy(reference.intercept_))
+    l2 = 1.0 / (c * n)
+    return data, l2, objective(model, data, l2), reference.predict(x)
+
+
+def objective(model, data, l2: float) -> float:
+    with torch.no_grad():
+        return float(data_loss(model(data.x), data.y, "cross_entropy") + penalty(model, 0.0, l2))
+
+
+@pytest.mark.parametrize("optimizer,options,epochs", [
+    ("newton", {}, 2),  # 650 parameters: the exact Hessian
+    ("newton", {"max_exact_params": 100, "cg_iterations": 100}, 3),  # forced Hessian-free Newton-CG
+    ("conjugate_gradient", {}, 10),
+    ("lbfgs", {}, 5),
+])
+def test_full_batch_optimizers_reach_the_known_optimum(convex_problem, optimizer, options, epochs):
+    data, l2, optimum, reference_labels = convex_problem
+    model = new_model(data, "logistic_regression", {})
+    fit(model, build_optimizer(optimizer, model.parameters(), 1.0, **options), data, None,
+        TrainConfig(epochs=epochs, l2=l2, device="cpu"))
+    reached = objective(model, data, l2)
+    assert reached == pytest.approx(optimum, abs=2e-5), f"{optimizer} stopped at {reached}, optimum {optimum}"
+    assert (model(data.x).argmax(1).numpy() == reference_labels).mean() >= 0.995
+
+
+def test_newton_solves_a_quadratic_in_one_step():
+    target = torch.tensor([3.0, -2.0, 0.5])
+    a = torch.tensor([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]])
+    x = torch.zeros(3, requires_grad=True)
+    opt = Newton([x], damping=1e-12, max_iter=1)
+    opt.step(lambda: 0.5 * (x - target) @ a @ (x - target))
+    assert torch.allclose(x.detach(), target, atol=1e-5)
+
+
+def test_conjugate_gradient_minimizes_rosenbrock():
+    x = torch.tensor([-1.2, 1.0], requires_grad=True)
+    opt = ConjugateGradient([x], max_iter=500, restart_every=2)
+    opt.step(lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)
+    assert torch.allclose(x.detach(), torch.tensor([1.0, 1.0]), atol=1e-3)
+
+
+def test_optimizer_state_survives_a_checkpoint(splits):
+    """Newton and CG keep their state in state_dict, so a resumed job continues the same iteration."""
+    model = new_model(splits.train, "logistic_regression", {})
+    opt = build_optimizer("conjugate_gradient", model.parameters(), 1.0, max_iter=3)
+    fit(model, opt, splits.train, None, TrainConfig(epochs=1, device="cpu"))
+    state = opt.state_dict()
+    fresh = build_optimizer("conjugate_gradient", model.parameters(), 1.0, max_iter=3)
+    fresh.load_state_dict(state)
+    assert int(fresh.state["cg"]["k"]) == 3 and math.isfinite(float(fresh.state["cg"]["t"]))
+    assert np.allclose(fresh.state["cg"]["d"].numpy(), opt.state["cg"]["d"].numpy())
