@@ -156,7 +156,7 @@ def evaluate(model: nn.Module, data: ArrayDataset, device: torch.device, loss: s
     return result
 
 
-def test_report(model: nn.Module, data: ArrayDataset, device: torch.device, loss: str = "cross_entropy") -> dict:
+def holdout_report(model: nn.Module, data: ArrayDataset, device: torch.device, loss: str = "cross_entropy") -> dict:
     """Loss, accuracy, confusion matrix and per-class precision/recall/F1 on a held-out split."""
     result = evaluate(model, data, device, loss)
     report = classification_report(data.y.numpy(), result["predicted"], data.num_classes)

@@ -21,7 +21,7 @@ from models.datasets import Splits, load_builtin, split_dataset
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
-    seed_everything, test_report
+    seed_everything, holdout_report
 from service.artifacts import ArtifactStore
 from service.db import session_scope
 from service.settings import get_settings, worker_threads
@@ -155,7 +155,7 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
         train_config = TrainConfig.from_dict(training)
         fitted = fit(model, optimizer, splits.train, splits.validation, train_config, on_epoch=on_epoch,
                      should_stop=monitor, resume=resume)
-        report = test_report(model, splits.test, resolve_device(train_config.device), train_config.loss)
+        report = holdout_report(model, splits.test, resolve_device(train_config.device), train_config.loss)
         report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early)
         _register_model(job, config, model_to_bytes(model, config), store, report)
         store.delete(checkpoint_key)

@@ -150,6 +150,32 @@ def test_a_job_run_by_the_worker_records_metrics_and_registers_its_model(client,
     assert client.get(f"/v1/jobs/{job['id']}").json()["attempts"] == 1
 
 
+@pytest.mark.parametrize("changes", [
+    {"architecture": {"type": "cnn", "channels": [8, 16], "hidden_size": 32, "dropout": 0.1},
+     "optimizer": {"type": "adamw"}, "training": {
+         "epochs": 6, "learning_rate": 0.01, "loss": "mse", "l1": 1e-5, "l2": 1e-4, "grad_clip_norm": 5.0,
+         "schedule": {"type": "one_cycle"}, "augmentation": {"shift": 0.1, "rotation": 5, "scale": 0.05},
+         "early_stopping": {"monitor": "val_accuracy", "patience": 3}}},
+    {"architecture": {"type": "logistic_regression"}, "optimizer": {"type": "newton"},
+     "training": {"epochs": 2, "l2": 1e-3}},
+    {"architecture": {"type": "gru", "hidden_size": 32}, "optimizer": {"type": "rmsprop", "centered": True},
+     "training": {"epochs": 6, "learning_rate": 0.01, "schedule": {"type": "step", "step_size": 3, "gamma": 0.5}}},
+])
+def test_every_setting_reaches_the_training_loop(client, run_job, changes):
+    job = client.post("/v1/jobs", json={"dataset": "digits", **changes}).json()
+    run_job(job["id"])
+    done = client.get(f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done["error"]
+    result = done["result"]
+    assert result["test_accuracy"] >= 0.8
+    assert len(result["confusion_matrix"]) == 10 and len(result["per_class"]) == 10
+    if "early_stopping" in changes["training"]:
+        assert result["best_epoch"] is not None
+    if "schedule" in changes["training"]:
+        rates = [m["learning_rate"] for m in client.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]]
+        assert len(set(rates)) > 1, "the schedule changed the learning rate"
+
+
 def test_a_job_that_diverges_fails_with_an_actionable_message(client, run_job):
     bad = spec(architecture={"type": "mlp", "hidden_sizes": [400, 200]}, training__learning_rate=10.0,
                training__batch_size=16, optimizer={"type": "sgd", "momentum": 0.99})
