@@ -6,7 +6,10 @@ them with a shuffled permutation, which is far cheaper than a per-step DataLoade
 
 from __future__ import annotations
 
+import gzip
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -41,20 +44,82 @@ class Splits:
     test: ArrayDataset
 
 
-def split_dataset(data: ArrayDataset, *, validation_split: float, test_split: float, seed: int) -> Splits:
+def split_dataset(data: ArrayDataset, *, validation_split: float, test_split: float, seed: int,
+                  test: ArrayDataset | None = None) -> Splits:
     """Shuffle once with ``seed`` and cut test, validation and train parts, in that order.
 
     The test part depends only on the seed and ``test_split``, so changing the validation split never leaks
-    test samples into training.
+    test samples into training. A dataset with a published test set passes it as ``test``; then
+    ``test_split`` is not used.
     """
     n = len(data)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(n * test_split))
+    n_test = 0 if test is not None else int(round(n * test_split))
     n_val = int(round(n * validation_split))
     if n - n_test - n_val < 1:
         raise ValueError(f"splits leave no training samples: {n} samples, test {n_test}, validation {n_val}")
-    test, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
-    return Splits(train=data.subset(train), validation=data.subset(val), test=data.subset(test))
+    test_idx, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
+    return Splits(train=data.subset(train), validation=data.subset(val),
+                  test=test if test is not None else data.subset(test_idx))
+
+
+class DataFormatError(ValueError):
+    """A data file is not what it claims to be; the message says what is wrong with it."""
+
+
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
+             0x0E: np.dtype(">f8")}
+
+
+def read_idx(data: bytes, name: str = "file") -> np.ndarray:
+    """Parse an IDX file (the format of MNIST and Fashion-MNIST), gzipped or raw."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DataFormatError(f"{name}: gzip data is damaged or truncated ({exc})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
+        raise DataFormatError(f"{name}: not an IDX file (the magic number must be 00 00 <type> <dims>, "
+                              f"got {data[:4].hex(' ') or 'nothing'})")
+    dtype, ndim = np.dtype(IDX_TYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DataFormatError(f"{name}: IDX header is truncated")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(data) != expected:
+        raise DataFormatError(f"{name}: IDX header says shape {list(shape)} ({expected} bytes) but the file has "
+                              f"{len(data)} bytes; it is truncated or not the file it claims to be")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def images_and_labels(images: np.ndarray, labels: np.ndarray, *, value_range: tuple[float, float],
+                      description: str) -> ArrayDataset:
+    if images.ndim != 3:
+        raise DataFormatError(f"images must be a 3-D array (count, height, width); got shape {list(images.shape)}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataFormatError(f"{len(images)} images but {labels.shape[0] if labels.ndim else 0} labels; "
+                              "the two files must have one label per image")
+    x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1)
+    y = torch.from_numpy(labels.astype(np.int64))
+    return ArrayDataset(x, y, num_classes=int(y.max()) + 1 if len(y) else 0, value_range=value_range,
+                        description=description)
+
+
+# Where Debian's dataset-fashion-mnist puts the IDX files; the variable points elsewhere (a copy, a mount).
+FASHION_MNIST_DIR = Path(os.environ.get("TRAINSERVE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+
+
+def _load_fashion_mnist(part: str) -> ArrayDataset:
+    prefix = {"train": "train", "test": "t10k"}[part]
+    files = [FASHION_MNIST_DIR / f"{prefix}-{kind}-idx{dims}-ubyte.gz" for kind, dims in (("images", 3), ("labels", 1))]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError("Fashion-MNIST is not installed on this worker; install Debian's package: "
+                                "apt-get install dataset-fashion-mnist")
+    images, labels = (read_idx(f.read_bytes(), f.name) for f in files)
+    return images_and_labels(images, labels, value_range=(0.0, 255.0),
+                             description=BUILTIN_DATASETS["fashion-mnist"].description)
 
 
 def _load_digits() -> ArrayDataset:
@@ -70,10 +135,15 @@ def _load_digits() -> ArrayDataset:
 class BuiltinDataset:
     description: str
     load: Callable[[], ArrayDataset]
+    load_test: Callable[[], ArrayDataset] | None = None  # a published test set, used instead of a random cut
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "digits": BuiltinDataset("scikit-learn's 1,797 real 8x8 handwritten digits, pixel values 0-16", _load_digits),
+    "fashion-mnist": BuiltinDataset(
+        "Fashion-MNIST, 60,000 training and 10,000 test 28x28 grayscale clothing images in 10 classes, pixel "
+        "values 0-255 (Debian package dataset-fashion-mnist)",
+        lambda: _load_fashion_mnist("train"), lambda: _load_fashion_mnist("test")),
 }
 
 
@@ -81,3 +151,11 @@ def load_builtin(name: str) -> ArrayDataset:
     if name not in BUILTIN_DATASETS:
         raise KeyError(f"unknown built-in dataset {name!r}; valid names: {', '.join(sorted(BUILTIN_DATASETS))}")
     return BUILTIN_DATASETS[name].load()
+
+
+def builtin_splits(name: str, *, validation_split: float, test_split: float, seed: int) -> Splits:
+    """Train, validation and test parts of a built-in dataset; its published test set when it has one."""
+    builtin = BUILTIN_DATASETS[name]
+    test = builtin.load_test() if builtin.load_test else None
+    return split_dataset(load_builtin(name), validation_split=validation_split, test_split=test_split, seed=seed,
+                         test=test)

@@ -7,6 +7,7 @@ second derivatives) themselves with ``torch.autograd.grad``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -52,7 +53,9 @@ class LineSearchOptimizer(Optimizer):
         return first
 
     def _gradient(self, closure: Callable[[], torch.Tensor], create_graph: bool = False):
-        with torch.enable_grad():
+        # cuDNN's RNN kernels have no double backward; second derivatives need PyTorch's own kernels.
+        no_cudnn = torch.backends.cudnn.flags(enabled=False) if create_graph else contextlib.nullcontext()
+        with torch.enable_grad(), no_cudnn:
             loss = closure()
             grads = torch.autograd.grad(loss, self._params, create_graph=create_graph)
         return loss, grads

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models.architectures import ModelConfig, build_model
-from models.datasets import Splits, load_builtin, split_dataset
+from models.datasets import Splits, builtin_splits
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
@@ -114,9 +114,9 @@ def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: A
 
 def _prepare(job: TrainingJob) -> tuple[Splits, ModelConfig]:
     spec, training = job.spec, job.spec["training"]
-    data = load_builtin(job.dataset.name)
-    splits = split_dataset(data, validation_split=training["validation_split"], test_split=training["test_split"],
-                           seed=training["seed"])
+    splits = builtin_splits(job.dataset.name, validation_split=training["validation_split"],
+                            test_split=training["test_split"], seed=training["seed"])
+    data = splits.train
     params = {k: v for k, v in spec["architecture"].items() if k != "type"}
     config = ModelConfig(spec["architecture"]["type"], params, data.input_shape, data.num_classes, data.value_range)
     return splits, config
@@ -169,7 +169,7 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
             session.execute(update(TrainingJob).where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.running)
                             .values(status=JobStatus.queued, heartbeat_at=None, enqueued_at=None))
         log.info("job %s: worker shutting down; back in the queue, it resumes from its last checkpoint", job_id)
-    except (TrainingDiverged, ValueError) as exc:
+    except (TrainingDiverged, ValueError, FileNotFoundError) as exc:  # the message says what to change
         _finish(job_id, JobStatus.failed, error=str(exc))
         log.warning("job %s: failed: %s", job_id, exc)
     except Exception as exc:

@@ -103,12 +103,3 @@ def test_cuda_request_without_a_gpu_is_explained():
     else:
         with pytest.raises(ValueError, match="no usable GPU"):
             resolve_device("cuda")
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_training_on_cuda_matches_cpu_accuracy(splits):
-    model, opt, _ = make(splits)
-    fit(model, opt, splits.train, None, TrainConfig(epochs=12, device="cuda"))
-    assert next(model.parameters()).is_cuda
-    assert evaluate(model, splits.test, torch.device("cuda"))["accuracy"] >= 0.9

@@ -1,0 +1,75 @@
+"""The GPU paths. CI has no GPU, so these skip there; they run on a lent GPU machine with
+`pytest --noconftest -m gpu tests/models` (the models library needs only PyTorch, NumPy and scikit-learn)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.architectures import ModelConfig, build_model
+from models.datasets import load_builtin, split_dataset
+from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_from_bytes, model_to_bytes
+from models.optimizers import build_optimizer
+from models.training import TrainConfig, evaluate, fit, seed_everything
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0)
+
+
+def make(splits, architecture="mlp", params=None, optimizer="adam", lr=0.003, seed=0, **options):
+    seed_everything(seed)
+    d = splits.train
+    config = ModelConfig(architecture, params if params is not None else {"hidden_sizes": [400, 200]},
+                         d.input_shape, d.num_classes, d.value_range)
+    model = build_model(config)
+    return model, build_optimizer(optimizer, model.parameters(), lr, **options), config
+
+
+@pytest.mark.parametrize("architecture,params", [("mlp", None), ("cnn", {"channels": [16, 32]}),
+                                                 ("lstm", {"hidden_size": 64})])
+def test_auto_trains_on_the_gpu(splits, architecture, params):
+    model, opt, _ = make(splits, architecture, params)
+    fit(model, opt, splits.train, splits.validation, TrainConfig(epochs=15, device="auto"))
+    assert next(model.parameters()).is_cuda
+    assert evaluate(model, splits.test, CUDA)["accuracy"] >= 0.9
+
+
+def test_bf16_autocast_trains(splits):
+    model, opt, _ = make(splits, "cnn", {"channels": [16, 32]})
+    fit(model, opt, splits.train, None, TrainConfig(epochs=15, device="cuda", precision="bf16"))
+    assert evaluate(model, splits.test, CUDA)["accuracy"] >= 0.9
+
+
+def test_same_seed_same_metrics_on_the_gpu(splits):
+    runs = []
+    for _ in range(2):
+        model, opt, _ = make(splits, "mlp", {"hidden_sizes": [64], "dropout": 0.2}, seed=3)
+        runs.append([m.train_loss for m in fit(model, opt, splits.train, splits.validation,
+                                               TrainConfig(epochs=3, seed=3, device="cuda")).history])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("optimizer", ["newton", "conjugate_gradient", "lbfgs"])
+@pytest.mark.parametrize("architecture,params", [("logistic_regression", {}), ("gru", {"hidden_size": 16})])
+def test_full_batch_optimizers_on_the_gpu(splits, optimizer, architecture, params):
+    model, opt, _ = make(splits, architecture, params, optimizer, 1.0, **({"max_iter": 10} if optimizer == "newton" else {}))
+    fit(model, opt, splits.train, None, TrainConfig(epochs=3, device="cuda"))  # Newton on a GRU: no cuDNN
+    assert evaluate(model, splits.test, CUDA)["accuracy"] >= 0.8
+
+
+def test_a_gpu_checkpoint_resumes_and_a_gpu_model_loads_on_the_cpu(splits):
+    model, opt, config = make(splits)
+    saved = {}
+    fit(model, opt, splits.train, None, TrainConfig(epochs=2, device="cuda"),
+        on_epoch=lambda m, checkpoint: saved.__setitem__(m.epoch, checkpoint_to_bytes(checkpoint())))
+    model, opt, _ = make(splits)
+    fit(model, opt, splits.train, None, TrainConfig(epochs=4, device="cuda"), resume=checkpoint_from_bytes(saved[2]))
+    loaded, _ = model_from_bytes(model_to_bytes(model, config), device="cpu")
+    model.eval()
+    expected = model(splits.test.x.to(CUDA)).argmax(1).cpu()
+    assert (loaded(splits.test.x).argmax(1) == expected).float().mean() >= 0.99
