@@ -20,6 +20,7 @@ def run_api(host: str | None, port: int | None) -> None:
 
 
 def run_worker(concurrency: int) -> None:
+    import workers.jobs  # noqa: F401  PyTorch and the data libraries load now, not inside the first job
     from workers.celery_app import celery_app
 
     settings = get_settings()

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+CLI = [sys.executable, "-m", "service.cli"]
 
 
 def free_port() -> int:
@@ -28,26 +29,34 @@ def free_port() -> int:
 class Stack:
     base_url: str
     http: httpx.Client
+    env: dict[str, str] = field(default_factory=dict)
+    home: Path = Path(".")
     processes: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+
+    def spawn(self, command: str) -> subprocess.Popen:
+        """Start `trainserve <command>` with this stack's settings, logging to its home folder."""
+        log = self.home / f"{command}{len(self.processes)}.log"
+        self.logs.append(log)
+        process = subprocess.Popen([*CLI, command], env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
 
     @classmethod
     @contextlib.contextmanager
     def start(cls, env: dict[str, str], workers: int = 1) -> Iterator["Stack"]:
+        """Migrate, then start the API and ``workers`` worker processes; stop them all on exit."""
         port = free_port()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
         full_env.update(env, TRAINSERVE_API_PORT=str(port), TRAINSERVE_CANCEL_CHECK_SECONDS="0.2",
                         PYTHONUNBUFFERED="1")
-        home = Path(env["TRAINSERVE_HOME"])
-        cli = [sys.executable, "-m", "service.cli"]
-        subprocess.run([*cli, "migrate"], env=full_env, check=True, timeout=120)
-        stack = cls(f"http://127.0.0.1:{port}", httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30))
+        subprocess.run([*CLI, "migrate"], env=full_env, check=True, timeout=120)
+        stack = cls(f"http://127.0.0.1:{port}", httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30),
+                    env=full_env, home=Path(env["TRAINSERVE_HOME"]))
         try:
-            for name, args in [("api", ["api"])] + [(f"worker{i}", ["worker"]) for i in range(workers)]:
-                log = home / f"{name}.log"
-                stack.logs.append(log)
-                stack.processes.append(subprocess.Popen([*cli, *args], env=full_env, stdout=log.open("wb"),
-                                                        stderr=subprocess.STDOUT))
+            stack.spawn("api")
+            for _ in range(workers):
+                stack.spawn("worker")
             stack.wait_ready()
             yield stack
         finally:

@@ -5,11 +5,14 @@ The same flow runs on the embedded defaults (SQLite, kombu's filesystem transpor
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
 from models.datasets import load_builtin, split_dataset
 from tests.conftest import LOGREG_SPEC
+from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +74,24 @@ def test_real_stack_train_then_predict(real_stack):
 @pytest.mark.realstack
 def test_real_stack_cancel_running_job(real_stack):
     cancel_running_job(real_stack)
+
+
+def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(tmp_path):
+    """SIGKILL, as an out-of-memory kill would: no shutdown handler runs. The reconciler notices the
+    silent heartbeat, queues the job again, and a new worker continues after the last finished epoch."""
+    env = {"TRAINSERVE_HOME": str(tmp_path), "TRAINSERVE_STALE_AFTER_SECONDS": "3",
+           "TRAINSERVE_RECONCILE_SECONDS": "1"}
+    spec = {**LONG_SPEC, "training": {"epochs": 30, "batch_size": 8, "learning_rate": 0.0005}}
+    with Stack.start(env) as stack:
+        job_id = stack.http.post("/v1/jobs", json=spec).json()["id"]
+        stack.wait_for(job_id, {"running"}, predicate=lambda j: j["progress"]["epoch"] >= 2)
+        worker = stack.processes[1]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        stack.spawn("worker")
+        done = stack.wait_for(job_id, timeout=120)
+        assert done["status"] == "succeeded", f"{done['error']}\n{stack.tail_logs()}"
+        assert done["attempts"] == 2
+        metrics = stack.http.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
+        assert [m["epoch"] for m in metrics] == list(range(1, 31)), "no epoch lost or done twice"
+        assert "resuming after epoch" in stack.tail_logs(200)

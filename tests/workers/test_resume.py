@@ -1,0 +1,55 @@
+"""A job whose worker stops mid-training goes back to the queue and, delivered again, resumes from its last
+checkpoint with the same result as a run that was never interrupted. Runs the worker's own code in this
+process, on the embedded database and artifact store."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from workers.jobs import run_job
+
+SPEC = {
+    "dataset": "digits",
+    "architecture": {"type": "mlp", "hidden_sizes": [64], "dropout": 0.2},
+    "optimizer": {"type": "adam"},
+    "training": {"epochs": 5, "batch_size": 64, "seed": 11, "schedule": {"type": "cosine"},
+                 "augmentation": {"shift": 0.1, "rotation": 5, "scale": 0.0},
+                 "early_stopping": {"monitor": "val_loss", "patience": 10}},
+}
+
+
+class ShutdownAfter(threading.Event):
+    """The worker's shutdown flag, raised after the training loop has looked at it ``checks`` times."""
+
+    def __init__(self, checks: int):
+        super().__init__()
+        self.checks = checks
+
+    def is_set(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
+def test_a_stopped_worker_requeues_its_job_and_the_next_delivery_resumes(client):
+    reference = client.post("/v1/jobs", json=SPEC).json()["id"]
+    run_job(uuid.UUID(reference), threading.Event())
+
+    job = client.post("/v1/jobs", json=SPEC).json()["id"]
+    run_job(uuid.UUID(job), ShutdownAfter(checks=50))  # 20 batches an epoch: stops during epoch 3
+    stopped = client.get(f"/v1/jobs/{job}").json()
+    assert stopped["status"] == "queued" and stopped["progress"]["epoch"] == 2 and stopped["attempts"] == 1
+    assert len(client.get(f"/v1/jobs/{job}/metrics").json()["items"]) == 2
+
+    run_job(uuid.UUID(job), threading.Event())  # delivered again
+    done = client.get(f"/v1/jobs/{job}").json()
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+    resumed = client.get(f"/v1/jobs/{job}/metrics").json()["items"]
+    uninterrupted = client.get(f"/v1/jobs/{reference}/metrics").json()["items"]
+    assert [m["epoch"] for m in resumed] == [1, 2, 3, 4, 5]
+    for key in ("train_loss", "val_loss", "val_accuracy", "learning_rate"):
+        assert [m[key] for m in resumed] == pytest.approx([m[key] for m in uninterrupted], rel=1e-6), key
+    reference_result = client.get(f"/v1/jobs/{reference}").json()["result"]
+    assert done["result"]["confusion_matrix"] == reference_result["confusion_matrix"]
