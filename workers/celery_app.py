@@ -7,6 +7,7 @@ import uuid
 from celery import Celery
 
 from service.settings import Settings, get_settings
+from workers import broker
 
 TRAIN_TASK = "trainserve.train_job"
 
@@ -17,22 +18,22 @@ def broker_options(settings: Settings) -> dict:
         # A training task can run for hours; without a long visibility timeout Redis would hand a running
         # task to a second worker. A worker that really died is caught by the reconciler's heartbeat check.
         return {"visibility_timeout": 24 * 3600}
-    for sub in ("queue", "processed", "control"):
+    for sub in ("queue", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return {
         # One folder for both directions makes it one shared queue for the API and every local worker.
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
-        "processed_folder": str(folder / "processed"),
         "control_folder": str(folder / "control"),
         "polling_interval": 0.1,
     }
 
 
 def make_celery(settings: Settings) -> Celery:
-    # The filesystem transport takes its folders from the options; "localhost" keeps kombu from warning.
-    broker = "filesystem://localhost/" if settings.broker_folder else settings.broker_url
-    app = Celery("trainserve", broker=broker, include=["workers.tasks"])
+    # The filesystem transport (ours writes atomically) takes its folders from the options; "localhost"
+    # keeps kombu from warning about a missing host.
+    broker_url = f"{broker.SCHEME}://localhost/" if settings.broker_folder else settings.broker_url
+    app = Celery("trainserve", broker=broker_url, include=["workers.tasks"])
     app.conf.update(
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,

@@ -6,12 +6,13 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.datasets import resolve_dataset
 from service.errors import Conflict, NotFound
 from service.jobs.spec import JobSpec
+from service.pagination import newest_first
 from service.jobs.schemas import DatasetRef, EpochMetricsOut, JobOut, ModelRef, Progress
 from service.tables import JobMetric, JobStatus, TrainingJob, utcnow
 
@@ -38,9 +39,7 @@ def list_jobs(session: Session, status: JobStatus | None, limit: int, offset: in
     query = select(TrainingJob)
     if status is not None:
         query = query.where(TrainingJob.status == status)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    jobs = session.scalars(query.order_by(TrainingJob.created_at.desc(), TrainingJob.id).limit(limit).offset(offset))
-    return list(jobs.unique()), total
+    return newest_first(session, query, TrainingJob, limit, offset)
 
 
 def job_metrics(session: Session, job_id: uuid.UUID) -> list[JobMetric]:

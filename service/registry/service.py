@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.errors import NotFound
 from service.jobs.schemas import DatasetRef
+from service.pagination import newest_first
 from service.registry.schemas import ModelOut
 from service.tables import TrainedModel
 
@@ -32,9 +33,7 @@ def list_models(session: Session, name: str | None, limit: int, offset: int) -> 
     query = select(TrainedModel)
     if name is not None:
         query = query.where(TrainedModel.name == name)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(TrainedModel.created_at.desc(), TrainedModel.id).limit(limit).offset(offset))
-    return list(rows.unique()), total
+    return newest_first(session, query, TrainedModel, limit, offset)
 
 
 def model_out(model: TrainedModel) -> ModelOut:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.architectures import ModelConfig, build_model
-from models.datasets import load_builtin, split_dataset
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_from_bytes, model_to_bytes
-from models.optimizers import build_optimizer
-from models.training import TrainConfig, evaluate, fit, seed_everything
+from models.training import TrainConfig, evaluate, fit
+from tests.models.helpers import digits, model_and_optimizer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 CUDA = torch.device("cuda")
@@ -18,16 +16,12 @@ CUDA = torch.device("cuda")
 
 @pytest.fixture(scope="module")
 def splits():
-    return split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0)
+    return digits()
 
 
 def make(splits, architecture="mlp", params=None, optimizer="adam", lr=0.003, seed=0, **options):
-    seed_everything(seed)
-    d = splits.train
-    config = ModelConfig(architecture, params if params is not None else {"hidden_sizes": [400, 200]},
-                         d.input_shape, d.num_classes, d.value_range)
-    model = build_model(config)
-    return model, build_optimizer(optimizer, model.parameters(), lr, **options), config
+    params = params if params is not None else {"hidden_sizes": [400, 200]}
+    return model_and_optimizer(splits.train, architecture, params, optimizer, lr, seed, **options)
 
 
 @pytest.mark.parametrize("architecture,params", [("mlp", None), ("cnn", {"channels": [16, 32]}),

@@ -6,28 +6,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.architectures import ModelConfig, build_model
 from models.augment import AugmentConfig, augment
-from models.datasets import load_builtin, split_dataset
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes
-from models.optimizers import build_optimizer
 from models.schedules import ScheduleConfig
-from models.training import EarlyStopping, TrainConfig, evaluate, fit, seed_everything, holdout_report
+from models.training import EarlyStopping, TrainConfig, evaluate, fit, holdout_report
+from tests.models.helpers import digits, model_and_optimizer
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def splits():
-    return split_dataset(load_builtin("digits"), validation_split=0.15, test_split=0.2, seed=0)
+    return digits(validation_split=0.15)
 
 
 def setup(splits, architecture="mlp", params=None, optimizer="adam", lr=0.01, seed=0, **options):
-    seed_everything(seed)
-    d = splits.train
-    model = build_model(ModelConfig(architecture, params if params is not None else {"hidden_sizes": [64]},
-                                    d.input_shape, d.num_classes, d.value_range))
-    return model, build_optimizer(optimizer, model.parameters(), lr, **options)
+    params = params if params is not None else {"hidden_sizes": [64]}
+    return model_and_optimizer(splits.train, architecture, params, optimizer, lr, seed, **options)[:2]
 
 
 def test_early_stopping_stops_and_keeps_the_best_epoch(splits):

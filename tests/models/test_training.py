@@ -5,26 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.architectures import ModelConfig, build_model
 from models.datasets import load_builtin, split_dataset
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_from_bytes, model_to_bytes
-from models.optimizers import build_optimizer
-from models.training import TrainConfig, TrainingCancelled, TrainingDiverged, evaluate, fit, resolve_device, \
-    seed_everything
+from models.training import TrainConfig, TrainingCancelled, TrainingDiverged, evaluate, fit, resolve_device
+from tests.models.helpers import digits, model_and_optimizer
 
 
 @pytest.fixture(scope="module")
 def splits():
-    return split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0)
+    return digits()
 
 
 def make(splits, architecture="logistic_regression", params=None, optimizer="sgd", lr=0.05, seed=0, **opt):
-    seed_everything(seed)
-    data = splits.train
-    config = ModelConfig(architecture, params or {}, data.input_shape, data.num_classes, data.value_range)
-    model = build_model(config)
-    opt_options = {"momentum": 0.9} if optimizer == "sgd" and not opt else opt
-    return model, build_optimizer(optimizer, model.parameters(), lr, **opt_options), config
+    options = {"momentum": 0.9} if optimizer == "sgd" and not opt else opt
+    return model_and_optimizer(splits.train, architecture, params or {}, optimizer, lr, seed, **options)
 
 
 def test_splits_are_disjoint_and_deterministic(splits):
