@@ -34,6 +34,21 @@ class WorkerShutdown(Exception):
     """The worker is stopping; the job goes back to the queue."""
 
 
+class JobLost(Exception):
+    """The job is no longer this delivery's to run: it finished, or a later delivery claimed it after this
+    worker went silent. The delivery stops without writing anything more."""
+
+
+def _ours(job: TrainingJob):
+    """This delivery's fencing condition: the job is running under the attempt this delivery claimed."""
+    return (TrainingJob.id == job.id) & (TrainingJob.status == JobStatus.running) & (TrainingJob.attempts == job.attempts)
+
+
+def _update_ours(session, job: TrainingJob, **values: object) -> None:
+    if not session.execute(update(TrainingJob).where(_ours(job)).values(**values)).rowcount:
+        raise JobLost()
+
+
 def _claim(job_id: uuid.UUID, stale_after: timedelta) -> TrainingJob | None:
     """Mark the job running if it is ours to run: queued, or running under a worker that went silent."""
     now = utcnow()
@@ -49,18 +64,21 @@ def _claim(job_id: uuid.UUID, stale_after: timedelta) -> TrainingJob | None:
         return session.get(TrainingJob, job_id) if claimed else None
 
 
-def _finish(job_id: uuid.UUID, status: JobStatus, **values: object) -> None:
-    with session_scope() as session:
-        session.execute(update(TrainingJob).where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.running)
-                        .values(status=status, finished_at=utcnow(), heartbeat_at=None, **values))
+def _finish(job: TrainingJob, status: JobStatus, **values: object) -> None:
+    """Mark the job finished, if this delivery still owns it."""
+    try:
+        with session_scope() as session:
+            _update_ours(session, job, status=status, finished_at=utcnow(), heartbeat_at=None, **values)
+    except JobLost:
+        log.warning("job %s: not marked %s; attempt %d no longer owns it", job.id, status.value, job.attempts)
 
 
 class JobMonitor:
     """``should_stop`` for the training loop: heartbeats and looks for a cancel at most every few tenths of
     a second, since a database round trip per batch would cost more than the batch."""
 
-    def __init__(self, job_id: uuid.UUID, every: float, shutting_down: threading.Event):
-        self.job_id, self.every, self.shutting_down = job_id, every, shutting_down
+    def __init__(self, job: TrainingJob, every: float, shutting_down: threading.Event):
+        self.job, self.every, self.shutting_down = job, every, shutting_down
         self._next = 0.0
         self.cancelled = False
 
@@ -72,17 +90,18 @@ class JobMonitor:
             return False
         self._next = now + self.every
         with session_scope() as session:
-            self.cancelled = bool(session.scalar(
-                update(TrainingJob).where(TrainingJob.id == self.job_id).values(heartbeat_at=utcnow())
-                .returning(TrainingJob.cancel_requested)))
+            cancel_requested = session.scalar(update(TrainingJob).where(_ours(self.job)).values(heartbeat_at=utcnow())
+                                              .returning(TrainingJob.cancel_requested))
+        if cancel_requested is None:
+            raise JobLost()
+        self.cancelled = bool(cancel_requested)
         return self.cancelled
 
 
-def _record_epoch(job_id: uuid.UUID, metrics: EpochMetrics) -> None:
+def _record_epoch(job: TrainingJob, metrics: EpochMetrics) -> None:
     with session_scope() as session:
-        session.add(JobMetric(job_id=job_id, **metrics.to_dict()))
-        session.execute(update(TrainingJob).where(TrainingJob.id == job_id)
-                        .values(epochs_done=metrics.epoch, heartbeat_at=utcnow()))
+        _update_ours(session, job, epochs_done=metrics.epoch, heartbeat_at=utcnow())
+        session.add(JobMetric(job_id=job.id, **metrics.to_dict()))
 
 
 def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: ArtifactStore,
@@ -103,12 +122,14 @@ def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: A
                     input_shape=list(config.input_shape), value_range=list(config.value_range),
                     num_classes=config.num_classes, metrics=test_metrics, artifact_key=key, sha256=sha256,
                     size_bytes=len(data)))
-                session.execute(update(TrainingJob).where(TrainingJob.id == job.id)
-                                .values(status=JobStatus.succeeded, finished_at=utcnow(), heartbeat_at=None,
-                                        result=test_metrics))
+                _update_ours(session, job, status=JobStatus.succeeded, finished_at=utcnow(), heartbeat_at=None,
+                             result=test_metrics)
             return
         except IntegrityError:  # another job of the same name took that version first
             continue
+        except JobLost:
+            store.delete(key)
+            raise
     raise RuntimeError(f"could not register a version of model {name!r}")
 
 
@@ -142,16 +163,16 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
         resume = checkpoint_from_bytes(store.get(checkpoint_key)) if store.exists(checkpoint_key) else None
         with session_scope() as session:  # epochs after the checkpoint were not finished; forget them
             done = int(resume["epoch"]) if resume else 0
+            _update_ours(session, job, epochs_done=done)
             session.execute(delete(JobMetric).where(JobMetric.job_id == job_id, JobMetric.epoch > done))
-            session.execute(update(TrainingJob).where(TrainingJob.id == job_id).values(epochs_done=done))
         if resume:
             log.info("job %s: resuming after epoch %d", job_id, done)
 
         def on_epoch(metrics: EpochMetrics, checkpoint) -> None:
             store.put(checkpoint_key, checkpoint_to_bytes(checkpoint()))  # before the row: no epoch is lost
-            _record_epoch(job_id, metrics)
+            _record_epoch(job, metrics)
 
-        monitor = JobMonitor(job_id, settings.cancel_check_seconds, shutting_down)
+        monitor = JobMonitor(job, settings.cancel_check_seconds, shutting_down)
         train_config = TrainConfig.from_dict(training)
         fitted = fit(model, optimizer, splits.train, splits.validation, train_config, on_epoch=on_epoch,
                      should_stop=monitor, resume=resume)
@@ -160,19 +181,23 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
         _register_model(job, config, model_to_bytes(model, config), store, report)
         store.delete(checkpoint_key)
         log.info("job %s: succeeded, test accuracy %.4f", job_id, report["test_accuracy"])
+    except JobLost:
+        log.warning("job %s: attempt %d no longer owns the job (finished, or claimed again after this worker "
+                    "went silent); stopping without writing", job_id, job.attempts)
     except TrainingCancelled:
-        _finish(job_id, JobStatus.cancelled)
+        _finish(job, JobStatus.cancelled)
         store.delete(checkpoint_key)
         log.info("job %s: cancelled", job_id)
     except WorkerShutdown:
         with session_scope() as session:
-            session.execute(update(TrainingJob).where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.running)
+            session.execute(update(TrainingJob).where(_ours(job))
                             .values(status=JobStatus.queued, heartbeat_at=None, enqueued_at=None))
         log.info("job %s: worker shutting down; back in the queue, it resumes from its last checkpoint", job_id)
     except (TrainingDiverged, ValueError, FileNotFoundError) as exc:  # the message says what to change
-        _finish(job_id, JobStatus.failed, error=str(exc))
+        _finish(job, JobStatus.failed, error=str(exc))
         log.warning("job %s: failed: %s", job_id, exc)
     except Exception as exc:
-        _finish(job_id, JobStatus.failed, error=f"training failed unexpectedly ({type(exc).__name__}: {exc}); "
-                                                "the worker log has the traceback")
+        _finish(job, JobStatus.failed, error=f"training failed unexpectedly ({type(exc).__name__}: {exc}); "
+                                              "the worker log has the traceback")
         log.exception("job %s: failed", job_id)
+

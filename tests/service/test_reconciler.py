@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import timedelta
+
+import pytest
 
 from service.db import session_scope
 from service.jobs.service import jobs_to_resend
 from service.tables import JobStatus, TrainingJob, utcnow
 from tests.conftest import LOGREG_SPEC
+from workers.jobs import JobLost, JobMonitor, _claim, _finish
 
 STALE = timedelta(minutes=10)
 
@@ -63,3 +67,20 @@ def test_a_worker_takes_over_a_running_job_only_when_it_is_silent(client, run_jo
     set_job(job, status=JobStatus.running, attempts=1, heartbeat_at=utcnow())
     run_job(job)  # a duplicate delivery while another worker is alive and training
     assert get_job(job).attempts == 1 and get_job(job).status == JobStatus.running
+
+
+def test_a_worker_that_lost_its_job_to_a_later_delivery_stops_without_writing(client):
+    """Fencing: each delivery owns the job under the attempt number it claimed. Once a later delivery has
+    claimed the job, every write of the earlier one (heartbeat, epoch, result) is refused."""
+    job_id = client.post("/v1/jobs", json=LOGREG_SPEC).json()["id"]
+    first = _claim(uuid.UUID(job_id), STALE)
+    assert first is not None and first.attempts == 1
+    set_job(job_id, heartbeat_at=utcnow() - STALE - timedelta(seconds=1))  # the first worker goes silent
+    second = _claim(uuid.UUID(job_id), STALE)
+    assert second is not None and second.attempts == 2
+
+    with pytest.raises(JobLost):
+        JobMonitor(first, every=0.0, shutting_down=threading.Event())()
+    _finish(first, JobStatus.failed, error="from the silent worker")
+    assert get_job(job_id).status == JobStatus.running and get_job(job_id).error is None
+    assert JobMonitor(second, every=0.0, shutting_down=threading.Event())() is False
