@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.models = ModelCache(ArtifactStore(settings.artifacts_folder), settings.model_cache_size)
+    app.state.models = ModelCache(ArtifactStore(settings.artifacts_folder), settings.model_cache_size,
+                                  settings.ref_cache_seconds)
     install_error_handlers(app)
     for router in (health.router, jobs_router, models_router, predict_router):
         app.include_router(router)

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     worker_torch_threads: int = Field(0, ge=0, description="Training threads per worker; 0 = all cores.")
 
     model_cache_size: int = Field(8, ge=1, description="Loaded models kept in each API process.")
+    ref_cache_seconds: float = Field(5.0, ge=0, description="How long an API process trusts what name@alias "
+                                                            "pointed at; a move in the same process clears it.")
+    default_classifier: str | None = Field(None, description="What /predict uses without 'model', e.g. "
+                                           "digits-mlp@production; unset: the newest classifier.")
     max_batch: int = Field(1024, ge=1, description="Most instances one /predict call may send.")
     cancel_check_seconds: float = Field(0.5, gt=0, description="How often a training job looks for a cancel.")
     reconcile_seconds: float = Field(30.0, gt=0, description="How often queued jobs the broker lost are resent.")

@@ -119,3 +119,18 @@ class TrainedModel(Base):
 
     job: Mapped[TrainingJob] = relationship(back_populates="model")
     dataset: Mapped[Dataset] = relationship(lazy="joined")
+    aliases: Mapped[list["ModelAlias"]] = relationship(back_populates="model", lazy="selectin",
+                                                       order_by="ModelAlias.alias")
+
+
+class ModelAlias(Base):
+    """A movable name for one version of a model: ``digits-mlp@production``."""
+
+    __tablename__ = "model_aliases"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    model: Mapped[TrainedModel] = relationship(back_populates="aliases")

@@ -12,7 +12,7 @@ from service.db import make_engine
 from service.migrate import downgrade, upgrade
 from service.tables import Base
 
-TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "models"}
+TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "models", "model_aliases"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -24,6 +24,7 @@ from models.training import EpochMetrics, TrainConfig, TrainingCancelled, Traini
     seed_everything, holdout_report
 from service.artifacts import ArtifactStore
 from service.db import session_scope
+from service.registry import service as registry
 from service.settings import get_settings, worker_threads
 from service.tables import JobMetric, JobStatus, TrainedModel, TrainingJob, utcnow
 
@@ -116,14 +117,20 @@ def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: A
             with session_scope() as session:
                 version = (session.scalar(select(func.max(TrainedModel.version)).where(TrainedModel.name == name))
                            or 0) + 1
-                session.add(TrainedModel(
+                model = TrainedModel(
                     id=model_id, name=name, version=version, task="classification", job_id=job.id,
                     dataset_id=job.dataset_id, architecture=config.architecture,
                     input_shape=list(config.input_shape), value_range=list(config.value_range),
                     num_classes=config.num_classes, metrics=test_metrics, artifact_key=key, sha256=sha256,
-                    size_bytes=len(data)))
+                    size_bytes=len(data))
+                session.add(model)
+                session.flush()
+                result = dict(test_metrics)
+                if promote := job.spec.get("promote"):
+                    result["promotion"] = registry.promote(session, model, promote["alias"], promote["metric"],
+                                                           promote["min"])
                 _update_ours(session, job, status=JobStatus.succeeded, finished_at=utcnow(), heartbeat_at=None,
-                             result=test_metrics)
+                             result=result)
             return
         except IntegrityError:  # another job of the same name took that version first
             continue

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FULL_BATCH = {"lbfgs", "newton", "conjugate_gradient"}
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
@@ -180,6 +181,16 @@ class TrainingSpec(Strict):
                                                   "training images; off unless given.")
 
 
+class PromoteSpec(Strict):
+    """Gated promotion: once the model is registered, point `alias` at it only if `metric` (on the test
+    split) is at least `min` and beats the version the alias points at now. The job's result says why the
+    alias moved or did not."""
+
+    alias: str = Field(pattern=ALIAS_PATTERN, examples=["production"])
+    metric: Literal["test_accuracy", "test_macro_f1"] = "test_accuracy"
+    min: float = Field(0.0, ge=0.0, le=1.0)
+
+
 class JobSpec(Strict):
     dataset: str = Field(..., min_length=1, max_length=200, description="Dataset name, name@version or id.",
                          examples=["digits"])
@@ -188,6 +199,7 @@ class JobSpec(Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                              description="Model name to register under; default '<dataset>-<architecture>'.")
+    promote: PromoteSpec | None = None
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "dataset": "digits",

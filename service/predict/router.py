@@ -18,7 +18,8 @@ class PredictRequest(BaseModel):
     instances: list[list[float] | list[list[float]]] = Field(
         description="Digits, each a flat list of pixels or a list of pixel rows, on the training data's scale "
                     "(see the model's `value_range`).")
-    model: str | None = Field(None, description="Model id; default: the newest succeeded digit classifier.")
+    model: str | None = Field(None, description="Model id, `name` (newest version), `name@3` or `name@production`; "
+                                                "default: TRAINSERVE_DEFAULT_CLASSIFIER, else the newest classifier.")
 
 
 class Prediction(BaseModel):
@@ -40,5 +41,7 @@ class PredictResponse(BaseModel):
 async def predict_digits(request: Request) -> JSONResponse:
     """Classify handwritten digits (the TensorFlow Serving / KServe v1 `instances` convention)."""
     body = await request.body()
-    result = await run_in_threadpool(predict, body, request.app.state.models, request.app.state.settings.max_batch)
+    settings = request.app.state.settings
+    result = await run_in_threadpool(predict, body, request.app.state.models, settings.max_batch,
+                                     settings.default_classifier)
     return JSONResponse(result)  # returned as a Response: FastAPI skips re-validating it

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from models.export import model_from_bytes
 from service.artifacts import ArtifactStore
 from service.db import session_scope
 from service.errors import InvalidInput
-from service.registry.service import get_model, newest_model
+from service.registry import service as registry
 from service.tables import TrainedModel
 
 
@@ -38,12 +39,26 @@ class LoadedModel:
 
 
 class ModelCache:
-    """Loaded models by version id, least recently used first out. Versions never change once written."""
+    """Loaded models by version id, least recently used first out (versions never change once written),
+    and what each reference (``name``, ``name@alias``, the default route) pointed at, for ``ref_ttl`` seconds
+    (an alias may move)."""
 
-    def __init__(self, store: ArtifactStore, capacity: int):
-        self.store, self.capacity = store, capacity
+    def __init__(self, store: ArtifactStore, capacity: int, ref_ttl: float):
+        self.store, self.capacity, self.ref_ttl = store, capacity, ref_ttl
         self._models: OrderedDict[uuid.UUID, LoadedModel] = OrderedDict()
+        self._refs: dict[str, tuple[uuid.UUID, float]] = {}
         self._lock = threading.Lock()
+
+    def ref(self, ref: str) -> uuid.UUID | None:
+        hit = self._refs.get(ref)
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+    def remember_ref(self, ref: str, model_id: uuid.UUID) -> None:
+        self._refs[ref] = (model_id, time.monotonic() + self.ref_ttl)
+
+    def forget_refs(self) -> None:
+        """An alias moved in this process: the next request resolves every reference again."""
+        self._refs.clear()
 
     def cached(self, model_id: uuid.UUID) -> LoadedModel | None:
         with self._lock:
@@ -66,7 +81,7 @@ class ModelCache:
         return model
 
 
-def parse_request(body: bytes, max_batch: int) -> tuple[list, uuid.UUID | None]:
+def parse_request(body: bytes, max_batch: int) -> tuple[list, str | None]:
     try:
         payload = json.loads(body)
     except ValueError:
@@ -83,12 +98,9 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list, uuid.UUID | None]:
         raise InvalidInput(f"{len(instances)} instances in one request; send at most {max_batch} per call",
                            status_code=413)
     model = payload.get("model")
-    if model is None:
-        return instances, None
-    try:
-        return instances, uuid.UUID(str(model))
-    except ValueError:
-        raise InvalidInput(f'"model" must be a model id (a UUID), not {model!r}')
+    if model is not None and (not isinstance(model, str) or not model or len(model) > 300):
+        raise InvalidInput(f'"model" must be a model id, name, name@version or name@alias, not {model!r}')
+    return instances, model
 
 
 def to_batch(instances: list, model: LoadedModel) -> torch.Tensor:
@@ -113,19 +125,30 @@ def to_batch(instances: list, model: LoadedModel) -> torch.Tensor:
     return torch.from_numpy(x.reshape(len(x), *model.input_shape))
 
 
-def resolve(cache: ModelCache, model_id: uuid.UUID | None) -> LoadedModel:
+def resolve(cache: ModelCache, ref: str | None, default: str | None) -> LoadedModel:
+    """The model a request names, or the default route; the hot path makes no database round trip."""
+    ref = ref or default
+    key = ref or "@newest-classifier"
+    model_id = cache.ref(key)
+    if model_id is None and ref is not None:
+        try:
+            model_id = uuid.UUID(ref)  # an id always names the same version
+        except ValueError:
+            pass
     if model_id is not None and (hit := cache.cached(model_id)) is not None:
-        return hit  # the hot path: no database round trip
+        return hit
     with session_scope() as session:
-        row = get_model(session, model_id) if model_id else newest_model(session, "classification")
+        row = registry.resolve(session, ref) if ref else registry.newest_model(session, "classification")
         if row.task != "classification":
             raise InvalidInput(f"model {row.name} v{row.version} is a {row.task} model, not a digit classifier")
-        return cache.load(row)
+        model = cache.load(row)
+    cache.remember_ref(key, model.id)
+    return model
 
 
-def predict(body: bytes, cache: ModelCache, max_batch: int) -> dict:
-    instances, model_id = parse_request(body, max_batch)
-    model = resolve(cache, model_id)
+def predict(body: bytes, cache: ModelCache, max_batch: int, default: str | None = None) -> dict:
+    instances, ref = parse_request(body, max_batch)
+    model = resolve(cache, ref, default)
     batch = to_batch(instances, model)
     with torch.inference_mode():
         probabilities = torch.softmax(model.module(batch), dim=1)

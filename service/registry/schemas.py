@@ -3,9 +3,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.jobs.schemas import DatasetRef
+from service.jobs.spec import ALIAS_PATTERN  # noqa: F401  (re-exported for the router)
 
 
 class ModelOut(BaseModel):
@@ -19,6 +20,7 @@ class ModelOut(BaseModel):
     input_shape: list[int]
     value_range: list[float]
     num_classes: int
+    aliases: list[str] = Field(description="Aliases that point at this version, e.g. production.")
     metrics: dict
     sha256: str
     size_bytes: int
@@ -30,3 +32,16 @@ class ModelPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+
+class AliasIn(BaseModel):
+    version: int = Field(ge=1, description="The version of the model the alias should point at.")
+
+
+class AliasOut(BaseModel):
+    name: str
+    alias: str
+    version: int
+    model_id: uuid.UUID
+    updated_at: datetime

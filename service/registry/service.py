@@ -1,4 +1,5 @@
-"""The model registry: every succeeded job's model, by id or as the newest of a task."""
+"""The model registry: versions under a name, aliases that point at one version, and references to a model
+as an id, ``name`` (its newest version), ``name@<version>`` or ``name@<alias>``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from sqlalchemy.orm import Session
 from service.errors import NotFound
 from service.jobs.schemas import DatasetRef
 from service.pagination import newest_first
-from service.registry.schemas import ModelOut
-from service.tables import TrainedModel
+from service.registry.schemas import AliasOut, ModelOut
+from service.tables import ModelAlias, TrainedModel, utcnow
 
 
 def get_model(session: Session, model_id: uuid.UUID) -> TrainedModel:
@@ -19,6 +20,41 @@ def get_model(session: Session, model_id: uuid.UUID) -> TrainedModel:
     if model is None:
         raise NotFound(f"no model with id {model_id}")
     return model
+
+
+def get_version(session: Session, name: str, version: int) -> TrainedModel:
+    model = session.scalar(select(TrainedModel).where(TrainedModel.name == name, TrainedModel.version == version))
+    if model is None:
+        newest = _newest_of(session, name)
+        raise NotFound(f"model {name!r} has no version {version}; its newest is {newest.version}")
+    return model
+
+
+def _newest_of(session: Session, name: str) -> TrainedModel:
+    model = session.scalars(select(TrainedModel).where(TrainedModel.name == name)
+                            .order_by(TrainedModel.version.desc()).limit(1)).first()
+    if model is None:
+        raise NotFound(f"no model named {name!r}; GET /v1/models lists the registered ones")
+    return model
+
+
+def resolve(session: Session, ref: str) -> TrainedModel:
+    """A model by id, ``name``, ``name@<version>`` or ``name@<alias>``."""
+    try:
+        return get_model(session, uuid.UUID(ref))
+    except ValueError:
+        pass
+    name, _, tag = ref.partition("@")
+    if not tag:
+        return _newest_of(session, name)
+    if tag.isdigit():
+        return get_version(session, name, int(tag))
+    alias = session.get(ModelAlias, (name, tag))
+    if alias is None:
+        known = [a.alias for a in session.scalars(select(ModelAlias).where(ModelAlias.name == name))]
+        _newest_of(session, name)  # an unknown name says so first
+        raise NotFound(f"model {name!r} has no alias {tag!r}; its aliases: {', '.join(known) or 'none yet'}")
+    return alias.model
 
 
 def newest_model(session: Session, task: str) -> TrainedModel:
@@ -36,11 +72,59 @@ def list_models(session: Session, name: str | None, limit: int, offset: int) -> 
     return newest_first(session, query, TrainedModel, limit, offset)
 
 
+def set_alias(session: Session, name: str, alias: str, version: int) -> ModelAlias:
+    model = get_version(session, name, version)
+    row = session.get(ModelAlias, (name, alias))
+    if row is None:
+        row = ModelAlias(name=name, alias=alias, model=model)
+        session.add(row)
+    else:
+        row.model, row.updated_at = model, utcnow()
+    session.flush()
+    return row
+
+
+def delete_alias(session: Session, name: str, alias: str) -> None:
+    row = session.get(ModelAlias, (name, alias))
+    if row is None:
+        raise NotFound(f"model {name!r} has no alias {alias!r}")
+    session.delete(row)
+    session.flush()
+
+
+def promote(session: Session, model: TrainedModel, alias: str, metric: str, minimum: float) -> dict:
+    """Gated promotion: point ``alias`` at ``model`` only if its ``metric`` clears ``minimum`` and beats the
+    version the alias points at now. Returns the decision and the reason, for the job's record."""
+    value = model.metrics.get(metric)
+    current = session.get(ModelAlias, (model.name, alias))
+    decision = {"alias": alias, "metric": metric, "min": minimum, "value": value, "moved": False,
+                "previous_version": current.model.version if current else None}
+    if value is None:
+        decision["reason"] = f"this model has no {metric} to judge it by"
+    elif value < minimum:
+        decision["reason"] = f"{metric} {value:.4f} is below the bar of {minimum}"
+    elif current is not None and current.model.metrics.get(metric, float("-inf")) >= value:
+        decision["reason"] = (f"{metric} {value:.4f} does not beat version {current.model.version}'s "
+                              f"{current.model.metrics.get(metric):.4f}")
+    else:
+        before = f"beats version {current.model.version}'s {current.model.metrics.get(metric, float('nan')):.4f}" \
+            if current else "and no version held the alias"
+        set_alias(session, model.name, alias, model.version)
+        decision.update(moved=True, reason=f"{metric} {value:.4f} clears {minimum} {before}")
+    return decision
+
+
+def alias_out(row: ModelAlias) -> AliasOut:
+    return AliasOut(name=row.name, alias=row.alias, version=row.model.version, model_id=row.model_id,
+                    updated_at=row.updated_at)
+
+
 def model_out(model: TrainedModel) -> ModelOut:
     d = model.dataset
     return ModelOut(
         id=model.id, name=model.name, version=model.version, task=model.task, architecture=model.architecture,
         dataset=DatasetRef(id=d.id, name=d.name, version=d.version), job_id=model.job_id,
         input_shape=model.input_shape, value_range=model.value_range, num_classes=model.num_classes,
-        metrics=model.metrics, sha256=model.sha256, size_bytes=model.size_bytes, created_at=model.created_at,
+        aliases=[a.alias for a in model.aliases], metrics=model.metrics, sha256=model.sha256,
+        size_bytes=model.size_bytes, created_at=model.created_at,
     )

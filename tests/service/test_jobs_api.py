@@ -189,7 +189,7 @@ def test_a_job_that_diverges_fails_with_an_actionable_message(client, run_job):
 def test_openapi_documents_the_api(client):
     schema = client.get("/openapi.json").json()
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/metrics",
-            "/v1/models", "/v1/models/{model_id}", "/predict", "/healthz", "/readyz"} <= set(schema["paths"])
+            "/v1/models", "/v1/models/{ref}", "/v1/models/{name}/aliases/{alias}", "/predict", "/healthz", "/readyz"} <= set(schema["paths"])
     assert "instances" in str(schema["paths"]["/predict"]["post"]["requestBody"])
     assert client.get("/docs").status_code == 200
 

@@ -61,7 +61,10 @@ def test_default_model_is_the_newest_digit_classifier(api, test_digits):
     ({"instances": [1, 2]}, 422, "expects 64 pixels"),
     ({"pixels": [[1.0] * 64]}, 422, '"instances"'),
     ({"instances": [[1.0] * 64], "top": 3}, 422, "unknown field(s) top"),
-    ({"instances": [[1.0] * 64], "model": "abc"}, 422, "must be a model id"),
+    ({"instances": [[1.0] * 64], "model": 7}, 422, "must be a model id, name, name@version or name@alias"),
+    ({"instances": [[1.0] * 64], "model": "abc"}, 404, "no model named 'abc'"),
+    ({"instances": [[1.0] * 64], "model": "digits-logistic_regression@99"}, 404, "has no version 99"),
+    ({"instances": [[1.0] * 64], "model": "digits-logistic_regression@staging"}, 404, "has no alias 'staging'"),
     ({"instances": [[1.0] * 64], "model": "3f2b6c1e-0000-4000-8000-000000000000"}, 404, "no model with id"),
     ({"instances": [[1.0] * 64] * 1025}, 413, "at most 1024"),
 ])
