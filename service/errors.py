@@ -57,6 +57,18 @@ def error_body(code: str, message: str, details: list[dict[str, Any]] | None = N
     return {"error": {"code": code, "message": message, "details": details or []}}
 
 
+OPEN_INFERENCE_PREFIX = "/v2"
+
+
+def error_response(request: Request, status: int, code: str, message: str,
+                   details: list[dict[str, Any]] | None = None, headers: dict | None = None) -> JSONResponse:
+    """trainserve's error shape, except under /v2, where the Open Inference Protocol fixes it as
+    ``{"error": "<message>"}`` and a request the server cannot use is a 400."""
+    if request.url.path.startswith(OPEN_INFERENCE_PREFIX + "/") or request.url.path == OPEN_INFERENCE_PREFIX:
+        return JSONResponse({"error": message}, status_code=400 if status == 422 else status, headers=headers)
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
 def _location(loc: tuple) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
@@ -69,22 +81,21 @@ def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
-    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status_code)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return error_response(request, exc.status_code, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = validation_details(list(exc.errors()))
         message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
-        return JSONResponse(error_body("invalid_input", message, details), status_code=422)
+        return error_response(request, 422, "invalid_input", message, details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+        return error_response(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse(error_body("internal_error", "internal error; the server log has the details"),
-                            status_code=500)
+        return error_response(request, 500, "internal_error", "internal error; the server log has the details")

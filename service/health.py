@@ -17,7 +17,7 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-def _database_reachable() -> bool:
+def database_reachable() -> bool:
     try:
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -29,7 +29,7 @@ def _database_reachable() -> bool:
 @router.get("/readyz")
 async def readyz() -> dict:
     """The database and the broker answer; 503 names the one that does not."""
-    checks = {"database": await run_in_threadpool(_database_reachable),
+    checks = {"database": await run_in_threadpool(database_reachable),
               "broker": await run_in_threadpool(broker_reachable)}
     if not all(checks.values()):
         down = [name for name, ok in checks.items() if not ok]

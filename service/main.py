@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service import health
 from service.artifacts import ArtifactStore
 from service.errors import install_error_handlers
+from service.inference_v2.router import router as v2_router
 from service.jobs.router import router as jobs_router
 from service.predict.router import router as predict_router
 from service.predict.service import ModelCache
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.models = ModelCache(ArtifactStore(settings.artifacts_folder), settings.model_cache_size,
                                   settings.ref_cache_seconds)
     install_error_handlers(app)
-    for router in (health.router, jobs_router, models_router, predict_router):
+    for router in (health.router, jobs_router, models_router, predict_router, v2_router):
         app.include_router(router)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app

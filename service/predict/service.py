@@ -32,6 +32,7 @@ class LoadedModel:
     version: int
     input_shape: tuple[int, ...]
     value_range: tuple[float, float]
+    num_classes: int
     module: torch.nn.Module
 
     def describe(self) -> dict:
@@ -73,7 +74,8 @@ class ModelCache:
         module, config = model_from_bytes(self.store.get(row.artifact_key, row.sha256))
         with torch.inference_mode():  # warm up, so the first request is not the slow one
             module(torch.zeros((1, *config.input_shape)))
-        model = LoadedModel(row.id, row.name, row.version, config.input_shape, config.value_range, module)
+        model = LoadedModel(row.id, row.name, row.version, config.input_shape, config.value_range,
+                            config.num_classes, module)
         with self._lock:
             self._models[row.id] = model
             while len(self._models) > self.capacity:
@@ -103,7 +105,7 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list, str | None]:
     return instances, model
 
 
-def to_batch(instances: list, model: LoadedModel) -> torch.Tensor:
+def to_batch(instances: list | np.ndarray, model: LoadedModel) -> torch.Tensor:
     try:
         x = np.asarray(instances, dtype=np.float32)
     except (ValueError, TypeError):

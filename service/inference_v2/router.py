@@ -1,0 +1,54 @@
+"""Open Inference Protocol (KServe v2) endpoints, so that KServe and Triton clients work unchanged."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from service.errors import Unavailable
+from service.health import database_reachable
+from service.inference_v2 import service
+from service.predict.service import resolve
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+
+
+@router.get("")
+async def server_metadata() -> dict:
+    return {"name": "trainserve", "version": "0.1.0", "extensions": []}
+
+
+@router.get("/health/live")
+async def live() -> dict:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def ready() -> dict:
+    if not await run_in_threadpool(database_reachable):
+        raise Unavailable("the model registry's database is unreachable")
+    return {"ready": True}
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+async def model_metadata(request: Request, name: str, version: str | None = None) -> dict:
+    return await run_in_threadpool(service.metadata, request.app.state.models, name, version)
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(request: Request, name: str, version: str | None = None) -> dict:
+    """Ready once the model is loaded in this process (loading it if need be)."""
+    model = await run_in_threadpool(resolve, request.app.state.models, service.model_ref(name, version), None)
+    return {"name": model.name, "ready": True}
+
+
+@router.post("/models/{name}/infer")
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer(request: Request, name: str, version: str | None = None) -> JSONResponse:
+    body = await request.body()
+    result = await run_in_threadpool(service.infer, body, request.app.state.models, name, version,
+                                     request.app.state.settings.max_batch)
+    return JSONResponse(result)

@@ -1,0 +1,102 @@
+"""The Open Inference Protocol (KServe v2) endpoints, exercised with request bodies written from the
+protocol's specification (inference_rest.md of kserve/open-inference-protocol)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from models.datasets import load_builtin, split_dataset
+from service.main import create_app
+from tests.conftest import LOGREG_SPEC
+from workers.jobs import run_job
+
+NAME = f"oip-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def api(migrated):
+    with TestClient(create_app(reconcile=False)) as c:
+        for _ in range(2):
+            job = c.post("/v1/jobs", json={**LOGREG_SPEC, "name": NAME}).json()
+            run_job(uuid.UUID(job["id"]), threading.Event())
+        yield c
+
+
+@pytest.fixture(scope="module")
+def digits():
+    test = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+    return test.x.numpy(), test.y.numpy()
+
+
+def test_health_and_server_metadata(api):
+    assert api.get("/v2/health/live").json() == {"live": True}
+    assert api.get("/v2/health/ready").json() == {"ready": True}
+    assert api.get("/v2").json()["name"] == "trainserve"
+
+
+def test_model_metadata_and_readiness(api):
+    meta = api.get(f"/v2/models/{NAME}").json()
+    assert meta["name"] == NAME and meta["versions"] == ["2", "1"] and meta["platform"] == "pytorch"
+    assert meta["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert {o["name"] for o in meta["outputs"]} == {"probabilities", "label"}
+    assert api.get(f"/v2/models/{NAME}/versions/1").json()["name"] == NAME
+    assert api.get(f"/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
+    assert api.get(f"/v2/models/{NAME}/versions/2/ready").json()["ready"] is True
+
+
+def test_infer_with_flat_data_agrees_with_the_labels(api, digits):
+    x, y = digits
+    request = {
+        "id": "42",
+        "inputs": [{"name": "pixels", "shape": [len(x), 1, 8, 8], "datatype": "FP32",
+                    "data": x.reshape(-1).tolist()}],
+    }
+    r = api.post(f"/v2/models/{NAME}/infer", json=request)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == NAME and body["model_version"] == "2" and body["id"] == "42"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["label"] == {"name": "label", "datatype": "INT64", "shape": [len(x)], "data": outputs["label"]["data"]}
+    assert (np.array(outputs["label"]["data"]) == y).mean() >= 0.9
+    probabilities = np.array(outputs["probabilities"]["data"]).reshape(outputs["probabilities"]["shape"])
+    assert probabilities.shape == (len(x), 10) and np.allclose(probabilities.sum(1), 1, atol=1e-4)
+
+
+def test_infer_a_version_with_nested_data_and_one_requested_output(api, digits):
+    x, _ = digits
+    request = {"inputs": [{"name": "pixels", "shape": [2, 64], "datatype": "FP32", "data": x[:2].reshape(2, 64).tolist()}],
+               "outputs": [{"name": "label"}]}
+    body = api.post(f"/v2/models/{NAME}/versions/1/infer", json=request).json()
+    assert body["model_version"] == "1" and [o["name"] for o in body["outputs"]] == ["label"]
+    assert "id" not in body
+
+
+@pytest.mark.parametrize("path,request_body,status,fragment", [
+    ("/v2/models/nobody/infer", {"inputs": []}, 404, "no model named 'nobody'"),
+    ("/v2/models/{name}/versions/9/infer", {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
+                                                       "data": [0] * 64}]}, 404, "has no version 9"),
+    ("/v2/models/{name}/infer", {"inputs": []}, 400, "exactly one tensor"),
+    ("/v2/models/{name}/infer", {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
+                                             "data": [0] * 63}]}, 400, "has 63 values but shape [1, 64] needs 64"),
+    ("/v2/models/{name}/infer", {"inputs": [{"name": "pixels", "shape": [1, 10], "datatype": "FP32",
+                                             "data": [0] * 10}]}, 400, "expects 64 pixels"),
+    ("/v2/models/{name}/infer", {"inputs": [{"name": "pixels", "shape": [1, 1], "datatype": "BYTES",
+                                             "data": ["x"]}]}, 400, "not numeric"),
+    ("/v2/models/{name}/infer", {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
+                                             "data": [0] * 64}], "outputs": [{"name": "logits"}]}, 400,
+     "unknown output(s) ['logits']"),
+])
+def test_bad_inference_requests_use_the_protocols_error_shape(api, path, request_body, status, fragment):
+    r = api.post(path.format(name=NAME), json=request_body)
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error"} and fragment in r.json()["error"]
+
+
+def test_unknown_model_metadata_is_404_in_the_protocols_shape(api):
+    r = api.get("/v2/models/nobody")
+    assert r.status_code == 404 and set(r.json()) == {"error"}
