@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     default_classifier: str | None = Field(None, description="What /predict uses without 'model', e.g. "
                                            "digits-mlp@production; unset: the newest classifier.")
     max_batch: int = Field(1024, ge=1, description="Most instances one /predict call may send.")
+    max_image_bytes: int = Field(10_000_000, ge=1, description="Largest image file /predict takes.")
     cancel_check_seconds: float = Field(0.5, gt=0, description="How often a training job looks for a cancel.")
     reconcile_seconds: float = Field(30.0, gt=0, description="How often queued jobs the broker lost are resent.")
     stale_after_seconds: float = Field(600.0, gt=0, description="A running job silent this long is re-queued.")

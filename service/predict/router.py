@@ -6,8 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
 
-from service.predict.service import predict
+from service.errors import InvalidInput
+from service.predict.service import DEFAULT_TOP_K, check_ref, check_top_k, predict, predict_images
 
 router = APIRouter(tags=["predict"])
 
@@ -20,11 +22,19 @@ class PredictRequest(BaseModel):
                     "(see the model's `value_range`).")
     model: str | None = Field(None, description="Model id, `name` (newest version), `name@3` or `name@production`; "
                                                 "default: TRAINSERVE_DEFAULT_CLASSIFIER, else the newest classifier.")
+    top_k: int = Field(DEFAULT_TOP_K, ge=1, description="How many of the likeliest labels to list.")
+
+
+class PredictImages(BaseModel):
+    images: list[bytes] = Field(description="One or more PNG or JPEG files, any size and colour depth.")
+    model: str | None = None
+    top_k: int = DEFAULT_TOP_K
 
 
 class Prediction(BaseModel):
     label: int
     probabilities: list[float]
+    top_k: list[dict[str, float]]
 
 
 class PredictResponse(BaseModel):
@@ -35,13 +45,30 @@ class PredictResponse(BaseModel):
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": PredictRequest.model_json_schema()}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": PredictRequest.model_json_schema()},
+        "multipart/form-data": {"schema": PredictImages.model_json_schema()},
+    }}},
 )
 async def predict_digits(request: Request) -> JSONResponse:
-    """Classify handwritten digits (the TensorFlow Serving / KServe v1 `instances` convention)."""
-    body = await request.body()
-    settings = request.app.state.settings
-    result = await run_in_threadpool(predict, body, request.app.state.models, settings.max_batch,
-                                     settings.default_classifier)
+    """Classify handwritten digits: JSON pixel arrays (the TensorFlow Serving / KServe v1 `instances`
+    convention), or image files as multipart form data (field `images`, repeated for a batch)."""
+    settings, cache = request.app.state.settings, request.app.state.models
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form(max_files=settings.max_batch, max_fields=10) as form:
+            uploads = [f for f in form.getlist("images") if isinstance(f, UploadFile)]
+            if not uploads:
+                raise InvalidInput('send the digit images as form files named "images"')
+            files = []
+            for upload in uploads:
+                if upload.size is not None and upload.size > settings.max_image_bytes:
+                    raise InvalidInput(f"{upload.filename}: {upload.size:,} bytes; images may be at most "
+                                       f"{settings.max_image_bytes:,} bytes", status_code=413)
+                files.append((upload.filename or "image", await upload.read()))
+            ref = check_ref(form.get("model") or None)
+            top_k = check_top_k(form.get("top_k", DEFAULT_TOP_K))
+        result = await run_in_threadpool(predict_images, files, ref, top_k, cache, settings.default_classifier)
+    else:
+        body = await request.body()
+        result = await run_in_threadpool(predict, body, cache, settings.max_batch, settings.default_classifier)
     return JSONResponse(result)  # returned as a Response: FastAPI skips re-validating it

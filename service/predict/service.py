@@ -21,6 +21,7 @@ from models.export import model_from_bytes
 from service.artifacts import ArtifactStore
 from service.db import session_scope
 from service.errors import InvalidInput
+from service.predict import images
 from service.registry import service as registry
 from service.tables import TrainedModel
 
@@ -83,26 +84,41 @@ class ModelCache:
         return model
 
 
-def parse_request(body: bytes, max_batch: int) -> tuple[list, str | None]:
+def parse_request(body: bytes, max_batch: int) -> tuple[list, str | None, int]:
     try:
         payload = json.loads(body)
     except ValueError:
         raise InvalidInput('the body is not valid JSON; send {"instances": [[...pixels...], ...]}')
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('the body must be a JSON object with "instances": a list of digits, each a list of pixels')
-    unknown = set(payload) - {"instances", "model"}
+    unknown = set(payload) - {"instances", "model", "top_k"}
     if unknown:
-        raise InvalidInput(f"unknown field(s) {', '.join(sorted(unknown))}; the body takes 'instances' and 'model'")
+        raise InvalidInput(f"unknown field(s) {', '.join(sorted(unknown))}; the body takes 'instances', 'model' "
+                           "and 'top_k'")
     instances = payload["instances"]
     if not isinstance(instances, list) or not instances:
         raise InvalidInput('"instances" must be a non-empty list of digits')
     if len(instances) > max_batch:
         raise InvalidInput(f"{len(instances)} instances in one request; send at most {max_batch} per call",
                            status_code=413)
-    model = payload.get("model")
+    return instances, check_ref(payload.get("model")), check_top_k(payload.get("top_k", DEFAULT_TOP_K))
+
+
+DEFAULT_TOP_K = 3
+
+
+def check_ref(model: object) -> str | None:
     if model is not None and (not isinstance(model, str) or not model or len(model) > 300):
         raise InvalidInput(f'"model" must be a model id, name, name@version or name@alias, not {model!r}')
-    return instances, model
+    return model
+
+
+def check_top_k(top_k: object) -> int:
+    if isinstance(top_k, str) and top_k.isdigit():
+        top_k = int(top_k)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise InvalidInput(f'"top_k" must be a whole number of at least 1, not {top_k!r}')
+    return top_k
 
 
 def to_batch(instances: list | np.ndarray, model: LoadedModel) -> torch.Tensor:
@@ -148,15 +164,28 @@ def resolve(cache: ModelCache, ref: str | None, default: str | None) -> LoadedMo
     return model
 
 
-def predict(body: bytes, cache: ModelCache, max_batch: int, default: str | None = None) -> dict:
-    instances, ref = parse_request(body, max_batch)
-    model = resolve(cache, ref, default)
-    batch = to_batch(instances, model)
+def classify(model: LoadedModel, batch: torch.Tensor, top_k: int) -> dict:
     with torch.inference_mode():
         probabilities = torch.softmax(model.module(batch), dim=1)
-    labels = probabilities.argmax(1).tolist()
+    top_p, top_i = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
     rounded = np.round(probabilities.numpy().astype(np.float64), 6).tolist()
-    return {
-        "predictions": [{"label": label, "probabilities": p} for label, p in zip(labels, rounded)],
-        "model": model.describe(),
-    }
+    predictions = [
+        {"label": int(labels[0]), "probabilities": p,
+         "top_k": [{"label": int(label), "probability": round(float(q), 6)} for label, q in zip(labels, ps)]}
+        for p, labels, ps in zip(rounded, top_i.tolist(), top_p.tolist())
+    ]
+    return {"predictions": predictions, "model": model.describe()}
+
+
+def predict(body: bytes, cache: ModelCache, max_batch: int, default: str | None = None) -> dict:
+    instances, ref, top_k = parse_request(body, max_batch)
+    model = resolve(cache, ref, default)
+    return classify(model, to_batch(instances, model), top_k)
+
+
+def predict_images(files: list[tuple[str, bytes]], ref: str | None, top_k: int, cache: ModelCache,
+                   default: str | None = None) -> dict:
+    """PNG or JPEG digits of any size and colour depth, brought to the model's input the MNIST way."""
+    model = resolve(cache, ref, default)
+    batch = np.stack([images.preprocess(data, name, model.input_shape, model.value_range) for name, data in files])
+    return classify(model, to_batch(batch, model), top_k)
