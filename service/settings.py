@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(30.0, gt=0, description="How often queued jobs the broker lost are resent.")
     stale_after_seconds: float = Field(600.0, gt=0, description="A running job silent this long is re-queued.")
     max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it is failed.")
+    export_tolerance: float = Field(1e-4, ge=0, description="Largest difference in output probabilities between "
+                                                            "an export and the eager model.")
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> "Settings":

@@ -115,6 +115,8 @@ class TrainedModel(Base):
     artifact_key: Mapped[str] = mapped_column(String(500))
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int]
+    # Per format ("torchscript", "onnx"): {"status": "ok"|"failed", "key", "sha256", "max_abs_difference", "error"}
+    exports: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     job: Mapped[TrainingJob] = relationship(back_populates="model")

@@ -10,6 +10,7 @@ from service.settings import Settings, get_settings
 from workers import broker
 
 TRAIN_TASK = "trainserve.train_job"
+EXPORT_TASK = "trainserve.export_model"
 
 
 def broker_options(settings: Settings) -> dict:
@@ -53,10 +54,20 @@ def make_celery(settings: Settings) -> Celery:
 celery_app = make_celery(get_settings())
 
 
-def enqueue_job(job_id: uuid.UUID) -> None:
-    """Send the task for a committed job. It carries the id only; the worker reads the rest from the database."""
-    celery_app.send_task(TRAIN_TASK, args=[str(job_id)], queue=get_settings().queue, retry=True,
+def _send(task: str, row_id: uuid.UUID) -> None:
+    """Tasks carry an id only; the worker reads the rest from the database."""
+    celery_app.send_task(task, args=[str(row_id)], queue=get_settings().queue, retry=True,
                          retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+
+
+def enqueue_job(job_id: uuid.UUID) -> None:
+    """Send the task for a committed job."""
+    _send(TRAIN_TASK, job_id)
+
+
+def enqueue_export(model_id: uuid.UUID) -> None:
+    """Ask for a registered model's TorchScript and ONNX exports."""
+    _send(EXPORT_TASK, model_id)
 
 
 def broker_reachable(timeout: float = 2.0) -> bool:

@@ -27,6 +27,7 @@ from service.db import session_scope
 from service.registry import service as registry
 from service.settings import get_settings, worker_threads
 from service.tables import JobMetric, JobStatus, TrainedModel, TrainingJob, utcnow
+from workers.celery_app import enqueue_export
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _record_epoch(job: TrainingJob, metrics: EpochMetrics) -> None:
 
 
 def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: ArtifactStore,
-                    test_metrics: dict) -> None:
+                    test_metrics: dict) -> uuid.UUID:
     """Save the model and mark the job succeeded in one transaction, with the next free version number."""
     model_id = uuid.uuid4()
     key = f"models/{model_id}/model.pt"
@@ -131,7 +132,7 @@ def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: A
                                                            promote["min"])
                 _update_ours(session, job, status=JobStatus.succeeded, finished_at=utcnow(), heartbeat_at=None,
                              result=result)
-            return
+            return model_id
         except IntegrityError:  # another job of the same name took that version first
             continue
         except JobLost:
@@ -185,8 +186,12 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
                      should_stop=monitor, resume=resume)
         report = holdout_report(model, splits.test, resolve_device(train_config.device), train_config.loss)
         report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early)
-        _register_model(job, config, model_to_bytes(model, config), store, report)
+        model_id = _register_model(job, config, model_to_bytes(model, config), store, report)
         store.delete(checkpoint_key)
+        try:
+            enqueue_export(model_id)
+        except Exception:  # the model is registered and served; its exports can be asked for again
+            log.exception("job %s: could not ask for the exports of model %s", job_id, model_id)
         log.info("job %s: succeeded, test accuracy %.4f", job_id, report["test_accuracy"])
     except JobLost:
         log.warning("job %s: attempt %d no longer owns the job (finished, or claimed again after this worker "

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from service.db import SessionDep
 from service.registry import service
 from service.registry.schemas import ALIAS_PATTERN, AliasIn, AliasOut, ModelOut, ModelPage
+from workers.celery_app import enqueue_export
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 AliasName = Annotated[str, Path(pattern=ALIAS_PATTERN, description="Lower-case letters, digits, - and _; "
@@ -30,6 +31,27 @@ def get_model(ref: str, session: SessionDep) -> ModelOut:
     """One model version by id, `name` (newest), `name@3` or `name@production`, with the input shape and pixel
     value range that `/predict` expects."""
     return service.model_out(service.resolve(session, ref))
+
+
+@router.get("/{ref}/download", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def download(ref: str, session: SessionDep, request: Request,
+             format: Literal["pt", "torchscript", "onnx"] = "pt") -> Response:
+    """The model file: `pt` (state_dict and config, for `torch.load(weights_only=True)`), `torchscript`
+    (`torch.jit.load`) or `onnx` (ONNX Runtime; input `pixels`, output `logits`)."""
+    model = service.resolve(session, ref)
+    key, sha256, filename = service.artifact_for_download(model, format)
+    data = request.app.state.models.store.get(key, sha256)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.post("/{ref}/exports", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut)
+def request_exports(ref: str, session: SessionDep) -> ModelOut:
+    """Make the TorchScript and ONNX exports again (those not already made)."""
+    model = service.resolve(session, ref)
+    enqueue_export(model.id)
+    return service.model_out(model)
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelOut)

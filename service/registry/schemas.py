@@ -21,6 +21,8 @@ class ModelOut(BaseModel):
     value_range: list[float]
     num_classes: int
     aliases: list[str] = Field(description="Aliases that point at this version, e.g. production.")
+    exports: dict[str, dict] = Field(description="TorchScript and ONNX exports: status, the largest difference "
+                                                 "from the eager model's probabilities on held-out inputs, error.")
     metrics: dict
     sha256: str
     size_bytes: int

@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.errors import NotFound
+from service.errors import Conflict, NotFound
 from service.jobs.schemas import DatasetRef
 from service.pagination import newest_first
 from service.registry.schemas import AliasOut, ModelOut
@@ -126,5 +126,23 @@ def model_out(model: TrainedModel) -> ModelOut:
         dataset=DatasetRef(id=d.id, name=d.name, version=d.version), job_id=model.job_id,
         input_shape=model.input_shape, value_range=model.value_range, num_classes=model.num_classes,
         aliases=[a.alias for a in model.aliases], metrics=model.metrics, sha256=model.sha256,
+        exports={fmt: {k: v for k, v in e.items() if k not in ("key", "sha256")} for fmt, e in model.exports.items()},
         size_bytes=model.size_bytes, created_at=model.created_at,
     )
+
+
+DOWNLOAD_SUFFIX = {"pt": "pt", "torchscript": "torchscript.pt", "onnx": "onnx"}
+
+
+def artifact_for_download(model: TrainedModel, fmt: str) -> tuple[str, str, str]:
+    """The artifact key, sha256 and file name of one format of a model version."""
+    filename = f"{model.name}-v{model.version}.{DOWNLOAD_SUFFIX[fmt]}"
+    if fmt == "pt":
+        return model.artifact_key, model.sha256, filename
+    made = model.exports.get(fmt)
+    if made is None:
+        raise Conflict(f"the {fmt} export of {model.name} v{model.version} has not been made yet; it follows "
+                       f"training within moments, or POST /v1/models/{model.id}/exports asks for it again")
+    if made["status"] != "ok":
+        raise Conflict(f"the {fmt} export of {model.name} v{model.version} failed: {made['error']}")
+    return made["key"], made["sha256"], filename
