@@ -34,10 +34,10 @@ def _torchscript(model: nn.Module, example: torch.Tensor) -> tuple[bytes, Callab
     with warnings.catch_warnings():  # TorchScript is deprecated upstream, and still what many runtimes load
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, example)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
-    data = buffer.getvalue()
-    loaded = torch.jit.load(io.BytesIO(data))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        data = buffer.getvalue()
+        loaded = torch.jit.load(io.BytesIO(data))
     return data, lambda x: loaded(torch.from_numpy(x)).detach().numpy()
 
 

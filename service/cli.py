@@ -16,7 +16,7 @@ def run_api(host: str | None, port: int | None) -> None:
 
     settings = get_settings()
     uvicorn.run("service.main:create_app", factory=True, host=host or settings.api_host,
-                port=port or settings.api_port, log_level="info")
+                port=port or settings.api_port, log_level="info", access_log=settings.access_log)
 
 
 def run_worker(concurrency: int) -> None:

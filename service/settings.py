@@ -26,6 +26,7 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    access_log: bool = Field(True, description="Log every request (uvicorn's access log).")
     api_torch_threads: int = Field(1, ge=1, description="Inference threads per API process.")
     worker_torch_threads: int = Field(0, ge=0, description="Training threads per worker; 0 = all cores.")
 

@@ -2,14 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.errors import InvalidInput
-from service.predict.service import DEFAULT_TOP_K, check_ref, check_top_k, predict, predict_images
+from service.predict.service import DEFAULT_TOP_K, check_ref, check_top_k, predict, predict_if_cached, predict_images
 
 router = APIRouter(tags=["predict"])
 
@@ -50,7 +52,7 @@ class PredictResponse(BaseModel):
         "multipart/form-data": {"schema": PredictImages.model_json_schema()},
     }}},
 )
-async def predict_digits(request: Request) -> JSONResponse:
+async def predict_digits(request: Request) -> Response:
     """Classify handwritten digits: JSON pixel arrays (the TensorFlow Serving / KServe v1 `instances`
     convention), or image files as multipart form data (field `images`, repeated for a batch)."""
     settings, cache = request.app.state.settings, request.app.state.models
@@ -70,5 +72,8 @@ async def predict_digits(request: Request) -> JSONResponse:
         result = await run_in_threadpool(predict_images, files, ref, top_k, cache, settings.default_classifier)
     else:
         body = await request.body()
-        result = await run_in_threadpool(predict, body, cache, settings.max_batch, settings.default_classifier)
-    return JSONResponse(result)  # returned as a Response: FastAPI skips re-validating it
+        result = predict_if_cached(body, cache, settings.max_batch, settings.default_classifier)
+        if result is None:  # a database lookup, a model to load, or a large batch: off the event loop
+            result = await run_in_threadpool(predict, body, cache, settings.max_batch, settings.default_classifier)
+    # A Response, so FastAPI does not validate the result again; orjson writes floats fastest.
+    return Response(orjson.dumps(result), media_type="application/json")

@@ -73,5 +73,7 @@ def test_bad_predict_requests_say_what_to_change(api, body, status, fragment):
 
 
 def test_non_finite_and_non_json_bodies(api):
-    assert_error(api.post("/predict", content=b'{"instances": [[NaN' + b", 1" * 63 + b"]]}"), 422, "NaN")
+    # JSON has no NaN or infinity: such a body is not JSON, and says so
+    assert_error(api.post("/predict", content=b'{"instances": [[NaN' + b", 1" * 63 + b"]]}"), 422, "not valid JSON")
+    assert_error(api.post("/predict", content=b'{"instances": [[1e400' + b", 1" * 63 + b"]]}"), 422, "not valid JSON")
     assert_error(api.post("/predict", content=b"\xff\xfe"), 422, "not valid JSON")

@@ -1,0 +1,164 @@
+"""Load test of /predict for the 400-200 MLP on 28x28 inputs, one uvicorn process on this machine.
+
+    python -m bench.serving            # needs wrk (apt-get install wrk) and Fashion-MNIST
+
+Measures requests/s, p50 and p99 at concurrency 1, 8 and 32 for JSON bodies of 784 pixels and for PNG
+uploads, and in the same run a bare endpoint on the same HTTP stack that only parses the same JSON body,
+the ceiling. Then times the parts of one request in-process: what the time goes to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HOME = Path(tempfile.mkdtemp(prefix="trainserve-bench-"))
+os.environ.update(TRAINSERVE_HOME=str(HOME), TRAINSERVE_ACCESS_LOG="false", TRAINSERVE_API_TORCH_THREADS="1")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench.accuracy import ensure_fashion_mnist  # noqa: E402
+from bench.report import write_section  # noqa: E402
+
+CONCURRENCY = (1, 8, 32)
+LUA = """
+wrk.method = "POST"
+wrk.body = io.open("{body}", "rb"):read("*all")
+wrk.headers["Content-Type"] = "{content_type}"
+"""
+
+
+def start(args: list[str], port: int) -> subprocess.Popen:
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    for _ in range(300):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{args} did not start")
+
+
+def wrk(url: str, body: bytes, content_type: str, connections: int, seconds: int) -> dict:
+    folder = Path(tempfile.mkdtemp())
+    (folder / "body").write_bytes(body)
+    (folder / "post.lua").write_text(LUA.format(body=folder / "body", content_type=content_type))
+    out = subprocess.run(["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--latency",
+                          "-s", str(folder / "post.lua"), url], capture_output=True, text=True, check=True).stdout
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non_2xx:
+        raise SystemExit(f"{url}: {non_2xx.group(1)} failed responses")
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50%"), "p99": ms("99%")}
+
+
+def multipart(png: bytes, model: str) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"x.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def train_model(api: str) -> str:
+    from workers.jobs import run_job
+
+    spec = {"dataset": "fashion-mnist", "architecture": {"type": "mlp", "hidden_sizes": [400, 200]},
+            "optimizer": {"type": "adam"}, "training": {"epochs": 1, "batch_size": 256}, "name": "bench-mlp"}
+    job = httpx.post(f"{api}/v1/jobs", json=spec, timeout=30).json()
+    run_job(uuid.UUID(job["id"]), __import__("threading").Event())
+    return httpx.get(f"{api}/v1/jobs/{job['id']}", timeout=30).json()["model"]["id"]
+
+
+def breakdown(json_body: bytes, png: bytes, model_id: str) -> list[str]:
+    """Each part of one request, timed in this process on one thread (median of many runs)."""
+    import torch
+
+    from service.artifacts import ArtifactStore
+    from service.predict import images, service
+    from service.settings import get_settings
+
+    torch.set_num_threads(1)
+    cache = service.ModelCache(ArtifactStore(get_settings().artifacts_folder), 4, 5.0)
+    model = service.resolve(cache, model_id, None)
+    instances, _, _ = service.parse_request(json_body, 1024)
+    batch = service.to_batch(instances, model)
+    response = service.classify(model, batch, 3)
+
+    def median_us(fn, n=2000) -> float:
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return float(np.median(times) * 1e6)
+
+    parts = [("JSON body -> list (orjson)", lambda: service.parse_request(json_body, 1024)),
+             ("list -> checked tensor (NumPy)", lambda: service.to_batch(instances, model)),
+             ("model forward + softmax + top-k", lambda: service.classify(model, batch, 3)),
+             ("response -> JSON (orjson)", lambda: orjson.dumps(response)),
+             ("PNG -> 28x28 (decode, crop, fit, centre)",
+              lambda: images.preprocess(png, "x.png", model.input_shape, model.value_range))]
+    return [f"| {name} | {median_us(fn):.0f} µs |" for name, fn in parts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    ensure_fashion_mnist()
+    subprocess.run([sys.executable, "-m", "service.cli", "migrate"], check=True)
+    api_port, bare_port = 8781, 8782
+    api = start([sys.executable, "-m", "service.cli", "api", "--port", str(api_port)], api_port)
+    bare = start([sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port), "--no-access-log",
+                  "--log-level", "warning"], bare_port)
+    try:
+        model_id = train_model(f"http://127.0.0.1:{api_port}")
+        from models.datasets import builtin_splits
+
+        image = builtin_splits("fashion-mnist", validation_split=0.0, test_split=0.2, seed=0).test.x[0, 0].numpy()
+        json_body = json.dumps({"instances": [image.reshape(-1).tolist()], "model": model_id}).encode()
+        buffer = io.BytesIO()
+        Image.fromarray(image.astype(np.uint8)).save(buffer, format="PNG")
+        png_body, png_type = multipart(buffer.getvalue(), model_id)
+        httpx.post(f"http://127.0.0.1:{api_port}/predict", content=json_body,
+                   headers={"Content-Type": "application/json"}, timeout=30).raise_for_status()  # load + warm
+
+        rows = ["| endpoint | body | concurrency | requests/s | p50 | p99 | share of ceiling |", "|---|---|---|---|---|---|---|"]
+        for c in CONCURRENCY:
+            ceiling = wrk(f"http://127.0.0.1:{bare_port}/parse", json_body, "application/json", c, args.seconds)
+            json_run = wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c, args.seconds)
+            png_run = wrk(f"http://127.0.0.1:{api_port}/predict", png_body, png_type, c, args.seconds)
+            for name, body, run in (("bare parse (ceiling)", "JSON, 784 pixels", ceiling),
+                                    ("/predict", "JSON, 784 pixels", json_run), ("/predict", "PNG upload", png_run)):
+                share = f"{run['rps'] / ceiling['rps']:.0%}" if name == "/predict" else "100%"
+                rows.append(f"| {name} | {body} | {c} | {run['rps']:,.0f} | {run['p50']:.1f} ms | {run['p99']:.1f} ms "
+                            f"| {share} |")
+                print(rows[-1], flush=True)
+        parts = ["| part of one request | median |", "|---|---|", *breakdown(json_body, buffer.getvalue(), model_id)]
+        print("\n".join(parts))
+        if not args.no_write:
+            write_section("serving-cpu", "Serving: /predict under load (cpu)", "\n".join(rows) + "\n\n" + "\n".join(parts))
+    finally:
+        for process in (api, bare):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
