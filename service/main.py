@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.models = ModelCache(ArtifactStore(settings.artifacts_folder), settings.model_cache_size,
                                   settings.ref_cache_seconds)
     install_error_handlers(app)
-    for router in (health.router, jobs_router, models_router, predict_router, v2_router):
+    # Starlette tries routes in order: the inference endpoints, the hot path, go first.
+    for router in (predict_router, v2_router, health.router, jobs_router, models_router):
         app.include_router(router)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app
