@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 EXPORT_FORMATS = ("torchscript", "onnx")
+FILE_SUFFIX = {"pt": "pt", "torchscript": "torchscript.pt", "onnx": "onnx"}  # "pt": the state_dict file
 DEFAULT_TOLERANCE = 1e-4  # on output probabilities
 
 

@@ -11,14 +11,13 @@ import uuid
 
 from models.datasets import builtin_splits
 from models.export import model_from_bytes
-from models.portable import EXPORT_FORMATS, export
+from models.portable import EXPORT_FORMATS, FILE_SUFFIX, export
 from service.artifacts import ArtifactStore
 from service.db import session_scope
 from service.settings import get_settings
 from service.tables import TrainedModel
 
 log = logging.getLogger(__name__)
-EXTENSIONS = {"torchscript": "torchscript.pt", "onnx": "onnx"}
 HELD_OUT = 256
 
 
@@ -42,7 +41,7 @@ def run_export(model_id: uuid.UUID) -> None:
         entry = {"status": "ok" if made.ok else "failed", "max_abs_difference": made.max_abs_difference,
                  "error": made.error}
         if made.ok:
-            export_key = f"models/{model_id}/model.{EXTENSIONS[fmt]}"
+            export_key = f"models/{model_id}/model.{FILE_SUFFIX[fmt]}"
             entry.update(key=export_key, sha256=store.put(export_key, made.data), size_bytes=len(made.data))
         else:
             log.warning("model %s: %s export failed: %s", model_id, fmt, made.error)

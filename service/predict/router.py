@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.errors import InvalidInput
-from service.predict.service import DEFAULT_TOP_K, check_ref, check_top_k, predict, predict_if_cached, predict_images
+from service.predict.service import DEFAULT_TOP_K, SMALL_BODY, check_ref, check_top_k, parse_request, predict, \
+    predict_images, predict_inline, predict_parsed
 
 router = APIRouter(tags=["predict"])
 
@@ -71,9 +72,13 @@ async def predict_digits(request: Request) -> Response:
             top_k = check_top_k(form.get("top_k", DEFAULT_TOP_K))
         result = await run_in_threadpool(predict_images, files, ref, top_k, cache, settings.default_classifier)
     else:
-        body = await request.body()
-        result = predict_if_cached(body, cache, settings.max_batch, settings.default_classifier)
-        if result is None:  # a database lookup, a model to load, or a large batch: off the event loop
-            result = await run_in_threadpool(predict, body, cache, settings.max_batch, settings.default_classifier)
+        body, default = await request.body(), settings.default_classifier
+        if len(body) > SMALL_BODY:  # a large batch is parsed and run off the event loop
+            result = await run_in_threadpool(predict, body, cache, settings.max_batch, default)
+        else:
+            parsed = parse_request(body, settings.max_batch)
+            result = predict_inline(parsed, cache, default)
+            if result is None:  # a database lookup or a model to load: off the event loop
+                result = await run_in_threadpool(predict_parsed, parsed, cache, default)
     # A Response, so FastAPI does not validate the result again; orjson writes floats fastest.
     return Response(orjson.dumps(result), media_type="application/json")

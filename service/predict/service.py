@@ -12,6 +12,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from math import prod
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -84,7 +85,13 @@ class ModelCache:
         return model
 
 
-def parse_request(body: bytes, max_batch: int) -> tuple[list, str | None, int]:
+class ParsedRequest(NamedTuple):
+    instances: list
+    ref: str | None
+    top_k: int
+
+
+def parse_request(body: bytes, max_batch: int) -> ParsedRequest:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -101,7 +108,7 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list, str | None, int]:
     if len(instances) > max_batch:
         raise InvalidInput(f"{len(instances)} instances in one request; send at most {max_batch} per call",
                            status_code=413)
-    return instances, check_ref(payload.get("model")), check_top_k(payload.get("top_k", DEFAULT_TOP_K))
+    return ParsedRequest(instances, check_ref(payload.get("model")), check_top_k(payload.get("top_k", DEFAULT_TOP_K)))
 
 
 DEFAULT_TOP_K = 3
@@ -143,10 +150,13 @@ def to_batch(instances: list | np.ndarray, model: LoadedModel) -> torch.Tensor:
     return torch.from_numpy(x.reshape(len(x), *model.input_shape))
 
 
+NEWEST_CLASSIFIER = "@newest-classifier"  # the reference cache's key for the default route when no default is set
+
+
 def cached_model(cache: ModelCache, ref: str | None, default: str | None) -> LoadedModel | None:
     """The model a request names, if this process has it loaded and trusts the reference: no I/O at all."""
     ref = ref or default
-    model_id = cache.ref(ref or "@newest-classifier")
+    model_id = cache.ref(ref or NEWEST_CLASSIFIER)
     if model_id is None and ref is not None:
         try:
             model_id = uuid.UUID(ref)  # an id always names the same version
@@ -160,7 +170,7 @@ def resolve(cache: ModelCache, ref: str | None, default: str | None) -> LoadedMo
     if (hit := cached_model(cache, ref, default)) is not None:
         return hit
     ref = ref or default
-    key = ref or "@newest-classifier"
+    key = ref or NEWEST_CLASSIFIER
     with session_scope() as session:
         row = registry.resolve(session, ref) if ref else registry.newest_model(session, "classification")
         if row.task != "classification":
@@ -185,23 +195,24 @@ def classify(model: LoadedModel, batch: torch.Tensor, top_k: int) -> dict:
     return {"predictions": predictions, "model": model.describe()}
 
 
+def predict_parsed(request: ParsedRequest, cache: ModelCache, default: str | None = None) -> dict:
+    model = resolve(cache, request.ref, default)
+    return classify(model, to_batch(request.instances, model), request.top_k)
+
+
 def predict(body: bytes, cache: ModelCache, max_batch: int, default: str | None = None) -> dict:
-    instances, ref, top_k = parse_request(body, max_batch)
-    model = resolve(cache, ref, default)
-    return classify(model, to_batch(instances, model), top_k)
+    return predict_parsed(parse_request(body, max_batch), cache, default)
 
 
-def predict_if_cached(body: bytes, cache: ModelCache, max_batch: int, default: str | None = None) -> dict | None:
-    """The same answer as :func:`predict` when it needs no I/O (the model is loaded, the reference fresh) and
-    the batch is small; None otherwise. Small requests then skip the hop to a worker thread."""
-    instances, ref, top_k = parse_request(body, max_batch)
-    model = cached_model(cache, ref, default)
-    if model is None or len(instances) > SMALL_BATCH:
-        return None
-    return classify(model, to_batch(instances, model), top_k)
+def predict_inline(request: ParsedRequest, cache: ModelCache, default: str | None = None) -> dict | None:
+    """The same answer as :func:`predict_parsed` when it needs no I/O (the model is loaded and the reference
+    fresh), so the request can skip the hop to a worker thread; None otherwise."""
+    model = cached_model(cache, request.ref, default)
+    return None if model is None else classify(model, to_batch(request.instances, model), request.top_k)
 
 
-SMALL_BATCH = 16
+# Bodies up to this size (about 16 digits of 784 pixels) are parsed and answered on the event loop.
+SMALL_BODY = 128 * 1024
 
 
 def predict_images(files: list[tuple[str, bytes]], ref: str | None, top_k: int, cache: ModelCache,

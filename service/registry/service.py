@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.portable import FILE_SUFFIX
 from service.errors import Conflict, NotFound
 from service.jobs.schemas import DatasetRef
 from service.pagination import newest_first
@@ -131,12 +132,9 @@ def model_out(model: TrainedModel) -> ModelOut:
     )
 
 
-DOWNLOAD_SUFFIX = {"pt": "pt", "torchscript": "torchscript.pt", "onnx": "onnx"}
-
-
 def artifact_for_download(model: TrainedModel, fmt: str) -> tuple[str, str, str]:
     """The artifact key, sha256 and file name of one format of a model version."""
-    filename = f"{model.name}-v{model.version}.{DOWNLOAD_SUFFIX[fmt]}"
+    filename = f"{model.name}-v{model.version}.{FILE_SUFFIX[fmt]}"
     if fmt == "pt":
         return model.artifact_key, model.sha256, filename
     made = model.exports.get(fmt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -77,3 +78,16 @@ def test_non_finite_and_non_json_bodies(api):
     assert_error(api.post("/predict", content=b'{"instances": [[NaN' + b", 1" * 63 + b"]]}"), 422, "not valid JSON")
     assert_error(api.post("/predict", content=b'{"instances": [[1e400' + b", 1" * 63 + b"]]}"), 422, "not valid JSON")
     assert_error(api.post("/predict", content=b"\xff\xfe"), 422, "not valid JSON")
+
+
+def test_large_and_small_bodies_get_the_same_answers(api, test_digits):
+    """Bodies above SMALL_BODY are parsed and run off the event loop; the answers must not differ."""
+    from service.predict.service import SMALL_BODY
+
+    images = test_digits[0]
+    small = api.post("/predict", json={"instances": images[:10].tolist(), "model": api.model_id}).json()
+    many = np.concatenate([images] * 2)  # 718 digits
+    body = {"instances": many.tolist(), "model": api.model_id}
+    assert len(json.dumps(body)) > SMALL_BODY
+    large = api.post("/predict", json=body).json()
+    assert large["predictions"][:10] == small["predictions"]
