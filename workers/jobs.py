@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from datetime import timedelta
 
@@ -76,27 +75,52 @@ def _finish(job: TrainingJob, status: JobStatus, **values: object) -> None:
 
 
 class JobMonitor:
-    """``should_stop`` for the training loop: heartbeats and looks for a cancel at most every few tenths of
-    a second, since a database round trip per batch would cost more than the batch."""
+    """Keeps the job's heartbeat going from a thread of its own while the job is being worked on, and tells
+    the training loop (``should_stop``) about a cancel, a worker shutdown or a job lost to a later delivery.
+
+    The heartbeat says the worker process is alive, so it must not wait on the training loop: loading data,
+    restoring a checkpoint, a long full-batch step or the holdout evaluation would otherwise look like a dead
+    worker to the reconciler, which would hand the job to another delivery.
+    """
 
     def __init__(self, job: TrainingJob, every: float, shutting_down: threading.Event):
         self.job, self.every, self.shutting_down = job, every, shutting_down
-        self._next = 0.0
         self.cancelled = False
+        self.lost = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat_forever, name=f"heartbeat-{job.id}", daemon=True)
 
-    def __call__(self) -> bool:
-        if self.shutting_down.is_set():
-            raise WorkerShutdown()
-        now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + self.every
+    def beat(self) -> None:
+        """Write the heartbeat and read the cancel flag, under this delivery's attempt."""
         with session_scope() as session:
             cancel_requested = session.scalar(update(TrainingJob).where(_ours(self.job)).values(heartbeat_at=utcnow())
                                               .returning(TrainingJob.cancel_requested))
         if cancel_requested is None:
+            self.lost = True
+        else:
+            self.cancelled = bool(cancel_requested)
+
+    def _beat_forever(self) -> None:
+        while not self._stopped.wait(self.every) and not self.lost:
+            try:
+                self.beat()
+            except Exception:  # a database blip: the next beat tries again, well before the job looks stale
+                log.warning("job %s: heartbeat failed; trying again in %.1f s", self.job.id, self.every,
+                            exc_info=True)
+
+    def __enter__(self) -> JobMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def __call__(self) -> bool:
+        if self.shutting_down.is_set():
+            raise WorkerShutdown()
+        if self.lost:
             raise JobLost()
-        self.cancelled = bool(cancel_requested)
         return self.cancelled
 
 
@@ -160,6 +184,12 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
     store = ArtifactStore(settings.artifacts_folder)
     checkpoint_key = f"jobs/{job_id}/checkpoint.pt"
     torch.set_num_threads(worker_threads(settings))
+    with JobMonitor(job, settings.cancel_check_seconds, shutting_down) as monitor:
+        _run_claimed(job, store, checkpoint_key, monitor)
+
+
+def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, monitor: JobMonitor) -> None:
+    job_id = job.id
     try:
         training = job.spec["training"]
         splits, config = _prepare(job)
@@ -180,7 +210,6 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
             store.put(checkpoint_key, checkpoint_to_bytes(checkpoint()))  # before the row: no epoch is lost
             _record_epoch(job, metrics)
 
-        monitor = JobMonitor(job, settings.cancel_check_seconds, shutting_down)
         train_config = TrainConfig.from_dict(training)
         fitted = fit(model, optimizer, splits.train, splits.validation, train_config, on_epoch=on_epoch,
                      should_stop=monitor, resume=resume)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -79,8 +80,29 @@ def test_a_worker_that_lost_its_job_to_a_later_delivery_stops_without_writing(cl
     second = _claim(uuid.UUID(job_id), STALE)
     assert second is not None and second.attempts == 2
 
+    first_monitor = JobMonitor(first, every=0.1, shutting_down=threading.Event())
+    first_monitor.beat()
     with pytest.raises(JobLost):
-        JobMonitor(first, every=0.0, shutting_down=threading.Event())()
+        first_monitor()
     _finish(first, JobStatus.failed, error="from the silent worker")
     assert get_job(job_id).status == JobStatus.running and get_job(job_id).error is None
-    assert JobMonitor(second, every=0.0, shutting_down=threading.Event())() is False
+    second_monitor = JobMonitor(second, every=0.1, shutting_down=threading.Event())
+    second_monitor.beat()
+    assert second_monitor() is False
+
+
+def test_the_heartbeat_goes_on_while_the_training_loop_does_not_ask(client):
+    """The heartbeat runs on its own thread: a worker busy loading data or in one long step is alive."""
+    job_id = client.post("/v1/jobs", json=LOGREG_SPEC).json()["id"]
+    job = _claim(uuid.UUID(job_id), STALE)
+    set_job(job_id, heartbeat_at=utcnow() - timedelta(hours=1))
+    with JobMonitor(job, every=0.05, shutting_down=threading.Event()) as monitor:
+        deadline = time.monotonic() + 5
+        while get_job(job_id).heartbeat_at < utcnow() - timedelta(minutes=1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert get_job(job_id).heartbeat_at > utcnow() - timedelta(minutes=1), "no heartbeat from the thread"
+        client.post(f"/v1/jobs/{job_id}/cancel")
+        while not monitor() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert monitor() is True, "the cancel was not seen"
+    assert not monitor._thread.is_alive()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import uuid
 
-import numpy as np
 import onnxruntime
 import pytest
 import torch
