@@ -17,13 +17,18 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# Azurite (the Azure Storage emulator) for the Azure Blob artifact-store tests; without npm they are skipped.
+node_modules/.installed: package.json package-lock.json
+	if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the Azure Blob storage tests will be skipped"; fi
+
 run: $(VENV)/.installed
 	$(BIN)/trainserve up
 
 migrate: $(VENV)/.installed
 	$(BIN)/trainserve migrate
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev node_modules/.installed
 	$(BIN)/pytest
 
 test-fast: $(VENV)/.installed-dev

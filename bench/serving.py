@@ -88,12 +88,12 @@ def breakdown(json_body: bytes, png: bytes, model_id: str) -> list[str]:
     """Each part of one request, timed in this process on one thread (median of many runs)."""
     import torch
 
-    from service.artifacts import ArtifactStore
+    from service.artifacts import store_for
     from service.predict import images, service
     from service.settings import get_settings
 
     torch.set_num_threads(1)
-    cache = service.ModelCache(ArtifactStore(get_settings().artifacts_folder), 4, 5.0)
+    cache = service.ModelCache(store_for(get_settings()), 4, 5.0)
     model = service.resolve(cache, model_id, None)
     instances, _, _ = service.parse_request(json_body, 1024)
     batch = service.to_batch(instances, model)

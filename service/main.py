@@ -11,7 +11,7 @@ import torch
 from fastapi import FastAPI
 
 from service import health
-from service.artifacts import ArtifactStore
+from service.artifacts import store_for
 from service.errors import install_error_handlers
 from service.inference_v2.router import router as v2_router
 from service.jobs.router import router as jobs_router
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.models = ModelCache(ArtifactStore(settings.artifacts_folder), settings.model_cache_size,
+    app.state.models = ModelCache(store_for(settings), settings.model_cache_size,
                                   settings.ref_cache_seconds)
     install_error_handlers(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.

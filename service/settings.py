@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
     artifacts_url: str = ""
+    azure_storage_connection_string: SecretStr | None = Field(
+        None, description="For TRAINSERVE_ARTIFACTS_URL=azure://<container> (Azurite, an account key).")
     queue: str = "trainserve"
 
     api_host: str = "127.0.0.1"
@@ -41,6 +43,9 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(30.0, gt=0, description="How often queued jobs the broker lost are resent.")
     stale_after_seconds: float = Field(600.0, gt=0, description="A running job silent this long is re-queued.")
     max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it is failed.")
+    max_upload_bytes: int = Field(200_000_000, ge=1, description="Largest dataset upload or import, and the "
+                                                                 "most a ZIP of images may expand to.")
+    import_timeout_seconds: float = Field(60.0, gt=0, description="Longest a dataset import from a URL may take.")
     export_tolerance: float = Field(1e-4, ge=0, description="Largest difference in output probabilities between "
                                                             "an export and the eager model.")
 
@@ -72,20 +77,26 @@ class Settings(BaseSettings):
     @field_validator("artifacts_url")
     @classmethod
     def _known_store(cls, url: str) -> str:
-        if url and urlparse(url).scheme != "file":
-            raise ValueError(f"TRAINSERVE_ARTIFACTS_URL must be file://<folder>, not {url!r}")
+        parsed = urlparse(url)
+        if url and not (parsed.scheme in {"file", "azure"}
+                        or (parsed.scheme == "https" and parsed.netloc.endswith(".blob.core.windows.net"))):
+            raise ValueError("TRAINSERVE_ARTIFACTS_URL must be file://<folder>, azure://<container> (with "
+                             "TRAINSERVE_AZURE_STORAGE_CONNECTION_STRING) or "
+                             f"https://<account>.blob.core.windows.net/<container>, not {url!r}")
         return url
+
+    @model_validator(mode="after")
+    def _azure_needs_a_secret(self) -> "Settings":
+        if urlparse(self.artifacts_url).scheme == "azure" and not self.azure_storage_connection_string:
+            raise ValueError("TRAINSERVE_ARTIFACTS_URL azure://<container> needs "
+                             "TRAINSERVE_AZURE_STORAGE_CONNECTION_STRING")
+        return self
 
     @property
     def broker_folder(self) -> Path | None:
         """The folder of kombu's filesystem transport, when that is the broker."""
         parsed = urlparse(self.broker_url)
         return Path(parsed.netloc + parsed.path) if parsed.scheme == "filesystem" else None
-
-    @property
-    def artifacts_folder(self) -> Path:
-        parsed = urlparse(self.artifacts_url)
-        return Path(parsed.netloc + parsed.path)
 
 
 @lru_cache

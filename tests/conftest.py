@@ -9,7 +9,7 @@ import tempfile
 
 # Before any trainserve module reads its settings: this session's own home, never the developer's ./var.
 os.environ["TRAINSERVE_HOME"] = tempfile.mkdtemp(prefix="trainserve-test-")
-for _name in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_URL", "QUEUE"):
+for _name in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_URL", "AZURE_STORAGE_CONNECTION_STRING", "QUEUE"):
     os.environ.pop(f"TRAINSERVE_{_name}", None)
 
 import threading  # noqa: E402
@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from service.main import create_app  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.settings import get_settings  # noqa: E402
+from tests import azurite  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -69,6 +70,21 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def azurite_connection_string(tmp_path_factory) -> Iterator[str]:
+    """A connection string to Azurite: TRAINSERVE_TEST_AZURITE's, or an emulator started for this session."""
+    if given := os.environ.get("TRAINSERVE_TEST_AZURITE"):
+        yield given
+        return
+    if not azurite.AZURITE.exists():
+        message = f"Azurite is not installed ({azurite.AZURITE}); run `npm install` in the project folder"
+        if azurite.required():
+            pytest.fail(message)
+        pytest.skip(message)
+    with azurite.running_azurite(tmp_path_factory.mktemp("azurite")) as conn:
+        yield conn
+
+
 @pytest.fixture(scope="module")
 def embedded_stack(tmp_path_factory) -> Iterator[Stack]:
     """`trainserve api` and `trainserve worker` processes on the embedded defaults in a fresh home."""
@@ -78,10 +94,14 @@ def embedded_stack(tmp_path_factory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def real_stack(tmp_path_factory, postgres_url) -> Iterator[Stack]:
-    """The same processes on PostgreSQL and Redis, with a queue of their own."""
+def real_stack(tmp_path_factory, postgres_url, azurite_connection_string) -> Iterator[Stack]:
+    """The same processes on PostgreSQL, Redis and Azure Blob storage (Azurite), with a queue and a
+    container of their own."""
     home = tmp_path_factory.mktemp("realstack")
+    run = uuid.uuid4().hex[:8]
     env = {"TRAINSERVE_HOME": str(home), "TRAINSERVE_DATABASE_URL": postgres_url,
-           "TRAINSERVE_BROKER_URL": REDIS_URL, "TRAINSERVE_QUEUE": f"trainserve-test-{uuid.uuid4().hex[:8]}"}
+           "TRAINSERVE_BROKER_URL": REDIS_URL, "TRAINSERVE_QUEUE": f"trainserve-test-{run}",
+           "TRAINSERVE_ARTIFACTS_URL": f"azure://artifacts-{run}",
+           "TRAINSERVE_AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string}
     with Stack.start(env) as stack:
         yield stack

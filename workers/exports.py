@@ -12,7 +12,7 @@ import uuid
 from models.datasets import builtin_splits
 from models.export import model_from_bytes
 from models.portable import EXPORT_FORMATS, FILE_SUFFIX, export
-from service.artifacts import ArtifactStore
+from service.artifacts import store_for
 from service.db import session_scope
 from service.settings import get_settings
 from service.tables import TrainedModel
@@ -23,7 +23,7 @@ HELD_OUT = 256
 
 def run_export(model_id: uuid.UUID) -> None:
     settings = get_settings()
-    store = ArtifactStore(settings.artifacts_folder)
+    store = store_for(settings)
     with session_scope() as session:
         row = session.get(TrainedModel, model_id)
         if row is None:

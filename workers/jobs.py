@@ -21,7 +21,7 @@ from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_b
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
     seed_everything, holdout_report
-from service.artifacts import ArtifactStore
+from service.artifacts import ArtifactStore, store_for
 from service.db import session_scope
 from service.registry import service as registry
 from service.settings import get_settings, worker_threads
@@ -181,7 +181,7 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
     if job is None:
         log.info("job %s: not queued (done, cancelled, running elsewhere or gone); nothing to do", job_id)
         return
-    store = ArtifactStore(settings.artifacts_folder)
+    store = store_for(settings)
     checkpoint_key = f"jobs/{job_id}/checkpoint.pt"
     torch.set_num_threads(worker_threads(settings))
     with JobMonitor(job, settings.cancel_check_seconds, shutting_down) as monitor:
