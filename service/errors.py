@@ -41,6 +41,10 @@ class InvalidInput(AppError):
     status_code, code = 422, "invalid_input"
 
 
+class PayloadTooLarge(AppError):
+    status_code, code = 413, "payload_too_large"
+
+
 class Unavailable(AppError):
     status_code, code = 503, "unavailable"
 

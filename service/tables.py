@@ -44,14 +44,24 @@ class JobStatus(str, enum.Enum):
 
 class Dataset(Base):
     __tablename__ = "datasets"
-    __table_args__ = (UniqueConstraint("name", "version"),)
+    # The same content under one name is one version: a second upload finds the first.
+    __table_args__ = (UniqueConstraint("name", "version"), UniqueConstraint("name", "sha256", name="uq_datasets_name_sha256"))
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(Integer, default=1)
-    source: Mapped[str] = mapped_column(String(20))  # "builtin" or "upload"
+    source: Mapped[str] = mapped_column(String(20))  # "builtin", "upload" or "import"
     task: Mapped[str] = mapped_column(String(20))  # "classification" or "forecast"
     description: Mapped[str] = mapped_column(Text, default="")
+    format: Mapped[str | None] = mapped_column(String(20))  # idx, npz, image_csv, image_zip, timeseries_csv
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)  # of the files as accepted
+    size_bytes: Mapped[int | None]
+    # The files as accepted: [{"name", "key", "sha256", "size_bytes"}], kept byte for byte.
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    data_key: Mapped[str | None] = mapped_column(String(500))  # the canonical .npz that workers load
+    data_sha256: Mapped[str | None] = mapped_column(String(64))
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    source_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -62,7 +72,8 @@ class TrainingJob(Base):
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, name="job_status", native_enum=False, length=20),
                                               default=JobStatus.queued, index=True)
     spec: Mapped[dict[str, Any]]
-    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id"))
+    # NULL once the dataset was deleted after the job finished; the spec still names it.
+    dataset_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("datasets.id"))
     epochs_total: Mapped[int]
     epochs_done: Mapped[int] = mapped_column(default=0)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
@@ -75,7 +86,7 @@ class TrainingJob(Base):
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
 
-    dataset: Mapped[Dataset] = relationship(lazy="joined")
+    dataset: Mapped[Dataset | None] = relationship(lazy="joined")
     model: Mapped["TrainedModel | None"] = relationship(back_populates="job", lazy="joined", uselist=False)
     metrics: Mapped[list["JobMetric"]] = relationship(order_by="JobMetric.epoch", cascade="all, delete-orphan",
                                                       lazy="raise")

@@ -16,12 +16,13 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models.architectures import ModelConfig, build_model
-from models.datasets import Splits, builtin_splits
+from models.datasets import Splits, builtin_splits, split_dataset
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
     seed_everything, holdout_report
 from service.artifacts import ArtifactStore, store_for
+from service.datasets.service import load_dataset
 from service.db import session_scope
 from service.registry import service as registry
 from service.settings import get_settings, worker_threads
@@ -165,10 +166,14 @@ def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: A
     raise RuntimeError(f"could not register a version of model {name!r}")
 
 
-def _prepare(job: TrainingJob) -> tuple[Splits, ModelConfig]:
+def _prepare(job: TrainingJob, store: ArtifactStore) -> tuple[Splits, ModelConfig]:
     spec, training = job.spec, job.spec["training"]
-    splits = builtin_splits(job.dataset.name, validation_split=training["validation_split"],
-                            test_split=training["test_split"], seed=training["seed"])
+    cut = dict(validation_split=training["validation_split"], test_split=training["test_split"],
+               seed=training["seed"])
+    if job.dataset.source == "builtin":
+        splits = builtin_splits(job.dataset.name, **cut)
+    else:
+        splits = split_dataset(load_dataset(job.dataset, store), **cut)
     data = splits.train
     params = {k: v for k, v in spec["architecture"].items() if k != "type"}
     config = ModelConfig(spec["architecture"]["type"], params, data.input_shape, data.num_classes, data.value_range)
@@ -192,7 +197,7 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
     job_id = job.id
     try:
         training = job.spec["training"]
-        splits, config = _prepare(job)
+        splits, config = _prepare(job, store)
         seed_everything(training["seed"])
         model = build_model(config)
         options = {k: v for k, v in job.spec["optimizer"].items() if k != "type" and v is not None}

@@ -43,7 +43,7 @@ class JobOut(BaseModel):
     id: uuid.UUID
     status: JobStatus
     spec: JobSpec
-    dataset: DatasetRef
+    dataset: DatasetRef | None = Field(description="null once the dataset was deleted; spec.dataset still names it")
     progress: Progress
     latest_metrics: EpochMetricsOut | None
     result: dict | None = Field(description="Test-split metrics once the job has succeeded.")

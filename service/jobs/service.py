@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.datasets import resolve_dataset
-from service.errors import Conflict, NotFound
+from service.datasets.service import resolve_dataset
+from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs.spec import JobSpec
 from service.pagination import newest_first
 from service.jobs.schemas import DatasetRef, EpochMetricsOut, JobOut, ModelRef, Progress
@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 def create_job(session: Session, spec: JobSpec) -> TrainingJob:
     dataset = resolve_dataset(session, spec.dataset)
+    if dataset.task != "classification":
+        raise InvalidInput(f"dataset {dataset.name}@{dataset.version} is a time series; a classification job "
+                           "needs images with labels (digits, mnist-5k, fashion-mnist or an image upload)",
+                           details=[{"field": "dataset", "message": "not an image dataset"}])
     job = TrainingJob(spec=spec.model_dump(mode="json"), dataset=dataset, epochs_total=spec.training.epochs,
                       status=JobStatus.queued, enqueued_at=utcnow())
     session.add(job)
@@ -76,7 +80,8 @@ def job_out(session: Session, job: TrainingJob) -> JobOut:
         id=job.id,
         status=job.status,
         spec=JobSpec.model_validate(job.spec),
-        dataset=DatasetRef(id=job.dataset.id, name=job.dataset.name, version=job.dataset.version),
+        dataset=DatasetRef(id=job.dataset.id, name=job.dataset.name, version=job.dataset.version)
+        if job.dataset else None,
         progress=Progress(epoch=job.epochs_done, epochs=job.epochs_total),
         latest_metrics=EpochMetricsOut.model_validate(latest) if latest else None,
         result=job.result,

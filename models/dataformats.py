@@ -1,0 +1,355 @@
+"""Reading the data files people have into arrays, refusing broken ones with a message that says what to fix.
+
+Image formats become an :class:`~models.datasets.ArrayDataset`; a CSV of readings becomes a
+:class:`TimeSeries`. Both have a canonical form (an ``.npz``) that workers load, and statistics.
+Nothing here touches a database or a web framework: a notebook can call these directly.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.datasets import ArrayDataset, DataFormatError, images_and_labels, read_idx
+
+NUM_CLASSES = 10  # labels are class indices 0-9, as in every dataset the course uses
+FORMATS = ("idx", "npz", "image_csv", "image_zip", "timeseries_csv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TIMESTAMP_NAMES = ("time", "timestamp", "datetime", "date", "ds")
+LABEL_NAMES = ("label", "labels", "class", "target", "y")
+
+
+@dataclass(frozen=True)
+class TimeSeries:
+    """Readings at increasing UTC ``timestamps`` (datetime64[ns]); ``values`` is (N, len(columns)) float64."""
+
+    timestamps: np.ndarray
+    values: np.ndarray
+    columns: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.values, index=pd.DatetimeIndex(self.timestamps, tz="UTC"), columns=self.columns)
+
+
+# -- detecting the format ---------------------------------------------------------------------------------
+
+
+def detect_format(files: list[tuple[str, bytes]]) -> str:
+    """Guess the format from the file names and first bytes; the caller may name it instead."""
+    if len(files) == 2:
+        return "idx"
+    name, data = files[0]
+    lower = name.lower()
+    if data[:2] == b"\x1f\x8b" or lower.endswith((".idx", "-ubyte", "-ubyte.gz")) or data[:2] == b"\x00\x00":
+        return "idx"
+    if data[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = z.namelist()
+        return "npz" if lower.endswith(".npz") or (names and all(n.endswith(".npy") for n in names)) else "image_zip"
+    header = data.split(b"\n", 1)[0].decode("utf-8", "replace").lower()
+    columns = [c.strip().strip('"') for c in header.split(",")]
+    if any(c in LABEL_NAMES for c in columns):
+        return "image_csv"
+    return "timeseries_csv"
+
+
+# -- labels and images ------------------------------------------------------------------------------------
+
+
+def check_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Class indices 0-9 as int64, or a DataFormatError naming the first bad one."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataFormatError(f"{where}: labels must be whole numbers 0-{NUM_CLASSES - 1}; label {i} is "
+                                  f"{labels[i]!r}")
+    elif labels.dtype.kind not in "iu":
+        raise DataFormatError(f"{where}: labels must be integers 0-{NUM_CLASSES - 1}, not {labels.dtype}")
+    bad = (labels < 0) | (labels >= NUM_CLASSES)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataFormatError(f"{where}: labels must be 0-{NUM_CLASSES - 1}; label {i} is {labels[i]}")
+    return labels.astype(np.int64)
+
+
+def _value_range(images: np.ndarray) -> tuple[float, float]:
+    if images.dtype == np.uint8 or (images.size and images.min() >= 0 and images.max() <= 255
+                                    and np.all(images == np.round(images)) and images.max() > 1):
+        return (0.0, 255.0)
+    return (float(images.min()), float(images.max())) if images.size else (0.0, 1.0)
+
+
+def _image_dataset(images: np.ndarray, labels: np.ndarray, where: str) -> ArrayDataset:
+    if len(images) == 0:
+        raise DataFormatError(f"{where}: the file holds no images")
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3:
+        raise DataFormatError(f"{where}: images must be (count, height, width) or (count, 1, height, width); got "
+                              f"shape {list(images.shape)}")
+    if not np.issubdtype(images.dtype, np.number) or images.dtype.kind == "c":
+        raise DataFormatError(f"{where}: image values must be numbers, not {images.dtype}")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        i = int(np.argmax(~np.isfinite(images).reshape(len(images), -1).all(axis=1)))
+        raise DataFormatError(f"{where}: image {i} holds NaN or infinite values")
+    labels = check_labels(labels, where)
+    return images_and_labels(images, labels, value_range=_value_range(images), description="")
+
+
+def parse_idx(files: list[tuple[str, bytes]]) -> ArrayDataset:
+    """An MNIST-style pair: an images file (3-D) and a labels file (1-D), in either order, gzipped or raw."""
+    if len(files) != 2:
+        raise DataFormatError(f"IDX data comes as two files, images and labels; got {len(files)}")
+    arrays = {name: read_idx(data, name) for name, data in files}
+    by_rank = {a.ndim: (name, a) for name, a in arrays.items()}
+    if set(by_rank) != {1, 3}:
+        raise DataFormatError("IDX: expected one images file (3 dimensions) and one labels file (1 dimension); "
+                              f"got {', '.join(f'{n}: {a.ndim}' for n, a in arrays.items())}")
+    (images_name, images), (labels_name, labels) = by_rank[3], by_rank[1]
+    if len(images) != len(labels):
+        raise DataFormatError(f"{images_name} holds {len(images)} images but {labels_name} holds {len(labels)} "
+                              "labels; they must be the same count")
+    return _image_dataset(images, labels, labels_name)
+
+
+def parse_npz(data: bytes, name: str) -> ArrayDataset:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            missing = [k for k in ("x", "y") if k not in npz.files]
+            if missing:
+                raise DataFormatError(f"{name}: an NPZ needs arrays 'x' (images) and 'y' (labels); it has "
+                                      f"{', '.join(npz.files) or 'none'}")
+            x, y = npz["x"], npz["y"]
+    except DataFormatError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataFormatError(f"{name}: not a readable NPZ file ({exc})") from None
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataFormatError(f"{name}: 'x' holds {len(x)} images but 'y' holds {y.shape[0] if y.ndim else 0} "
+                              "labels; they must be the same count")
+    return _image_dataset(x, y, name)
+
+
+def _read_csv(data: bytes, name: str) -> pd.DataFrame:
+    if not data.strip():
+        raise DataFormatError(f"{name}: the file is empty")
+    try:
+        frame = pd.read_csv(io.BytesIO(data), skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataFormatError(f"{name}: not a readable CSV file ({str(exc).strip()})") from None
+    if frame.empty:
+        raise DataFormatError(f"{name}: the CSV has a header but no rows")
+    return frame
+
+
+def _numeric(frame: pd.DataFrame, columns: list[str], name: str) -> np.ndarray:
+    """The columns as float64, or a DataFormatError naming the first cell that is not a number."""
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}), column {column!r}: "
+                                  f"{frame[column].iloc[row]!r} is not a number")
+        frame[column] = values
+    return frame[columns].to_numpy(dtype=np.float64)
+
+
+def parse_image_csv(data: bytes, name: str, *, label_column: str | None = None,
+                    image_shape: tuple[int, int] | None = None) -> ArrayDataset:
+    """One image a row: a label column and the pixels in row-major order (square unless ``image_shape``)."""
+    frame = _read_csv(data, name)
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    label = label_column or next((c for c in columns if c.lower() in LABEL_NAMES), None)
+    if label is None or label not in columns:
+        raise DataFormatError(f"{name}: no label column; name one of the columns "
+                              f"{' / '.join(LABEL_NAMES)} (or pass label_column); columns start "
+                              f"{', '.join(columns[:5])}")
+    pixels = [c for c in columns if c != label]
+    if image_shape is None:
+        side = int(round(len(pixels) ** 0.5))
+        if side * side != len(pixels):
+            raise DataFormatError(f"{name}: {len(pixels)} pixel columns do not make a square image; pass "
+                                  "image_shape as HEIGHTxWIDTH")
+        image_shape = (side, side)
+    if image_shape[0] * image_shape[1] != len(pixels):
+        raise DataFormatError(f"{name}: image_shape {image_shape[0]}x{image_shape[1]} needs "
+                              f"{image_shape[0] * image_shape[1]} pixel columns; the file has {len(pixels)}")
+    values = _numeric(frame, [label, *pixels], name)
+    images = values[:, 1:].reshape(len(values), *image_shape)
+    if images.min() >= 0 and images.max() <= 255 and np.all(images == np.round(images)):
+        images = images.astype(np.uint8)
+    return _image_dataset(images.astype(np.float32) if images.dtype != np.uint8 else images, values[:, 0], name)
+
+
+def parse_image_zip(data: bytes, name: str, *, max_bytes: int) -> tuple[ArrayDataset, list[str]]:
+    """A ZIP of PNG/JPEG images in one folder per class; classes are the sorted folder names.
+
+    Refuses entries with absolute paths or '..', and archives that expand past ``max_bytes`` (counted
+    while reading, since an archive's own sizes can lie)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise DataFormatError(f"{name}: not a readable ZIP file ({exc})") from None
+    entries = []
+    for info in archive.infolist():
+        path = PurePosixPath(info.filename.replace("\\", "/"))
+        if info.filename.startswith(("/", "\\")) or path.is_absolute() or ".." in path.parts or ":" in path.parts[0]:
+            raise DataFormatError(f"{name}: entry {info.filename!r} has an absolute path or '..'; every entry "
+                                  "must be <class>/<image>")
+        if info.is_dir() or path.name.startswith(".") or "__MACOSX" in path.parts:
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataFormatError(f"{name}: {info.filename} is not a PNG or JPEG image")
+        parts = path.parts[1:] if len(path.parts) == 3 else path.parts  # one wrapping folder is allowed
+        if len(parts) != 2:
+            raise DataFormatError(f"{name}: {info.filename} is not in a class folder; lay the archive out as "
+                                  "<class>/<image>")
+        entries.append((parts[0], info))
+    if not entries:
+        raise DataFormatError(f"{name}: the archive holds no PNG or JPEG images")
+    classes = sorted({c for c, _ in entries})
+    if len(classes) > NUM_CLASSES:
+        raise DataFormatError(f"{name}: {len(classes)} class folders; at most {NUM_CLASSES} are supported")
+    if len(classes) < 2:
+        raise DataFormatError(f"{name}: only one class folder ({classes[0]}); a classifier needs at least two")
+    expanded, images, labels, size = 0, [], [], None
+    for cls, info in entries:
+        expanded += info.file_size
+        if expanded > max_bytes:
+            raise ArchiveTooLarge(f"{name}: the archive expands past the {max_bytes:,}-byte limit")
+        with archive.open(info) as f:
+            raw = f.read(max_bytes - expanded + info.file_size + 1)
+        if len(raw) > info.file_size:
+            raise ArchiveTooLarge(f"{name}: {info.filename} expands past the size its header claims")
+        try:
+            image = Image.open(io.BytesIO(raw))
+            image = np.asarray(image.convert("L"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataFormatError(f"{name}: {info.filename} cannot be decoded as an image ({exc})") from None
+        if size is None:
+            size, first = image.shape, info.filename
+        elif image.shape != size:
+            raise DataFormatError(f"{name}: images must all be one size; {first} is {size[1]}x{size[0]} but "
+                                  f"{info.filename} is {image.shape[1]}x{image.shape[0]}")
+        images.append(image)
+        labels.append(classes.index(cls))
+    return _image_dataset(np.stack(images), np.array(labels), name), classes
+
+
+class ArchiveTooLarge(DataFormatError):
+    """A ZIP that expands past the size limit."""
+
+
+# -- time series ------------------------------------------------------------------------------------------
+
+
+def parse_timeseries_csv(data: bytes, name: str, *, timestamp_column: str | None = None) -> TimeSeries:
+    """A timestamp column and one or more numeric columns, timestamps strictly increasing.
+
+    Timestamps with an offset are converted to UTC; timestamps without one are taken as UTC."""
+    frame = _read_csv(data, name)
+    frame.columns = [str(c) for c in frame.columns]
+    columns = list(frame.columns)
+    ts_col = timestamp_column or next((c for c in columns if c.lower() in TIMESTAMP_NAMES), None)
+    if ts_col is None or ts_col not in columns:
+        raise DataFormatError(f"{name}: no timestamp column; name it one of {', '.join(TIMESTAMP_NAMES)} (or pass "
+                              f"timestamp_column); columns are {', '.join(columns)}")
+    value_columns = [c for c in columns if c != ts_col]
+    if not value_columns:
+        raise DataFormatError(f"{name}: a time series needs at least one numeric column beside {ts_col!r}")
+    stamps = pd.to_datetime(frame[ts_col], errors="coerce", utc=True, format="ISO8601")
+    if stamps.isna().any():
+        row = int(np.argmax(stamps.isna().to_numpy()))
+        raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}): timestamp {frame[ts_col].iloc[row]!r} "
+                              "does not parse; use ISO 8601, e.g. 2016-06-01 12:30:00 or 2016-06-01T12:30:00-07:00")
+    values = _numeric(frame, value_columns, name)
+    stamps_ns = stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    steps = np.diff(stamps_ns)
+    if (steps <= np.timedelta64(0)).any():
+        row = int(np.argmax(steps <= np.timedelta64(0))) + 1
+        raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}): timestamp {frame[ts_col].iloc[row]!r} is "
+                              f"not after the one before it ({frame[ts_col].iloc[row - 1]!r}); timestamps must "
+                              "be strictly increasing")
+    return TimeSeries(stamps_ns, values, tuple(value_columns))
+
+
+# -- statistics -------------------------------------------------------------------------------------------
+
+
+def image_stats(data: ArrayDataset, classes: list[str] | None = None) -> dict:
+    histogram = torch.bincount(data.y, minlength=NUM_CLASSES).tolist()
+    x = data.x.double()
+    return {"kind": "images", "samples": len(data), "shape": list(data.input_shape),
+            "classes": classes or [str(i) for i in range(NUM_CLASSES)],
+            "class_histogram": histogram[: len(classes)] if classes else histogram,
+            "pixel_mean": float(x.mean()), "pixel_std": float(x.std()) if len(data) > 1 else 0.0,
+            "value_range": list(data.value_range)}
+
+
+def infer_frequency(timestamps: np.ndarray) -> pd.Timedelta | None:
+    """The most common step between readings (robust to gaps and to readings only in daylight)."""
+    if len(timestamps) < 2:
+        return None
+    steps, counts = np.unique(np.diff(timestamps), return_counts=True)
+    return pd.Timedelta(steps[int(np.argmax(counts))])
+
+
+def timeseries_stats(series: TimeSeries) -> dict:
+    freq = infer_frequency(series.timestamps)
+    gaps, missing = 0, 0
+    if freq is not None:
+        steps = np.diff(series.timestamps)
+        longer = steps > freq.to_timedelta64()
+        gaps = int(longer.sum())
+        missing = int((steps[longer] // freq.to_timedelta64() - 1).sum())
+    first, last = (pd.Timestamp(series.timestamps[i], tz="UTC").isoformat() for i in (0, -1))
+    return {"kind": "timeseries", "samples": len(series), "first_timestamp": first, "last_timestamp": last,
+            "frequency": pd.tseries.frequencies.to_offset(freq).freqstr if freq is not None else None,
+            "frequency_seconds": freq.total_seconds() if freq is not None else None,
+            "gaps": gaps, "missing_steps": missing,
+            "columns": {c: {"min": float(series.values[:, i].min()), "max": float(series.values[:, i].max()),
+                            "mean": float(series.values[:, i].mean())} for i, c in enumerate(series.columns)}}
+
+
+# -- the canonical form workers load ------------------------------------------------------------------------
+
+
+def to_npz(data: ArrayDataset | TimeSeries) -> bytes:
+    buffer = io.BytesIO()
+    if isinstance(data, TimeSeries):
+        np.savez_compressed(buffer, timestamps=data.timestamps.astype("datetime64[ns]").astype(np.int64),
+                            values=data.values, columns=np.array(data.columns, dtype=str))
+    else:
+        x = data.x.numpy()
+        if data.value_range == (0.0, 255.0) and np.all(x == np.round(x)):
+            x = x.astype(np.uint8)
+        np.savez_compressed(buffer, x=x, y=data.y.numpy(), value_range=np.array(data.value_range),
+                            num_classes=np.array(data.num_classes))
+    return buffer.getvalue()
+
+
+def from_npz(data: bytes) -> ArrayDataset | TimeSeries:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        if "timestamps" in npz.files:
+            return TimeSeries(npz["timestamps"].astype("datetime64[ns]"), npz["values"],
+                              tuple(str(c) for c in npz["columns"]))
+        x = torch.from_numpy(npz["x"].astype(np.float32))
+        y = torch.from_numpy(npz["y"].astype(np.int64))
+        low, high = (float(v) for v in npz["value_range"])
+        num_classes = int(npz["num_classes"])
+    return ArrayDataset(x, y, num_classes=num_classes, value_range=(low, high))

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from service.artifacts import store_for
+from service.datasets import service
+from service.datasets.schemas import DatasetImport, DatasetOut, DatasetPage, UploadForm
+from service.datasets.uploads import download, limited, read_files
+from service.db import SessionDep
+from service.errors import InvalidInput, validation_details
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+UPLOAD_FORM = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["name", "file"],
+        "properties": {
+            "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                     "description": "one file; two for IDX (images and labels)"},
+            **UploadForm.model_json_schema()["properties"],
+        }}}}},
+}
+
+
+def _answer(row, created: bool, response: Response) -> DatasetOut:
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/datasets/{row.id}"
+    return service.dataset_out(row)
+
+
+@router.post("", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_FORM,
+             responses={200: {"description": "the same content was already uploaded under this name"}})
+async def upload_dataset(request: Request, response: Response, session: SessionDep) -> DatasetOut:
+    """Upload a dataset as multipart form data: MNIST IDX (images + labels, gzipped or raw), NPZ (`x`, `y`),
+    a CSV of images (a label column and pixel columns), a ZIP of PNG/JPEG images in one folder per class, or
+    a CSV of time series (a timestamp column and numeric columns). 201 with a new version; 200 with the
+    existing one when this name already holds the same content."""
+    settings = request.app.state.settings
+    async with limited(request, settings.max_upload_bytes).form(max_files=2, max_fields=10) as form:
+        fields = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
+        try:
+            spec = UploadForm.model_validate(fields)
+        except ValidationError as exc:
+            details = validation_details(list(exc.errors()))
+            raise InvalidInput("; ".join(f"{d['field']}: {d['message']}" for d in details), details=details)
+        upload = await read_files([f for f in form.getlist("file") if isinstance(f, UploadFile)],
+                                  settings.max_upload_bytes)
+    row, created = await run_in_threadpool(
+        service.register_upload, session, store_for(settings), name=spec.name, description=spec.description,
+        upload=upload, options=spec, max_bytes=settings.max_upload_bytes)
+    return _answer(row, created, response)
+
+
+@router.post("/import", response_model=DatasetOut, status_code=status.HTTP_201_CREATED,
+             responses={200: {"description": "the same content was already imported under this name"}})
+def import_dataset(spec: DatasetImport, request: Request, response: Response, session: SessionDep) -> DatasetOut:
+    """Download a dataset from an http(s) URL (size-capped, with a deadline) and register it as an upload."""
+    settings = request.app.state.settings
+    urls = [str(spec.url)] + ([str(spec.labels_url)] if spec.labels_url else [])
+    files = [download(u, settings.max_upload_bytes, settings.import_timeout_seconds) for u in urls]
+    row, created = service.register_upload(
+        session, store_for(settings), name=spec.name, description=spec.description, upload=service.Upload(files),
+        options=spec, max_bytes=settings.max_upload_bytes, source="import", source_url=", ".join(urls))
+    return _answer(row, created, response)
+
+
+@router.get("", response_model=DatasetPage)
+def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                  offset: Annotated[int, Query(ge=0)] = 0) -> DatasetPage:
+    """Built-in and uploaded datasets, newest first."""
+    rows, total = service.list_datasets(session, limit, offset)
+    return DatasetPage(items=[service.dataset_out(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{ref}", response_model=DatasetOut)
+def get_dataset(ref: str, session: SessionDep) -> DatasetOut:
+    """One dataset by `name` (its newest version), `name@version` or id, with its statistics."""
+    row = service.get_dataset(session, ref)
+    service.builtin_stats(session, row)
+    return service.dataset_out(row)
+
+
+@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(ref: str, request: Request, session: SessionDep) -> Response:
+    """Delete one version; refused (409) while a model trained on it exists or a job still needs it."""
+    keys = service.delete_dataset(session, ref)
+    session.commit()
+    store = store_for(request.app.state.settings)
+    for key in keys:
+        store.delete(key)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,75 @@
+"""What the datasets API takes and answers."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, HttpUrl
+
+from models.dataformats import FORMATS
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+Format = Literal[FORMATS]  # type: ignore[valid-type]
+
+
+class ParseOptions(BaseModel):
+    """How to read the files; every field is optional and guessed when left out."""
+
+    format: Format | None = Field(None, description="idx, npz, image_csv, image_zip or timeseries_csv; guessed "
+                                                    "from the file names and contents when left out")
+    label_column: str | None = Field(None, description="image_csv: the label column (default: label, class, "
+                                                       "target or y)")
+    image_shape: str | None = Field(None, pattern=r"^\d+x\d+$", description="image_csv: HEIGHTxWIDTH when the "
+                                                                           "images are not square, e.g. 20x30")
+    timestamp_column: str | None = Field(None, description="timeseries_csv: the timestamp column (default: "
+                                                           "time, timestamp, datetime, date or ds)")
+
+
+class UploadForm(ParseOptions):
+    """The form fields of an upload, beside its files."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="lowercase letters, digits, '.', '_' and '-'")
+    description: str = Field("", max_length=2000)
+
+
+class DatasetImport(UploadForm):
+    """Import a dataset from an http(s) URL; MNIST-style IDX data needs both files' URLs."""
+
+    url: HttpUrl
+    labels_url: HttpUrl | None = Field(None, description="idx: the labels file, when url is the images file")
+
+
+class DatasetFile(BaseModel):
+    name: str
+    sha256: str
+    size_bytes: int
+
+
+class DatasetOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    version: int
+    ref: str = Field(description="name@version: how a job names exactly this version")
+    source: str
+    task: str
+    format: str | None
+    description: str
+    sha256: str | None
+    size_bytes: int | None
+    files: list[DatasetFile]
+    source_url: str | None
+    stats: dict[str, Any] | None = Field(description="samples, shape, class histogram, pixel mean/std; for time "
+                                                     "series first/last timestamp, frequency, gaps, per-column "
+                                                     "min/max/mean")
+    available: bool = Field(True, description="false for a built-in whose data is not installed here")
+    hint: str | None = None
+    created_at: datetime
+
+
+class DatasetPage(BaseModel):
+    items: list[DatasetOut]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,239 @@
+"""The dataset catalogue: resolving ``name | name@version | id``, registering uploads, statistics, deletion.
+
+Built-in datasets get their row the first time anything asks for them, so the catalogue needs no seeding
+step. An upload is parsed and checked completely before anything is written; its files and canonical form
+are stored under their content hash, so identical content is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models import dataformats
+from models.dataformats import ArchiveTooLarge, TimeSeries
+from models.datasets import BUILTIN_DATASETS, DataFormatError, builtin_missing, load_builtin
+from service.artifacts import ArtifactStore
+from service.datasets.schemas import DatasetFile, DatasetOut, ParseOptions
+from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from service.pagination import newest_first
+from service.tables import Dataset, JobStatus, TrainedModel, TrainingJob
+
+log = logging.getLogger(__name__)
+
+
+class InvalidDataset(InvalidInput):
+    code = "invalid_dataset"
+
+
+def _known_names(session: Session) -> list[str]:
+    return sorted(set(BUILTIN_DATASETS) | set(session.scalars(select(Dataset.name).distinct())))
+
+
+def _builtin_row(session: Session, name: str) -> Dataset:
+    row = session.scalar(select(Dataset).where(Dataset.name == name, Dataset.source == "builtin"))
+    if row is not None:
+        return row
+    builtin = BUILTIN_DATASETS[name]
+    try:
+        with session.begin_nested():
+            row = Dataset(name=name, version=1, source="builtin", task=builtin.task, format="builtin",
+                          description=builtin.description, files=[])
+            session.add(row)
+        return row
+    except IntegrityError:  # another request registered it first
+        return session.scalar(select(Dataset).where(Dataset.name == name, Dataset.source == "builtin"))
+
+
+def resolve_dataset(session: Session, ref: str, field: str = "dataset") -> Dataset:
+    try:
+        row = session.get(Dataset, uuid.UUID(ref))
+        if row is not None:
+            return row
+    except ValueError:
+        pass
+    name, _, version = ref.partition("@")
+    if version and not version.isdigit():
+        raise InvalidInput(f"dataset {ref!r}: the part after '@' must be a version number, e.g. {name}@1",
+                           details=[{"field": field, "message": "bad version"}])
+    query = select(Dataset).where(Dataset.name == name)
+    query = query.where(Dataset.version == int(version)) if version else query.order_by(Dataset.version.desc())
+    row = session.scalars(query.limit(1)).first()
+    if row is None and name in BUILTIN_DATASETS and version in ("", "1"):
+        row = _builtin_row(session, name)
+    if row is None:
+        raise InvalidInput(f"unknown dataset {ref!r}; valid names: {', '.join(_known_names(session))}",
+                           details=[{"field": field, "message": "unknown dataset"}])
+    return row
+
+
+def get_dataset(session: Session, ref: str) -> Dataset:
+    try:
+        return resolve_dataset(session, ref)
+    except InvalidInput as exc:
+        raise NotFound(exc.message) from None
+
+
+def list_datasets(session: Session, limit: int, offset: int) -> tuple[list[Dataset], int]:
+    for name in BUILTIN_DATASETS:  # listed like uploads from the first call on
+        builtin_stats(session, _builtin_row(session, name))
+    session.flush()
+    return newest_first(session, select(Dataset), Dataset, limit, offset)
+
+
+def dataset_out(row: Dataset) -> DatasetOut:
+    missing = builtin_missing(row.name) if row.source == "builtin" else None
+    available, hint = missing is None, (f"not installed on this server: {missing}" if missing else None)
+    return DatasetOut(id=row.id, name=row.name, version=row.version, ref=f"{row.name}@{row.version}",
+                      source=row.source, task=row.task, format=row.format, description=row.description,
+                      sha256=row.sha256, size_bytes=row.size_bytes,
+                      files=[DatasetFile(name=f["name"], sha256=f["sha256"], size_bytes=f["size_bytes"])
+                             for f in row.files or []],
+                      source_url=row.source_url, stats=row.stats, available=available, hint=hint,
+                      created_at=row.created_at)
+
+
+def builtin_stats(session: Session, row: Dataset) -> None:
+    """A built-in's statistics, computed the first time they are asked for and kept."""
+    if row.source != "builtin" or row.stats is not None or builtin_missing(row.name):
+        return
+    row.stats = stats_of(load_builtin(row.name))
+    session.flush()
+
+
+def stats_of(data, classes: list[str] | None = None) -> dict:
+    if isinstance(data, TimeSeries):
+        return dataformats.timeseries_stats(data)
+    return dataformats.image_stats(data, classes)
+
+
+# -- registering an upload ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Files as received: (file name, bytes)."""
+
+    files: list[tuple[str, bytes]]
+
+    @property
+    def sha256(self) -> str:
+        """Of the content, whatever order the files came in and whatever they were called."""
+        if len(self.files) == 1:
+            return hashlib.sha256(self.files[0][1]).hexdigest()
+        digests = sorted(hashlib.sha256(data).hexdigest() for _, data in self.files)
+        return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def parse_upload(upload: Upload, options: ParseOptions, max_bytes: int):
+    """The dataset the files hold and its format; or InvalidDataset saying what to fix."""
+    files = upload.files
+    empty = [name for name, data in files if not data]
+    if empty:
+        raise InvalidDataset(f"{empty[0]}: the file is empty")
+    if len(files) > 2:
+        raise InvalidDataset(f"{len(files)} files; send one file, or two for IDX (images and labels)")
+    fmt = options.format or dataformats.detect_format(files)
+    if fmt != "idx" and len(files) != 1:
+        raise InvalidDataset(f"format {fmt} takes one file; two files are for IDX (images and labels)")
+    name, data = files[0]
+    classes = None
+    try:
+        if fmt == "idx":
+            parsed = dataformats.parse_idx(files)
+        elif fmt == "npz":
+            parsed = dataformats.parse_npz(data, name)
+        elif fmt == "image_csv":
+            shape = tuple(int(v) for v in options.image_shape.split("x")) if options.image_shape else None
+            parsed = dataformats.parse_image_csv(data, name, label_column=options.label_column, image_shape=shape)
+        elif fmt == "image_zip":
+            parsed, classes = dataformats.parse_image_zip(data, name, max_bytes=max_bytes)
+        else:
+            parsed = dataformats.parse_timeseries_csv(data, name, timestamp_column=options.timestamp_column)
+    except ArchiveTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    except DataFormatError as exc:
+        raise InvalidDataset(str(exc), details=[{"field": "file", "message": f"not valid {fmt}"}]) from None
+    return parsed, fmt, classes
+
+
+def register_upload(session: Session, store: ArtifactStore, *, name: str, description: str, upload: Upload,
+                    options: ParseOptions, max_bytes: int, source: str = "upload",
+                    source_url: str | None = None) -> tuple[Dataset, bool]:
+    """The dataset row for ``upload`` under ``name``: the existing version when the content is already
+    there (``False``), else a new version (``True``). Nothing is written for files that fail the checks."""
+    if name in BUILTIN_DATASETS:
+        raise Conflict(f"{name!r} is a built-in dataset; upload under another name")
+    sha = upload.sha256
+    existing = session.scalar(select(Dataset).where(Dataset.name == name, Dataset.sha256 == sha))
+    if existing is not None:
+        return existing, False
+    parsed, fmt, classes = parse_upload(upload, options, max_bytes)
+    stats = stats_of(parsed, classes)
+    prefix = f"datasets/{sha}"
+    files = []
+    for i, (file_name, data) in enumerate(upload.files):
+        key = f"{prefix}/files/{i}"
+        files.append({"name": file_name, "key": key, "sha256": store.put(key, data), "size_bytes": len(data)})
+    canonical = dataformats.to_npz(parsed)
+    data_key = f"{prefix}/data.npz"
+    data_sha = store.put(data_key, canonical)
+    task = "forecast" if isinstance(parsed, TimeSeries) else "classification"
+    for _ in range(5):  # a concurrent upload under the same name may take the next version first
+        version = (session.scalar(select(func.max(Dataset.version)).where(Dataset.name == name)) or 0) + 1
+        row = Dataset(name=name, version=version, source=source, task=task, format=fmt, description=description,
+                      sha256=sha, size_bytes=sum(len(d) for _, d in upload.files), files=files,
+                      data_key=data_key, data_sha256=data_sha, stats=stats, source_url=source_url)
+        try:
+            with session.begin_nested():
+                session.add(row)
+            return row, True
+        except IntegrityError:
+            existing = session.scalar(select(Dataset).where(Dataset.name == name, Dataset.sha256 == sha))
+            if existing is not None:
+                return existing, False
+    raise Conflict(f"could not give {name!r} a version number; try again")
+
+
+# -- deleting -------------------------------------------------------------------------------------------------
+
+
+def delete_dataset(session: Session, ref: str) -> list[str]:
+    """Delete a version that nothing still needs; finished jobs keep their spec but lose the link.
+    Returns the artifact keys to remove once the transaction has committed."""
+    row = get_dataset(session, ref)
+    label = f"{row.name}@{row.version}"
+    if row.source == "builtin":
+        raise Conflict(f"{row.name} is a built-in dataset and cannot be deleted")
+    models = session.execute(select(TrainedModel.name, TrainedModel.version)
+                             .where(TrainedModel.dataset_id == row.id).limit(5)).all()
+    if models:
+        raise Conflict(f"{label} is needed by model(s) trained on it: "
+                       f"{', '.join(f'{n}@{v}' for n, v in models)}; delete those models first")
+    active = session.scalars(select(TrainingJob.id).where(
+        TrainingJob.dataset_id == row.id, TrainingJob.status.in_([JobStatus.queued, JobStatus.running])).limit(5))
+    active = [str(j) for j in active]
+    if active:
+        raise Conflict(f"{label} is needed by queued or running job(s) {', '.join(active)}; cancel them or "
+                       "wait for them to finish")
+    session.execute(update(TrainingJob).where(TrainingJob.dataset_id == row.id).values(dataset_id=None))
+    session.delete(row)
+    session.flush()
+    shared = session.scalar(select(func.count()).select_from(Dataset).where(Dataset.sha256 == row.sha256))
+    log.info("dataset %s deleted", label)
+    if shared:  # the same content under another name keeps its files
+        return []
+    return [f["key"] for f in row.files] + [row.data_key]
+
+
+def load_dataset(row: Dataset, store: ArtifactStore):
+    """What a worker trains on: a built-in's data, or an upload's canonical form, checked against its hash."""
+    if row.source == "builtin":
+        return load_builtin(row.name)
+    return dataformats.from_npz(store.get(row.data_key, row.data_sha256))
