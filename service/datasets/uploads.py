@@ -20,7 +20,6 @@ from service.errors import AppError, InvalidInput, PayloadTooLarge
 
 # Multipart framing and the form fields ride on top of the files; they are small.
 FORM_OVERHEAD = 64 * 1024
-CHUNK = 1 << 16
 
 
 class ImportFailed(AppError):
@@ -75,7 +74,7 @@ def download(url: str, limit: int, timeout: float) -> tuple[str, bytes]:
                 raise PayloadTooLarge(f"{url} is {int(declared):,} bytes, over the {limit:,}-byte limit "
                                       "(TRAINSERVE_MAX_UPLOAD_BYTES)")
             chunks, size = [], 0
-            for chunk in response.iter_bytes(CHUNK):
+            for chunk in response.iter_bytes():  # as it arrives, so the deadline is checked as it arrives
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"{url} sent more than the {limit:,}-byte limit "

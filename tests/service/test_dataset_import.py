@@ -1,0 +1,130 @@
+"""Importing a dataset from a URL, served by an HTTP server this test starts on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.main import create_app
+from service.settings import Settings
+from tests import datafiles
+from tests.service.test_datasets_api import artifact_files
+
+X, Y = datafiles.digits(300)
+FILES = {
+    "/digits.npz": datafiles.npz(X, Y),
+    "/images.gz": datafiles.idx(X, gz=True),
+    "/labels.gz": datafiles.idx(Y, gz=True),
+    "/power.csv": datafiles.timeseries_csv(48),
+    "/broken.csv": b"label,a,b,c,d\n1,0,0,0,x\n",
+    "/big.npz": b"\0" * 300_000,
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/slow.npz":  # a trickle: one byte every 0.2 s
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            return
+        if self.path == "/endless.npz":  # no Content-Length; more than any limit
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"\0" * 65536)
+            except OSError:
+                pass
+            return
+        data = FILES.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture
+def limited_client(migrated) -> Iterator[TestClient]:
+    settings = Settings(max_upload_bytes=200_000, import_timeout_seconds=2)
+    with TestClient(create_app(settings, reconcile=False)) as c:
+        yield c
+
+
+def name() -> str:
+    return f"imported-{uuid.uuid4().hex[:8]}"
+
+
+def test_import_npz_idx_pair_and_time_series(client, server, run_job):
+    npz_name = name()
+    response = client.post("/v1/datasets/import", json={"name": npz_name, "url": f"{server}/digits.npz"})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["source"] == "import" and body["source_url"] == f"{server}/digits.npz"
+    assert body["files"][0]["name"] == "digits.npz" and body["stats"]["samples"] == 300
+    again = client.post("/v1/datasets/import", json={"name": npz_name, "url": f"{server}/digits.npz"})
+    assert again.status_code == 200 and again.json()["id"] == body["id"]
+
+    idx = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/images.gz",
+                                                   "labels_url": f"{server}/labels.gz"})
+    assert idx.status_code == 201 and idx.json()["format"] == "idx" and idx.json()["stats"]["samples"] == 300
+    series = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/power.csv"})
+    assert series.status_code == 201 and series.json()["task"] == "forecast"
+
+    job = client.post("/v1/jobs", json={"dataset": f"{npz_name}@1", "architecture": {"type": "logistic_regression"},
+                                        "optimizer": {"type": "adam"}, "training": {"epochs": 3}}).json()
+    run_job(job["id"])
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/big.npz", 413, "over the 200,000-byte limit"),
+    ("/endless.npz", 413, "sent more than the 200,000-byte limit"),
+    ("/slow.npz", 400, "did not finish sending within 2 s"),
+    ("/missing.npz", 400, "answered HTTP 404"),
+    ("/broken.csv", 422, "row 1 (line 2), column 'd'"),
+])
+def test_import_refuses_what_it_cannot_take(limited_client, server, path, status, message):
+    before = artifact_files()
+    started = time.monotonic()
+    response = limited_client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}{path}"})
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"]
+    assert time.monotonic() - started < 10
+    assert artifact_files() == before
+
+
+def test_import_needs_an_http_url(client):
+    response = client.post("/v1/datasets/import", json={"name": name(), "url": "file:///etc/passwd"})
+    assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "url"
+    response = client.post("/v1/datasets/import", json={"name": name(), "url": "http://127.0.0.1:9/none.npz"})
+    assert response.status_code == 400 and "could not download" in response.json()["error"]["message"]

@@ -1,0 +1,285 @@
+"""Datasets over HTTP: every format accepted, round-tripped and trained on; every bad input refused with
+its message and nothing left behind; dedupe by content; statistics; the delete guard."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.artifacts import get_store
+from service.datasets.service import load_dataset
+from service.db import session_scope
+from service.main import create_app
+from service.settings import Settings, get_settings
+from service.tables import Dataset
+from tests import datafiles
+
+X, Y = datafiles.digits()
+SMALL_X, SMALL_Y = X[:200], Y[:200]
+
+
+def artifact_files() -> set[Path]:
+    root = Path(get_settings().artifacts_url.removeprefix("file://")) / "datasets"
+    return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def upload(client, name: str, *files: tuple[str, bytes], **fields):
+    return client.post("/v1/datasets", data={"name": name, **fields}, files=[("file", f) for f in files])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+FORMATS = {
+    "idx-gz": lambda: [("train-images-idx3-ubyte.gz", datafiles.idx(X, gz=True)),
+                       ("train-labels-idx1-ubyte.gz", datafiles.idx(Y, gz=True))],
+    "idx-raw": lambda: [("labels.idx", datafiles.idx(Y)), ("images.idx", datafiles.idx(X))],  # either order
+    "npz": lambda: [("digits.npz", datafiles.npz(X, Y))],
+    "image_csv": lambda: [("digits.csv", datafiles.image_csv(X, Y))],
+    "image_zip": lambda: [("digits.zip", datafiles.image_zip(X, Y))],
+}
+FORMAT_NAMES = {"idx-gz": "idx", "idx-raw": "idx", "npz": "npz", "image_csv": "image_csv", "image_zip": "image_zip"}
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_every_image_format_is_accepted_round_tripped_and_trained_on(client, run_job, kind):
+    name = unique(f"digits-{kind}")
+    response = upload(client, name, *FORMATS[kind]())
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert response.headers["location"] == f"/v1/datasets/{body['id']}"
+    assert body["format"] == FORMAT_NAMES[kind] and body["task"] == "classification" and body["version"] == 1
+    stats = body["stats"]
+    assert stats["samples"] == 1797 and stats["shape"] == [1, 8, 8]
+    assert stats["class_histogram"] == np.bincount(Y, minlength=10).tolist()
+    assert stats["pixel_mean"] == pytest.approx(X.mean()) and stats["pixel_std"] == pytest.approx(X.std(ddof=1))
+    assert client.get(f"/v1/datasets/{name}@1").json()["id"] == body["id"]
+
+    with session_scope() as session:  # what a worker loads is exactly what was sent
+        data = load_dataset(session.get(Dataset, uuid.UUID(body["id"])), get_store())
+    assert np.array_equal(data.x[:, 0].numpy(), X) and np.array_equal(data.y.numpy(), Y)
+
+    spec = {"dataset": name, "architecture": {"type": "logistic_regression"},
+            "optimizer": {"type": "adam"}, "training": {"epochs": 8, "batch_size": 64, "learning_rate": 0.01}}
+    job = client.post("/v1/jobs", json=spec).json()
+    assert job["dataset"]["name"] == name
+    run_job(job["id"])
+    done = client.get(f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["test_accuracy"] > 0.85
+
+
+def test_time_series_csv_is_accepted_with_its_statistics(client):
+    name = unique("power")
+    response = upload(client, name, ("power.csv", datafiles.timeseries_csv(96, drop=(10, 11, 50))))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["task"] == "forecast" and body["format"] == "timeseries_csv"
+    stats = body["stats"]
+    assert stats["samples"] == 93 and stats["frequency"] == "30min" and stats["frequency_seconds"] == 1800
+    assert stats["gaps"] == 2 and stats["missing_steps"] == 3
+    assert stats["first_timestamp"] == "2024-06-01T00:00:00+00:00"
+    assert stats["last_timestamp"] == "2024-06-02T23:30:00+00:00"
+    kept = [20 + i % 5 for i in range(96) if i not in (10, 11, 50)]
+    assert stats["columns"]["temperature"] == {"min": 20.0, "max": 24.0, "mean": pytest.approx(np.mean(kept))}
+    job = client.post("/v1/jobs", json={"dataset": name, "architecture": {"type": "mlp"}, "optimizer": {"type": "adam"}})
+    assert job.status_code == 422 and "time series" in job.json()["error"]["message"]
+
+
+def test_a_time_series_with_offsets_is_read_in_utc(client):
+    csv = b"time,v\n2024-03-09 08:00:00,1\n2024-03-09 08:30:00-07:00,2\n2024-03-09 16:00:00,3\n"
+    stats = upload(client, unique("tz"), ("tz.csv", csv)).json()["stats"]
+    assert stats["first_timestamp"] == "2024-03-09T08:00:00+00:00" and stats["samples"] == 3
+
+
+def test_identical_content_is_stored_once(client):
+    files = [("a.npz", datafiles.npz(SMALL_X, SMALL_Y))]
+    name = unique("dedupe")
+    first = upload(client, name, *files)
+    before = artifact_files()
+    again = upload(client, name, ("renamed.npz", files[0][1]))
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and again.json()["version"] == 1
+    other = upload(client, name, ("b.npz", datafiles.npz(SMALL_X[:100], SMALL_Y[:100])))
+    assert other.status_code == 201 and other.json()["version"] == 2
+    assert client.get(f"/v1/datasets/{name}").json()["version"] == 2  # a bare name is the newest version
+    elsewhere = upload(client, unique("dedupe-other"), *files)  # same bytes, another name: no second copy
+    assert elsewhere.status_code == 201 and elsewhere.json()["sha256"] == first.json()["sha256"]
+    assert artifact_files() - before == {p for p in artifact_files() if other.json()["sha256"] in str(p)}
+
+    # Deleting one name keeps the bytes the other still uses.
+    assert client.delete(f"/v1/datasets/{name}@1").status_code == 204
+    assert client.get(f"/v1/datasets/{elsewhere.json()['id']}").json()["stats"]["samples"] == 200
+    with session_scope() as session:
+        row = session.get(Dataset, uuid.UUID(elsewhere.json()["id"]))
+        assert len(load_dataset(row, get_store())) == 200
+
+
+def zip_with(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+def truncated_idx() -> bytes:
+    return datafiles.idx(SMALL_X)[:-10]
+
+
+BAD_INPUTS = {
+    "wrong idx magic": ([("images.idx", b"\x08\x03" + datafiles.idx(SMALL_X)[2:]), ("labels.idx", datafiles.idx(SMALL_Y))],
+                        {"format": "idx"}, 422, "not an IDX file"),
+    "truncated idx": ([("images.idx", truncated_idx()), ("labels.idx", datafiles.idx(SMALL_Y))], {}, 422, "truncated"),
+    "counts differ": ([("images.idx", datafiles.idx(SMALL_X)), ("labels.idx", datafiles.idx(SMALL_Y[:150]))], {}, 422,
+                      "holds 200 images but labels.idx holds 150 labels"),
+    "labels outside 0-9": ([("d.npz", datafiles.npz(SMALL_X, np.where(SMALL_Y == 3, 12, SMALL_Y)))], {}, 422,
+                           "labels must be 0-9"),
+    "labels not integer": ([("d.csv", b"label,a,b,c,d\n1,0,0,0,0\n2.5,1,1,1,1\n")], {}, 422, "whole numbers"),
+    "non-numeric cell": ([("d.csv", b"label,a,b,c,d\n1,0,0,0,0\n2,1,x,1,1\n")], {}, 422,
+                         "row 2 (line 3), column 'b': 'x' is not a number"),
+    "nan cell": ([("d.csv", b"label,a,b,c,d\n1,0,0,0,0\n2,1,1,,1\n")], {}, 422, "row 2 (line 3), column 'c'"),
+    "no label column": ([("d.csv", b"kind,a,b,c,d\n1,0,0,0,0\n")], {"format": "image_csv"}, 422, "no label column"),
+    "not square": ([("d.csv", b"label,a,b,c\n1,0,0,0\n")], {}, 422, "image_shape"),
+    "sizes differ": ([("d.zip", zip_with({"0/a.png": datafiles.png(SMALL_X[0]),
+                                          "1/b.png": datafiles.png(np.zeros((9, 8), np.uint8))}))], {}, 422,
+                     "one size"),
+    "undecodable image": ([("d.zip", zip_with({"0/a.png": datafiles.png(SMALL_X[0]), "1/b.png": b"not a png"}))], {},
+                          422, "cannot be decoded"),
+    "zip path traversal": ([("d.zip", zip_with({"../0/a.png": datafiles.png(SMALL_X[0])}))], {"format": "image_zip"},
+                           422, "'..'"),
+    "zip absolute path": ([("d.zip", zip_with({"/0/a.png": datafiles.png(SMALL_X[0])}))], {"format": "image_zip"},
+                          422, "absolute path"),
+    "empty file": ([("d.csv", b"")], {}, 422, "empty"),
+    "header only": ([("d.csv", b"label,a,b,c,d\n")], {}, 422, "no rows"),
+    "npz without y": ([("d.npz", (lambda b: (np.savez(b, x=SMALL_X), b.getvalue())[1])(io.BytesIO()))], {}, 422,
+                      "needs arrays 'x'"),
+    "bad timestamp": ([("s.csv", b"time,v\n2024-01-01 00:00,1\nyesterday,2\n")], {}, 422,
+                      "row 2 (line 3): timestamp 'yesterday' does not parse"),
+    "timestamps not increasing": ([("s.csv", b"time,v\n2024-01-01 01:00,1\n2024-01-01 00:30,2\n")], {}, 422,
+                                  "not after the one before it"),
+    "three files": ([("a.csv", b"1"), ("b.csv", b"2"), ("c.csv", b"3")], {}, 413, ""),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_refused_with_what_to_fix_and_nothing_is_stored(client, case):
+    files, fields, status, message = BAD_INPUTS[case]
+    name = unique("bad")
+    before = artifact_files()
+    response = upload(client, name, *files, **fields)
+    assert response.status_code in ((status, 400) if case == "three files" else (status,)), response.text
+    assert message in response.json()["error"]["message"]
+    assert client.get(f"/v1/datasets/{name}").status_code == 404
+    assert artifact_files() == before
+
+
+def test_a_bad_name_or_option_is_refused(client):
+    files = [("d.npz", datafiles.npz(SMALL_X, SMALL_Y))]
+    response = upload(client, "Has Spaces", *files)
+    assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "name"
+    response = upload(client, "digits", *files)
+    assert response.status_code == 409 and "built-in" in response.json()["error"]["message"]
+    response = upload(client, unique("fmt"), *files, format="parquet")
+    assert response.status_code == 422 and "format" in response.json()["error"]["message"]
+    response = client.post("/v1/datasets", data={"name": unique("nofile")})
+    assert response.status_code == 422 and '"file"' in response.json()["error"]["message"]
+
+
+def test_a_zip_that_expands_past_the_limit_is_refused(migrated):
+    bomb = zip_with({"0/a.png": b"\0" * 3_000_000, "1/b.png": b"\0" * 3_000_000})
+    assert len(bomb) < 100_000
+    with TestClient(create_app(Settings(max_upload_bytes=2_000_000), reconcile=False)) as small:
+        before = artifact_files()
+        response = upload(small, unique("bomb"), ("bomb.zip", bomb))
+        assert response.status_code == 413 and "expands past" in response.json()["error"]["message"]
+        assert artifact_files() == before
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(migrated):
+    import asyncio
+
+    import httpx
+
+    app = create_app(Settings(max_upload_bytes=100_000), reconcile=False)
+    big = datafiles.npz(np.zeros((5000, 8, 8), np.float32), np.zeros(5000, np.int64))
+    with TestClient(app) as small:  # a declared length over the limit
+        response = upload(small, unique("big"), ("big.npz", big))
+        assert response.status_code == 413 and "100,000-byte limit" in response.json()["error"]["message"]
+
+    async def chunked() -> httpx.Response:  # no Content-Length: counted as it arrives
+        boundary = "trainservetest"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nbig\r\n--{boundary}\r\n"
+                "Content-Disposition: form-data; name=\"file\"; filename=\"big.npz\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        sent = []
+
+        async def body():
+            yield head
+            for i in range(0, len(big), 65536):
+                sent.append(i)
+                yield big[i:i + 65536]
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            response = await http.post("/v1/datasets", content=body(),
+                                       headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        return response, len(sent)
+
+    response, chunks_sent = asyncio.run(chunked())
+    assert response.status_code == 413
+    assert chunks_sent < len(big) // 65536, "the server read the whole body before refusing it"
+
+
+def test_builtins_are_listed_with_statistics(client):
+    items = {d["name"]: d for d in client.get("/v1/datasets", params={"limit": 200}).json()["items"]}
+    assert {"digits", "mnist-5k", "fashion-mnist", "solar"} <= set(items)
+    assert items["digits"]["stats"]["samples"] == 1797 and items["digits"]["source"] == "builtin"
+    assert items["mnist-5k"]["stats"]["class_histogram"] == [500] * 10
+    assert items["mnist-5k"]["stats"]["shape"] == [1, 28, 28]
+    solar = items["solar"]
+    assert solar["task"] == "forecast" and solar["stats"]["samples"] == 25369
+    assert solar["stats"]["frequency"] == "30min" and set(solar["stats"]["columns"]) == {"solar.current",
+                                                                                         "solar.total"}
+    fashion = items["fashion-mnist"]
+    if fashion["available"]:
+        assert fashion["stats"]["samples"] == 60000
+    else:
+        assert "apt-get install dataset-fashion-mnist" in fashion["hint"]
+
+
+def test_delete_is_refused_while_a_job_or_model_needs_the_dataset(client, run_job):
+    name = unique("guarded")
+    dataset = upload(client, name, ("d.npz", datafiles.npz(SMALL_X, SMALL_Y))).json()
+    spec = {"dataset": name, "architecture": {"type": "logistic_regression"}, "optimizer": {"type": "adam"},
+            "training": {"epochs": 2, "batch_size": 64}}
+    queued = client.post("/v1/jobs", json=spec).json()
+    response = client.delete(f"/v1/datasets/{name}")
+    assert response.status_code == 409 and queued["id"] in response.json()["error"]["message"]
+
+    run_job(queued["id"])  # now a model was trained on it
+    model = client.get(f"/v1/jobs/{queued['id']}").json()["model"]
+    response = client.delete(f"/v1/datasets/{dataset['id']}")
+    assert response.status_code == 409 and f"{model['name']}@{model['version']}" in response.json()["error"]["message"]
+    assert client.delete("/v1/datasets/digits").status_code == 409
+    assert client.delete("/v1/datasets/no-such-dataset").status_code == 404
+
+    # A finished job without a model does not hold the dataset; it keeps its spec.
+    other = unique("deletable")
+    upload(client, other, ("d.npz", datafiles.npz(SMALL_X[:50], SMALL_Y[:50])))
+    cancelled = client.post("/v1/jobs", json={**spec, "dataset": other}).json()
+    client.post(f"/v1/jobs/{cancelled['id']}/cancel")
+    before = artifact_files()
+    assert client.delete(f"/v1/datasets/{other}").status_code == 204
+    assert len(before - artifact_files()) == 2  # the file as sent and its canonical form
+    job = client.get(f"/v1/jobs/{cancelled['id']}").json()
+    assert job["dataset"] is None and job["spec"]["dataset"] == other
+    assert client.get(f"/v1/datasets/{other}").status_code == 404
