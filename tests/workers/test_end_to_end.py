@@ -1,7 +1,7 @@
 """End to end over HTTP: real API and worker processes train a model and serve it.
 
 The same flow runs on the embedded defaults (SQLite, kombu's filesystem transport) and on the real stack
-(PostgreSQL and Redis at 127.0.0.1)."""
+(PostgreSQL and Redis at 127.0.0.1, artifacts in Azure Blob storage on Azurite)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from models.datasets import load_builtin, split_dataset
+from service.artifacts import open_store
+from tests import datafiles
 from tests.conftest import LOGREG_SPEC
 from tests.stack import Stack
 
@@ -41,6 +43,30 @@ def train_and_predict(stack) -> None:
     assert r.json()["model"]["id"] == job["model"]["id"]
 
 
+def train_on_an_upload(stack) -> None:
+    """The dataset, the checkpoints and the model all pass through the stack's artifact store, and only it."""
+    x, y = datafiles.digits()
+    r = stack.http.post("/v1/datasets", data={"name": "scanned-digits"},
+                        files=[("file", ("digits.npz", datafiles.npz(x[:1500], y[:1500])))])
+    assert r.status_code == 201, r.text
+    dataset = r.json()
+    spec = {**LOGREG_SPEC, "dataset": "scanned-digits@1", "name": "scanned-digits-logreg"}
+    job = stack.wait_for(stack.http.post("/v1/jobs", json=spec).json()["id"])
+    assert job["status"] == "succeeded", f"{job['error']}\n{stack.tail_logs()}"
+    assert job["dataset"]["id"] == dataset["id"] and job["result"]["test_accuracy"] >= 0.90
+    r = stack.http.post("/predict", json={"instances": x[1500:].tolist(), "model": "scanned-digits-logreg"})
+    assert r.status_code == 200, r.text
+    predicted = np.array([p["label"] for p in r.json()["predictions"]])
+    assert (predicted == y[1500:]).mean() >= 0.85
+    url = stack.env.get("TRAINSERVE_ARTIFACTS_URL", f"file://{(stack.home / 'artifacts').resolve()}")
+    store = open_store(url, stack.env.get("TRAINSERVE_AZURE_STORAGE_CONNECTION_STRING"))
+    model = stack.http.get(f"/v1/models/{job['model']['id']}").json()
+    assert store.get(f"models/{model['id']}/model.pt", model["sha256"])
+    assert store.exists(f"datasets/{dataset['sha256']}/data.npz")
+    if url.startswith("azure://"):
+        assert not (stack.home / "artifacts").exists(), "an artifact went to local disk, not to Blob storage"
+
+
 def cancel_running_job(stack) -> None:
     job_id = stack.http.post("/v1/jobs", json=LONG_SPEC).json()["id"]
     running = stack.wait_for(job_id, {"running"}, predicate=lambda j: j["progress"]["epoch"] >= 1)
@@ -62,6 +88,10 @@ def test_embedded_train_then_predict(embedded_stack):
     train_and_predict(embedded_stack)
 
 
+def test_embedded_train_on_an_uploaded_dataset(embedded_stack):
+    train_on_an_upload(embedded_stack)
+
+
 def test_embedded_cancel_running_job(embedded_stack):
     cancel_running_job(embedded_stack)
 
@@ -69,6 +99,11 @@ def test_embedded_cancel_running_job(embedded_stack):
 @pytest.mark.realstack
 def test_real_stack_train_then_predict(real_stack):
     train_and_predict(real_stack)
+
+
+@pytest.mark.realstack
+def test_real_stack_train_on_an_uploaded_dataset(real_stack):
+    train_on_an_upload(real_stack)
 
 
 @pytest.mark.realstack
