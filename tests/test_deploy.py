@@ -39,13 +39,14 @@ def test_compose_file_is_valid():
 
 def test_compose_has_the_real_stack_with_health_ordering(compose):
     services = compose["services"]
-    assert {"postgres", "redis", "migrate", "api", "worker"} <= set(services)
+    assert {"postgres", "redis", "azurite", "migrate", "api", "worker"} <= set(services)
     for name in ("api", "worker"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
         assert deps["redis"]["condition"] == "service_healthy"
+        assert deps["azurite"]["condition"] == "service_healthy"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("postgres", "redis", "api"):
+    for name in ("postgres", "redis", "azurite", "api"):
         assert services[name]["healthcheck"]["test"], name
 
 
