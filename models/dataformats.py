@@ -27,7 +27,8 @@ LABEL_NAMES = ("label", "labels", "class", "target", "y")
 
 @dataclass(frozen=True)
 class TimeSeries:
-    """Readings at increasing UTC ``timestamps`` (datetime64[ns]); ``values`` is (N, len(columns)) float64."""
+    """Readings at increasing wall-clock ``timestamps`` (datetime64[ns], no time zone); ``values`` is
+    (N, len(columns)) float64."""
 
     timestamps: np.ndarray
     values: np.ndarray
@@ -37,7 +38,7 @@ class TimeSeries:
         return len(self.timestamps)
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.values, index=pd.DatetimeIndex(self.timestamps, tz="UTC"), columns=self.columns)
+        return pd.DataFrame(self.values, index=pd.DatetimeIndex(self.timestamps), columns=list(self.columns))
 
 
 # -- detecting the format ---------------------------------------------------------------------------------
@@ -259,9 +260,8 @@ class ArchiveTooLarge(DataFormatError):
 
 
 def parse_timeseries_csv(data: bytes, name: str, *, timestamp_column: str | None = None) -> TimeSeries:
-    """A timestamp column and one or more numeric columns, timestamps strictly increasing.
-
-    Timestamps with an offset are converted to UTC; timestamps without one are taken as UTC."""
+    """A timestamp column and one or more numeric columns, timestamps strictly increasing, read as
+    wall-clock time (see below)."""
     frame = _read_csv(data, name)
     frame.columns = [str(c) for c in frame.columns]
     columns = list(frame.columns)
@@ -272,13 +272,16 @@ def parse_timeseries_csv(data: bytes, name: str, *, timestamp_column: str | None
     value_columns = [c for c in columns if c != ts_col]
     if not value_columns:
         raise DataFormatError(f"{name}: a time series needs at least one numeric column beside {ts_col!r}")
-    stamps = pd.to_datetime(frame[ts_col], errors="coerce", utc=True, format="ISO8601")
+    # Wall-clock time: an offset is dropped, not applied, so a reading at 07:00-07:00 and one at 07:00 in
+    # winter are both at 07:00 and a day is the day the readings were taken (as the solar data needs).
+    text = frame[ts_col].astype(str).str.strip().str.replace(r"(?:Z|[+-]\d{2}:?\d{2})$", "", regex=True)
+    stamps = pd.to_datetime(text, errors="coerce", format="ISO8601")
     if stamps.isna().any():
         row = int(np.argmax(stamps.isna().to_numpy()))
         raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}): timestamp {frame[ts_col].iloc[row]!r} "
                               "does not parse; use ISO 8601, e.g. 2016-06-01 12:30:00 or 2016-06-01T12:30:00-07:00")
     values = _numeric(frame, value_columns, name)
-    stamps_ns = stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    stamps_ns = stamps.to_numpy(dtype="datetime64[ns]")
     steps = np.diff(stamps_ns)
     if (steps <= np.timedelta64(0)).any():
         row = int(np.argmax(steps <= np.timedelta64(0))) + 1
@@ -317,7 +320,7 @@ def timeseries_stats(series: TimeSeries) -> dict:
         longer = steps > freq.to_timedelta64()
         gaps = int(longer.sum())
         missing = int((steps[longer] // freq.to_timedelta64() - 1).sum())
-    first, last = (pd.Timestamp(series.timestamps[i], tz="UTC").isoformat() for i in (0, -1))
+    first, last = (pd.Timestamp(series.timestamps[i]).isoformat() for i in (0, -1))
     return {"kind": "timeseries", "samples": len(series), "first_timestamp": first, "last_timestamp": last,
             "frequency": pd.tseries.frequencies.to_offset(freq).freqstr if freq is not None else None,
             "frequency_seconds": freq.total_seconds() if freq is not None else None,

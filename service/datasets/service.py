@@ -7,6 +7,7 @@ are stored under their content hash, so identical content is stored once.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import uuid
@@ -32,8 +33,13 @@ class InvalidDataset(InvalidInput):
     code = "invalid_dataset"
 
 
-def _known_names(session: Session) -> list[str]:
-    return sorted(set(BUILTIN_DATASETS) | set(session.scalars(select(Dataset.name).distinct())))
+def _unknown(session: Session, ref: str, name: str) -> str:
+    """What to say about a name that names nothing: the closest names, the built-ins, where to look."""
+    names = set(BUILTIN_DATASETS) | set(session.scalars(select(Dataset.name).distinct()))
+    close = difflib.get_close_matches(name, sorted(names), n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return (f"unknown dataset {ref!r}; {hint}built-in: {', '.join(sorted(BUILTIN_DATASETS))}; "
+            "GET /v1/datasets lists every dataset")
 
 
 def _builtin_row(session: Session, name: str) -> Dataset:
@@ -68,7 +74,7 @@ def resolve_dataset(session: Session, ref: str, field: str = "dataset") -> Datas
     if row is None and name in BUILTIN_DATASETS and version in ("", "1"):
         row = _builtin_row(session, name)
     if row is None:
-        raise InvalidInput(f"unknown dataset {ref!r}; valid names: {', '.join(_known_names(session))}",
+        raise InvalidInput(_unknown(session, ref, name),
                            details=[{"field": field, "message": "unknown dataset"}])
     return row
 

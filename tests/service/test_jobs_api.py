@@ -48,7 +48,7 @@ def test_the_stored_spec_says_which_defaults_applied(client, optimizer, learning
 
 
 @pytest.mark.parametrize("changes,field,fragments", [
-    ({"dataset": "imagenet"}, "dataset", ["unknown dataset 'imagenet'", "valid names: digits"]),
+    ({"dataset": "imagenet"}, "dataset", ["unknown dataset 'imagenet'", "built-in: digits, fashion-mnist, mnist-5k, solar", "GET /v1/datasets"]),
     ({"dataset": "digits@x"}, "dataset", ["must be a version number"]),
     ({"architecture": {"type": "transformer"}}, "architecture", ["'logistic_regression', 'mlp', 'cnn', 'lstm', 'gru'"]),
     ({"optimizer": {"type": "adadelta"}}, "optimizer",
