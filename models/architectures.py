@@ -129,8 +129,9 @@ class ModelConfig:
     architecture: str
     params: dict[str, Any]
     input_shape: tuple[int, ...]
-    num_classes: int
+    num_classes: int  # for a forecaster: the number of steps ahead it outputs
     value_range: tuple[float, float]
+    forecast: dict[str, Any] | None = None  # a forecaster's preparation (models.forecasting.ForecastSetup)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -140,7 +141,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         return cls(d["architecture"], dict(d["params"]), tuple(d["input_shape"]), int(d["num_classes"]),
-                   tuple(d["value_range"]))
+                   tuple(d["value_range"]), d.get("forecast"))
 
 
 def build_model(config: ModelConfig) -> nn.Module:

@@ -16,18 +16,17 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models.architectures import ModelConfig, build_model
-from models.datasets import Splits, builtin_splits, split_dataset
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
-    seed_everything, holdout_report
+    seed_everything
 from service.artifacts import ArtifactStore, store_for
-from service.datasets.service import load_dataset
 from service.db import session_scope
 from service.registry import service as registry
 from service.settings import get_settings, worker_threads
 from service.tables import JobMetric, JobStatus, TrainedModel, TrainingJob, utcnow
 from workers.celery_app import enqueue_export
+from workers.plans import plan_for
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +130,15 @@ def _record_epoch(job: TrainingJob, metrics: EpochMetrics) -> None:
         session.add(JobMetric(job_id=job.id, **metrics.to_dict()))
 
 
+def _headline(report: dict) -> str:
+    if "test_accuracy" in report:
+        return f"test accuracy {report['test_accuracy']:.4f}"
+    return (f"test RMSE {report['model']['rmse']:.4g} (persistence "
+            f"{report['persistence']['rmse'] if report['persistence'] else float('nan'):.4g})")
+
+
 def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: ArtifactStore,
-                    test_metrics: dict) -> uuid.UUID:
+                    test_metrics: dict, task: str) -> uuid.UUID:
     """Save the model and mark the job succeeded in one transaction, with the next free version number."""
     model_id = uuid.uuid4()
     key = f"models/{model_id}/model.pt"
@@ -144,7 +150,7 @@ def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: A
                 version = (session.scalar(select(func.max(TrainedModel.version)).where(TrainedModel.name == name))
                            or 0) + 1
                 model = TrainedModel(
-                    id=model_id, name=name, version=version, task="classification", job_id=job.id,
+                    id=model_id, name=name, version=version, task=task, job_id=job.id,
                     dataset_id=job.dataset_id, architecture=config.architecture,
                     input_shape=list(config.input_shape), value_range=list(config.value_range),
                     num_classes=config.num_classes, metrics=test_metrics, artifact_key=key, sha256=sha256,
@@ -166,20 +172,6 @@ def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: A
     raise RuntimeError(f"could not register a version of model {name!r}")
 
 
-def _prepare(job: TrainingJob, store: ArtifactStore) -> tuple[Splits, ModelConfig]:
-    spec, training = job.spec, job.spec["training"]
-    cut = dict(validation_split=training["validation_split"], test_split=training["test_split"],
-               seed=training["seed"])
-    if job.dataset.source == "builtin":
-        splits = builtin_splits(job.dataset.name, **cut)
-    else:
-        splits = split_dataset(load_dataset(job.dataset, store), **cut)
-    data = splits.train
-    params = {k: v for k, v in spec["architecture"].items() if k != "type"}
-    config = ModelConfig(spec["architecture"]["type"], params, data.input_shape, data.num_classes, data.value_range)
-    return splits, config
-
-
 def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
     settings = get_settings()
     job = _claim(job_id, timedelta(seconds=settings.stale_after_seconds))
@@ -197,9 +189,14 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
     job_id = job.id
     try:
         training = job.spec["training"]
-        splits, config = _prepare(job, store)
+        plan = plan_for(job, store)
+        if plan.config is None:  # a forecasting baseline: nothing to train, only its report
+            report = plan.report(None, None, training["loss"])
+            _finish(job, JobStatus.succeeded, result=report)
+            log.info("job %s: baseline %s evaluated", job_id, job.spec["architecture"]["type"])
+            return
         seed_everything(training["seed"])
-        model = build_model(config)
+        model = build_model(plan.config)
         options = {k: v for k, v in job.spec["optimizer"].items() if k != "type" and v is not None}
         optimizer = build_optimizer(job.spec["optimizer"]["type"], model.parameters(), training["learning_rate"],
                                     **options)
@@ -216,17 +213,18 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
             _record_epoch(job, metrics)
 
         train_config = TrainConfig.from_dict(training)
-        fitted = fit(model, optimizer, splits.train, splits.validation, train_config, on_epoch=on_epoch,
+        fitted = fit(model, optimizer, plan.train, plan.validation, train_config, on_epoch=on_epoch,
                      should_stop=monitor, resume=resume)
-        report = holdout_report(model, splits.test, resolve_device(train_config.device), train_config.loss)
+        report = plan.report(model, resolve_device(train_config.device), train_config.loss)
         report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early)
-        model_id = _register_model(job, config, model_to_bytes(model, config), store, report)
+        config = plan.final_config()
+        model_id = _register_model(job, config, model_to_bytes(model, config), store, report, plan.task)
         store.delete(checkpoint_key)
         try:
             enqueue_export(model_id)
         except Exception:  # the model is registered and served; its exports can be asked for again
             log.exception("job %s: could not ask for the exports of model %s", job_id, model_id)
-        log.info("job %s: succeeded, test accuracy %.4f", job_id, report["test_accuracy"])
+        log.info("job %s: succeeded: %s", job_id, _headline(report))
     except JobLost:
         log.warning("job %s: attempt %d no longer owns the job (finished, or claimed again after this worker "
                     "went silent); stopping without writing", job_id, job.attempts)

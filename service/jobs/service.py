@@ -9,27 +9,44 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.datasets.service import resolve_dataset
+from service.datasets.service import builtin_stats, resolve_dataset
 from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs.spec import JobSpec
 from service.pagination import newest_first
 from service.jobs.schemas import DatasetRef, EpochMetricsOut, JobOut, ModelRef, Progress
-from service.tables import JobMetric, JobStatus, TrainingJob, utcnow
+from service.tables import Dataset, JobMetric, JobStatus, TrainingJob, utcnow
 
 log = logging.getLogger(__name__)
 
 
 def create_job(session: Session, spec: JobSpec) -> TrainingJob:
     dataset = resolve_dataset(session, spec.dataset)
-    if dataset.task != "classification":
-        raise InvalidInput(f"dataset {dataset.name}@{dataset.version} is a time series; a classification job "
-                           "needs images with labels (digits, mnist-5k, fashion-mnist or an image upload)",
-                           details=[{"field": "dataset", "message": "not an image dataset"}])
+    _check_dataset_fits(session, spec, dataset)
     job = TrainingJob(spec=spec.model_dump(mode="json"), dataset=dataset, epochs_total=spec.training.epochs,
                       status=JobStatus.queued, enqueued_at=utcnow())
     session.add(job)
     session.flush()
     return job
+
+
+def _check_dataset_fits(session: Session, spec: JobSpec, dataset: Dataset) -> None:
+    label = f"{dataset.name}@{dataset.version}"
+    if spec.task == "classification" and dataset.task != "classification":
+        raise InvalidInput(f"dataset {label} is a time series; a classification job needs images with labels "
+                           "(digits, mnist-5k, fashion-mnist or an image upload), or set \"task\": \"forecast\"",
+                           details=[{"field": "dataset", "message": "not an image dataset"}])
+    if spec.task == "forecast":
+        if dataset.task != "forecast":
+            raise InvalidInput(f"dataset {label} holds images; a forecast job needs a time series (solar, or an "
+                               "uploaded CSV with a timestamp column)",
+                               details=[{"field": "dataset", "message": "not a time series"}])
+        builtin_stats(session, dataset)
+        columns = list((dataset.stats or {}).get("columns", {}))
+        for field, names in (("forecast.target", [spec.forecast.target]), ("forecast.inputs", spec.forecast.inputs)):
+            unknown = [n for n in names if n not in columns]
+            if unknown and columns:
+                raise InvalidInput(f"{field}: {', '.join(map(repr, unknown))} is not a column of {label}; its columns "
+                                   f"are {', '.join(columns)}", details=[{"field": field, "message": "unknown column"}])
 
 
 def get_job(session: Session, job_id: uuid.UUID) -> TrainingJob:

@@ -59,8 +59,52 @@ class RecurrentSpec(Strict):
     dropout: Rate = 0.0
 
 
-ArchitectureSpec = Annotated[Union[LogisticRegressionSpec, MLPSpec, CNNSpec, RecurrentSpec],
+class BaselineSpec(Strict):
+    """A forecasting baseline, no training: persistence (the last value) or seasonal naive (the value one
+    season ago). The job reports its errors beside the other baseline's; no model is registered."""
+
+    type: Literal["persistence", "seasonal_naive"]
+
+
+ArchitectureSpec = Annotated[Union[LogisticRegressionSpec, MLPSpec, CNNSpec, RecurrentSpec, BaselineSpec],
                              Field(discriminator="type")]
+CLASSIFIERS = {"logistic_regression", "mlp", "cnn", "lstm", "gru"}
+FORECASTERS = {"lstm", "gru", "persistence", "seasonal_naive"}
+
+
+class ForecastSpec(Strict):
+    """What to forecast and how the series is prepared; serving repeats the same preparation."""
+
+    target: str = Field(..., min_length=1, description="The column to forecast.", examples=["solar.total"])
+    inputs: list[str] = Field([], max_length=32, description="Other columns the model reads beside the target.")
+    lookback: int = Field(24, ge=1, le=2048, description="Readings the model sees (day_total: the most of a "
+                                                         "day's first readings it uses).")
+    horizon: int = Field(1, ge=1, le=512, description="Steps ahead to forecast.")
+    framing: Literal["next_steps", "day_total"] = Field(
+        "next_steps", description="next_steps: the next `horizon` values on a regular grid; day_total: a day's "
+                                  "final (largest) value from its first readings, the CNTK 106B lab.")
+    frequency_seconds: float | None = Field(None, gt=0, description="The grid's step; default: the most "
+                                                                    "common step in the data.")
+    gaps: Literal["interpolate", "drop"] = Field("interpolate", description="Fill gaps of up to max_gap_steps "
+                                                 "linearly in time, or leave every gap out.")
+    max_gap_steps: int = Field(4, ge=0, le=100_000)
+    calendar: list[Literal["time_of_day", "day_of_year"]] = Field([], description="sin/cos calendar inputs.")
+    season_steps: int | None = Field(None, ge=1, description="The seasonal naive baseline's season in steps; "
+                                                             "default one day.")
+    scale: Literal["standard", "fixed"] = Field("standard", description="standard: mean and deviation of the "
+                                                "training part; fixed: divide by scale_factor.")
+    scale_factor: float = Field(1.0, gt=0)
+    min_readings_per_day: int = Field(8, ge=2, le=10_000, description="day_total: days with fewer are dropped.")
+    interval: float = Field(0.9, gt=0.0, lt=1.0, description="Coverage of the prediction interval.")
+
+    @model_validator(mode="after")
+    def _framing_fits(self) -> "ForecastSpec":
+        if self.target in self.inputs:
+            raise ValueError(f"inputs lists the target {self.target!r}; the model reads the target's history anyway")
+        if self.framing == "day_total" and (self.horizon != 1 or self.inputs or self.calendar):
+            raise ValueError("framing day_total predicts one value a day from the target alone: set horizon 1 and "
+                             "leave inputs and calendar empty")
+        return self
 
 
 # Optimizers -------------------------------------------------------------------------------------------
@@ -192,10 +236,12 @@ class PromoteSpec(Strict):
 
 
 class JobSpec(Strict):
+    task: Literal["classification", "forecast"] = "classification"
     dataset: str = Field(..., min_length=1, max_length=200, description="Dataset name, name@version or id.",
                          examples=["digits"])
+    forecast: ForecastSpec | None = Field(None, description="task forecast: what to forecast and how.")
     architecture: ArchitectureSpec
-    optimizer: OptimizerSpec
+    optimizer: OptimizerSpec = Field(default_factory=lambda: AdamSpec(type="adam"), description="Default adam.")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                              description="Model name to register under; default '<dataset>-<architecture>'.")
@@ -207,6 +253,32 @@ class JobSpec(Strict):
         "optimizer": {"type": "sgd", "momentum": 0.9},
         "training": {"epochs": 20, "batch_size": 64, "learning_rate": 0.05},
     }]})
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> "JobSpec":
+        arch, t = self.architecture.type, self.training
+        if self.task == "forecast":
+            if self.forecast is None:
+                raise ValueError("task forecast needs a forecast block: at least {\"target\": \"<column>\"}")
+            if arch not in FORECASTERS:
+                raise ValueError(f"architecture {arch} does not forecast; use lstm, gru, persistence or "
+                                 "seasonal_naive")
+            if "loss" not in t.model_fields_set:
+                t.loss = "mse"
+            elif t.loss == "cross_entropy":
+                raise ValueError("loss cross_entropy is for classes; a forecast takes mse or mae")
+            if t.augmentation is not None:
+                raise ValueError("training.augmentation distorts images; remove it from a forecast job")
+            if t.early_stopping and t.early_stopping.monitor == "val_accuracy":
+                raise ValueError("a forecast has no accuracy: early stopping monitors val_loss or train_loss")
+            if self.promote is not None and self.promote.metric in ("test_accuracy", "test_macro_f1"):
+                raise ValueError("promotion on test_accuracy or test_macro_f1 is for classifiers; remove promote")
+        else:
+            if self.forecast is not None:
+                raise ValueError('a forecast block needs "task": "forecast"')
+            if arch not in CLASSIFIERS:
+                raise ValueError(f"{arch} is a forecasting baseline; set \"task\": \"forecast\"")
+        return self
 
     @model_validator(mode="after")
     def _settings_fit_together(self) -> "JobSpec":
@@ -232,7 +304,7 @@ class JobSpec(Strict):
                              "training.validation_split above 0, or monitor train_loss")
         if t.precision == "bf16" and t.device == "cpu":
             raise ValueError("precision bf16 is autocast on a GPU; use device auto or cuda, or precision fp32")
-        if t.loss == "mae":
+        if t.loss == "mae" and self.task == "classification":
             raise ValueError("loss mae is for numeric targets; classification takes cross_entropy or mse")
         # Resolve the per-optimizer defaults, so that the stored spec says what actually ran.
         if t.learning_rate is None:
