@@ -52,6 +52,9 @@ class ForecastSetup:
     scale_factor: float = 1.0
     min_readings_per_day: int = 8  # day_total
     interval: float = 0.9  # the prediction interval's coverage
+    # next_steps: the target's history and forecast are taken relative to the last reading, so the network
+    # learns changes and a level it never saw in training (a trend) does not throw it off.
+    relative: bool = True
     # Fitted on the training part:
     means: dict[str, float] = field(default_factory=dict)
     stds: dict[str, float] = field(default_factory=dict)
@@ -96,6 +99,7 @@ class Windows:
     persistence: np.ndarray  # (N, horizon), original units
     seasonal: np.ndarray  # (N, horizon), original units; NaN where a season ago was not observed
     ends: np.ndarray  # timestamp of each window's first target (datetime64)
+    base: np.ndarray  # (N,) what the scaled forecast is relative to: the last scaled reading, or 0
 
     def __len__(self) -> int:
         return len(self.x)
@@ -128,6 +132,16 @@ def calendar_columns(timestamps: pd.DatetimeIndex, names: list[str]) -> np.ndarr
         angle = 2 * np.pi * np.asarray(phase, dtype=np.float64)
         parts += [np.sin(angle), np.cos(angle)]
     return np.stack(parts, axis=1) if parts else np.zeros((len(timestamps), 0))
+
+
+def relative_window(setup: ForecastSetup, window: np.ndarray) -> tuple[np.ndarray, float]:
+    """The window as the network sees it, and the scaled value its forecast is relative to."""
+    if not setup.relative or setup.framing != "next_steps":
+        return window, 0.0
+    base = float(window[-1, 0])
+    window = window.copy()
+    window[:, 0] -= base
+    return window, base
 
 
 def feature_matrix(setup: ForecastSetup, frame: pd.DataFrame) -> np.ndarray:
@@ -164,13 +178,16 @@ def _next_step_windows(setup: ForecastSetup, grid: pd.DataFrame, starts: np.ndar
     lookback, horizon, season = setup.lookback, setup.horizon, setup.season_steps
     xs, ys, actual, persist, seasonal, ends = [], [], [], [], [], []
     scaled_target = features[:, 0]
+    bases = []
     for t in starts:
         window = features[t - lookback : t]
         future = target[t : t + horizon]
         if np.isnan(window).any() or np.isnan(future).any():
             continue
+        window, base = relative_window(setup, window)
         xs.append(window)
-        ys.append(scaled_target[t : t + horizon])
+        bases.append(base)
+        ys.append(scaled_target[t : t + horizon] - base)
         actual.append(future)
         persist.append(np.repeat(target[t - 1], horizon))
         idx = np.arange(t, t + horizon) - season
@@ -179,7 +196,8 @@ def _next_step_windows(setup: ForecastSetup, grid: pd.DataFrame, starts: np.ndar
     n_features = features.shape[1]
     return Windows(np.array(xs).reshape(-1, lookback, n_features), np.array(ys).reshape(-1, horizon),
                    np.array(actual).reshape(-1, horizon), np.array(persist).reshape(-1, horizon),
-                   np.array(seasonal).reshape(-1, horizon), np.array(ends, dtype="datetime64[ns]"))
+                   np.array(seasonal).reshape(-1, horizon), np.array(ends, dtype="datetime64[ns]"),
+                   np.array(bases, dtype=np.float64))
 
 
 def _fit_scaling(setup: ForecastSetup, rows: pd.DataFrame) -> None:
@@ -247,7 +265,7 @@ def _day_windows(setup: ForecastSetup, days: list[np.ndarray], previous_final: l
             ends.append(np.datetime64("NaT"))
     return Windows(np.array(xs).reshape(-1, lookback, 1), np.array(ys).reshape(-1, 1), np.array(actual).reshape(-1, 1),
                    np.array(persist).reshape(-1, 1), np.array(seasonal).reshape(-1, 1),
-                   np.array(ends, dtype="datetime64[ns]"))
+                   np.array(ends, dtype="datetime64[ns]"), np.zeros(len(xs)))
 
 
 def _prepare_day_total(series: TimeSeries, setup: ForecastSetup, *, validation_split: float,
@@ -302,7 +320,7 @@ def predict_windows(model: torch.nn.Module | None, setup: ForecastSetup, windows
     """Forecasts in original units: the model's, or a baseline's when ``model`` is None."""
     if model is None:
         return windows.persistence if baseline == "persistence" else windows.seasonal
-    return setup.unscale_target(predict_scaled(model, windows.x))
+    return setup.unscale_target(predict_scaled(model, windows.x) + windows.base[:, None])
 
 
 def calibrate_interval(model: torch.nn.Module | None, setup: ForecastSetup, windows: Windows,
@@ -396,14 +414,15 @@ def forecast(model: torch.nn.Module, setup: ForecastSetup, frame: pd.DataFrame, 
         values = values[: setup.lookback]
         prefix = setup.scale_values(setup.target, values)
         x = np.concatenate([np.zeros(setup.lookback - len(values)), prefix]).reshape(1, -1, 1)
-        stamps = [day + pd.Timedelta(days=1)]
+        stamps, base = [day + pd.Timedelta(days=1)], 0.0
     else:
         if len(frame) < setup.lookback:
             raise ForecastInputError(f"{len(frame)} readings; this model needs the last {setup.lookback} "
                                      f"(one every {setup.frequency})")
-        x = feature_matrix(setup, frame.iloc[-setup.lookback :])[None]
+        window, base = relative_window(setup, feature_matrix(setup, frame.iloc[-setup.lookback :]))
+        x = window[None]
         stamps = [frame.index[-1] + setup.frequency * (k + 1) for k in range(horizon)]
-    mean = setup.unscale_target(predict_scaled(model, x))[0][:horizon]
+    mean = setup.unscale_target(predict_scaled(model, x) + base)[0][:horizon]
     low = mean + np.array(setup.residual_low[:horizon])
     high = mean + np.array(setup.residual_high[:horizon])
     return {"timestamps": [t.isoformat() for t in stamps], "values": mean.tolist(), "lower": low.tolist(),
@@ -420,8 +439,9 @@ def anomalies(model: torch.nn.Module, setup: ForecastSetup, frame: pd.DataFrame)
         raise ForecastInputError(f"{len(frame)} readings; send more than {setup.lookback} (the model's lookback) "
                                  "so that at least one can be checked")
     features = feature_matrix(setup, frame)
-    windows = np.stack([features[t - setup.lookback : t] for t in range(setup.lookback, len(frame))])
-    predicted = setup.unscale_target(predict_scaled(model, windows))[:, 0]
+    pairs = [relative_window(setup, features[t - setup.lookback : t]) for t in range(setup.lookback, len(frame))]
+    windows, bases = np.stack([w for w, _ in pairs]), np.array([b for _, b in pairs])
+    predicted = setup.unscale_target(predict_scaled(model, windows)[:, 0] + bases)
     actual = frame[setup.target].to_numpy(dtype=np.float64)[setup.lookback :]
     low, high = predicted + setup.residual_low[0], predicted + setup.residual_high[0]
     return [{"timestamp": frame.index[setup.lookback + i].isoformat(), "value": float(actual[i]),

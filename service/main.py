@@ -14,6 +14,7 @@ from service import health
 from service.artifacts import store_for
 from service.datasets.router import router as datasets_router
 from service.errors import install_error_handlers
+from service.forecast.router import router as forecast_router
 from service.inference_v2.router import router as v2_router
 from service.jobs.router import router as jobs_router
 from service.predict.router import router as predict_router
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
                                   settings.ref_cache_seconds)
     install_error_handlers(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
-    for router in (predict_router, v2_router, health.router, jobs_router, models_router,
+    for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,
                    datasets_router):
         app.include_router(router)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -96,6 +96,8 @@ class ForecastSpec(Strict):
     scale_factor: float = Field(1.0, gt=0)
     min_readings_per_day: int = Field(8, ge=2, le=10_000, description="day_total: days with fewer are dropped.")
     interval: float = Field(0.9, gt=0.0, lt=1.0, description="Coverage of the prediction interval.")
+    relative: bool = Field(True, description="next_steps: learn changes from the last reading rather than levels, "
+                                             "so a trend beyond the training range does not throw the model off.")
 
     @model_validator(mode="after")
     def _framing_fits(self) -> "ForecastSpec":

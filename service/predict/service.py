@@ -36,6 +36,7 @@ class LoadedModel:
     value_range: tuple[float, float]
     num_classes: int
     module: torch.nn.Module
+    forecast: dict | None = None  # a forecaster's preparation
 
     def describe(self) -> dict:
         return {"id": str(self.id), "name": self.name, "version": self.version}
@@ -77,7 +78,7 @@ class ModelCache:
         with torch.inference_mode():  # warm up, so the first request is not the slow one
             module(torch.zeros((1, *config.input_shape)))
         model = LoadedModel(row.id, row.name, row.version, config.input_shape, config.value_range,
-                            config.num_classes, module)
+                            config.num_classes, module, config.forecast)
         with self._lock:
             self._models[row.id] = model
             while len(self._models) > self.capacity:
@@ -150,31 +151,42 @@ def to_batch(instances: list | np.ndarray, model: LoadedModel) -> torch.Tensor:
     return torch.from_numpy(x.reshape(len(x), *model.input_shape))
 
 
-NEWEST_CLASSIFIER = "@newest-classifier"  # the reference cache's key for the default route when no default is set
+def _newest_key(task: str) -> str:
+    """The reference cache's key for the default route when no default is set."""
+    return f"@newest-{task}"
 
 
-def cached_model(cache: ModelCache, ref: str | None, default: str | None) -> LoadedModel | None:
+WRONG_TASK = {"classification": "a digit classifier; /predict takes it",
+              "forecast": "a forecaster; /forecast takes it"}
+
+
+def cached_model(cache: ModelCache, ref: str | None, default: str | None,
+                 task: str = "classification") -> LoadedModel | None:
     """The model a request names, if this process has it loaded and trusts the reference: no I/O at all."""
     ref = ref or default
-    model_id = cache.ref(ref or NEWEST_CLASSIFIER)
+    model_id = cache.ref(ref or _newest_key(task))
     if model_id is None and ref is not None:
         try:
             model_id = uuid.UUID(ref)  # an id always names the same version
         except ValueError:
             return None
-    return cache.cached(model_id) if model_id is not None else None
+    model = cache.cached(model_id) if model_id is not None else None
+    if model is not None and (model.forecast is not None) != (task == "forecast"):
+        raise InvalidInput(f"model {model.name} v{model.version} is "
+                           f"{WRONG_TASK['forecast' if model.forecast is not None else 'classification']}")
+    return model
 
 
-def resolve(cache: ModelCache, ref: str | None, default: str | None) -> LoadedModel:
+def resolve(cache: ModelCache, ref: str | None, default: str | None, task: str = "classification") -> LoadedModel:
     """The model a request names, or the default route; the hot path makes no database round trip."""
-    if (hit := cached_model(cache, ref, default)) is not None:
+    if (hit := cached_model(cache, ref, default, task)) is not None:
         return hit
     ref = ref or default
-    key = ref or NEWEST_CLASSIFIER
+    key = ref or _newest_key(task)
     with session_scope() as session:
-        row = registry.resolve(session, ref) if ref else registry.newest_model(session, "classification")
-        if row.task != "classification":
-            raise InvalidInput(f"model {row.name} v{row.version} is a {row.task} model, not a digit classifier")
+        row = registry.resolve(session, ref) if ref else registry.newest_model(session, task)
+        if row.task != task:
+            raise InvalidInput(f"model {row.name} v{row.version} is {WRONG_TASK.get(row.task, row.task)}")
         model = cache.load(row)
     cache.remember_ref(key, model.id)
     return model

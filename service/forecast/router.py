@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.forecast import service
+from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest, Readings
+
+router = APIRouter(prefix="/forecast", tags=["forecast"])
+
+
+@router.post("", response_model=ForecastOut)
+def forecast(body: ForecastRequest, request: Request) -> ForecastOut:
+    """The next values after the most recent readings, with a prediction interval, from a forecaster (the
+    newest unless `model` names one). A `day_total` model answers the day's final value."""
+    return service.forecast_next(body, request.app.state.models)
+
+
+@router.post("/anomalies", response_model=AnomaliesOut)
+def forecast_anomalies(body: Readings, request: Request) -> AnomaliesOut:
+    """Flag each reading outside the interval of the one-step forecast made from the readings before it."""
+    return service.check_anomalies(body, request.app.state.models)
