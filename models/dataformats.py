@@ -312,6 +312,15 @@ def infer_frequency(timestamps: np.ndarray) -> pd.Timedelta | None:
     return pd.Timedelta(steps[int(np.argmax(counts))])
 
 
+def frequency_text(step: pd.Timedelta) -> str:
+    """``7D``, ``1h``, ``30min``, ``10s``: the largest unit that divides the step."""
+    seconds = step.total_seconds()
+    for unit, size in (("D", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def timeseries_stats(series: TimeSeries) -> dict:
     freq = infer_frequency(series.timestamps)
     gaps, missing = 0, 0
@@ -322,7 +331,7 @@ def timeseries_stats(series: TimeSeries) -> dict:
         missing = int((steps[longer] // freq.to_timedelta64() - 1).sum())
     first, last = (pd.Timestamp(series.timestamps[i]).isoformat() for i in (0, -1))
     return {"kind": "timeseries", "samples": len(series), "first_timestamp": first, "last_timestamp": last,
-            "frequency": pd.tseries.frequencies.to_offset(freq).freqstr if freq is not None else None,
+            "frequency": frequency_text(freq) if freq is not None else None,
             "frequency_seconds": freq.total_seconds() if freq is not None else None,
             "gaps": gaps, "missing_steps": missing,
             "columns": {c: {"min": float(series.values[:, i].min()), "max": float(series.values[:, i].max()),

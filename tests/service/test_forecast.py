@@ -1,0 +1,225 @@
+"""Forecast jobs on real series (the solar readings, statsmodels' Mauna Loa CO2), the baselines beside them,
+and the forecast and anomaly endpoints, including every refusal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from models.datasets import load_builtin
+from service.main import create_app
+from tests.conftest import LOGREG_SPEC
+from workers.jobs import run_job
+
+SOLAR_SPEC = {
+    "task": "forecast", "dataset": "solar", "name": "solar-current",
+    "forecast": {"target": "solar.current", "lookback": 8, "horizon": 2, "gaps": "drop",
+                 "calendar": ["time_of_day", "day_of_year"]},
+    "architecture": {"type": "lstm", "hidden_size": 32},
+    "optimizer": {"type": "adam"},
+    "training": {"epochs": 4, "batch_size": 64, "learning_rate": 0.003, "validation_split": 0.1, "test_split": 0.1},
+}
+
+
+def co2_csv() -> bytes:
+    from statsmodels.datasets import co2
+
+    frame = co2.load_pandas().data.dropna()  # the missing weeks become gaps for the job to interpolate
+    return ("date,co2\n" + "\n".join(f"{d.date()},{v}" for d, v in zip(frame.index, frame["co2"]))).encode()
+
+
+def finished(client, run_job, spec) -> dict:
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 202, response.text
+    run_job(response.json()["id"])
+    job = client.get(f"/v1/jobs/{response.json()['id']}").json()
+    assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+@pytest.fixture(scope="module")
+def solar_job(migrated):
+    """One solar forecaster for the module's serving tests, trained in this process by the worker's code."""
+    with TestClient(create_app(reconcile=False)) as client:
+        return finished(client, lambda j: run_job(uuid.UUID(j), threading.Event()), SOLAR_SPEC)
+
+
+def solar_day(day: str) -> pd.DataFrame:
+    frame = load_builtin("solar").frame()
+    return frame[frame.index.normalize() == pd.Timestamp(day)]
+
+
+def readings(frame: pd.DataFrame, columns=("solar.current",)) -> dict:
+    return {"timestamps": [t.isoformat() for t in frame.index], "values": {c: frame[c].tolist() for c in columns}}
+
+
+def test_a_solar_forecaster_beats_persistence_and_reports_both_baselines(solar_job):
+    result = solar_job["result"]
+    for name in ("model", "persistence", "seasonal_naive"):
+        assert set(result[name]) == {"mae", "rmse", "mape"}, name
+    assert result["model"]["rmse"] < result["persistence"]["rmse"] and result["beats_persistence"]
+    assert result["preparation"]["left_out_points"] > 20_000  # the nights: gaps left out, not invented
+    assert result["preparation"]["test_windows"] >= result["test_windows"] > 1000
+    assert 0.75 <= result["interval"]["coverage"] <= 1.0
+    assert solar_job["model"]["name"] == "solar-current"
+
+
+def test_forecast_answers_the_next_steps_with_an_interval(client, solar_job):
+    day = solar_day("2016-11-01").iloc[:12]
+    response = client.post("/forecast", json=readings(day))  # no model named: the newest forecaster
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["target"] == "solar.current" and body["interval"] == 0.9
+    assert body["model"]["id"] == solar_job["model"]["id"]
+    last = day.index[-1]
+    assert [p["timestamp"] for p in body["forecast"]] == [(last + pd.Timedelta(minutes=30 * k)).isoformat()
+                                                          for k in (1, 2)]
+    for p in body["forecast"]:
+        assert p["lower"] <= p["value"] <= p["upper"]
+    one = client.post("/forecast", json={**readings(day), "horizon": 1, "model": "solar-current"}).json()
+    assert one["forecast"] == body["forecast"][:1]
+
+
+def test_the_co2_series_from_statsmodels_beats_persistence_with_interpolated_gaps(client, run_job):
+    name = f"co2-{uuid.uuid4().hex[:8]}"
+    upload = client.post("/v1/datasets", data={"name": name}, files={"file": ("co2.csv", co2_csv())})
+    assert upload.status_code == 201 and upload.json()["stats"]["frequency"] == "7D"
+    spec = {"task": "forecast", "dataset": name,
+            "forecast": {"target": "co2", "lookback": 52, "horizon": 4, "season_steps": 52,
+                         "calendar": ["day_of_year"]},
+            "architecture": {"type": "gru", "hidden_size": 32},
+            "training": {"epochs": 12, "batch_size": 32, "learning_rate": 0.005}}
+    result = finished(client, run_job, spec)["result"]
+    assert result["preparation"]["interpolated_points"] > 0
+    assert result["model"]["rmse"] < 0.8 * result["persistence"]["rmse"], result
+    assert result["model"]["rmse"] < result["seasonal_naive"]["rmse"]
+
+    baseline = finished(client, run_job, {**spec, "architecture": {"type": "persistence"}})
+    assert baseline["model"] is None  # a baseline reports; it registers nothing
+    assert baseline["result"]["model"] == result["persistence"]  # the same test windows
+
+
+def test_the_cntk_106b_lab_trains_and_is_compared_with_its_baselines(client, run_job):
+    spec = {"task": "forecast", "dataset": "solar",
+            "forecast": {"target": "solar.total", "framing": "day_total", "lookback": 14, "scale": "fixed",
+                         "scale_factor": 20000, "min_readings_per_day": 8},
+            "architecture": {"type": "lstm", "hidden_size": 14, "dropout": 0.2},
+            "training": {"epochs": 3, "batch_size": 140, "learning_rate": 0.005, "validation_split": 0.1,
+                         "test_split": 0.1}}
+    job = finished(client, run_job, spec)
+    preparation = job["result"]["preparation"]
+    assert preparation["days_kept"] == 1040 and preparation["days_dropped"] == 7
+    assert preparation["test_days"] == 104
+    assert job["result"]["model"]["rmse"] < job["result"]["persistence"]["rmse"]
+
+    day = solar_day("2016-11-20")
+    response = client.post("/forecast", json={"model": job["model"]["id"],
+                                              **readings(day.iloc[:10], ("solar.total",))})
+    assert response.status_code == 200, response.text
+    (point,) = response.json()["forecast"]
+    assert point["timestamp"] == "2016-11-21T00:00:00" and point["lower"] <= point["value"] <= point["upper"]
+    response = client.post("/forecast/anomalies", json={"model": job["model"]["id"],
+                                                        **readings(day, ("solar.total",))})
+    assert response.status_code == 422 and "next_steps" in response.json()["error"]["message"]
+
+
+def test_a_reloaded_model_gives_the_same_forecast_in_a_fresh_process(client, solar_job):
+    from service.artifacts import get_store
+
+    day = solar_day("2016-11-02").iloc[:10]
+    served = client.post("/forecast", json={**readings(day), "model": solar_job["model"]["id"]}).json()
+    model = client.get(f"/v1/models/{solar_job['model']['id']}").json()
+    path = get_store().root / f"models/{model['id']}/model.pt"
+    script = f"""
+import json, sys
+from models.export import model_from_bytes
+from models.forecasting import ForecastSetup, forecast, readings_frame
+module, config = model_from_bytes(open({str(path)!r}, "rb").read())
+setup = ForecastSetup.from_dict(config.forecast)
+request = json.loads(sys.stdin.read())
+print(json.dumps(forecast(module, setup, readings_frame(setup, request["timestamps"], request["values"]), 2)))
+"""
+    out = subprocess.run([sys.executable, "-c", script], input=json.dumps(readings(day)), capture_output=True,
+                         text=True, check=True, timeout=120)
+    again = json.loads(out.stdout)
+    assert again["values"] == [p["value"] for p in served["forecast"]]
+    assert again["upper"] == [p["upper"] for p in served["forecast"]]
+
+
+def test_anomalies_flag_a_reading_outside_the_interval(client, solar_job):
+    day = solar_day("2016-10-25").iloc[:20].copy()
+    model = solar_job["model"]["id"]
+    clean = client.post("/forecast/anomalies", json={**readings(day), "model": model})
+    assert clean.status_code == 200, clean.text
+    assert len(clean.json()["readings"]) == 20 - 8
+    spiked = day.copy()
+    spiked.iloc[14, spiked.columns.get_loc("solar.current")] += 3000
+    body = client.post("/forecast/anomalies", json={**readings(spiked), "model": model}).json()
+    flagged = [r["timestamp"] for r in body["readings"] if r["anomaly"]]
+    assert spiked.index[14].isoformat() in flagged
+    assert body["anomalies"] == len(flagged) and body["anomalies"] <= clean.json()["anomalies"] + 2
+
+
+def bad(day: pd.DataFrame, **changes) -> dict:
+    body = readings(day)
+    body.update(changes)
+    return body
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: bad(d.iloc[:5]), "5 readings; this model needs the last 8"),
+    (lambda d: bad(d, timestamps=[d.index[0].isoformat()] * len(d)), "timestamps must increase"),
+    (lambda d: bad(d.drop(d.index[4])), "this model takes readings every 0 days 00:30:00 without gaps"),
+    (lambda d: bad(d, values={"solar.current": [None] + d["solar.current"].tolist()[1:]}),
+     "values['solar.current'][0] = None is not a number"),
+    (lambda d: bad(d, values={"solar.current": ["abc"] + d["solar.current"].tolist()[1:]}), "'abc' is not a number"),
+    (lambda d: bad(d, values={"power": d["solar.current"].tolist()}), "needs the column(s) solar.current"),
+    (lambda d: bad(d, timestamps=["yesterday"] + [t.isoformat() for t in d.index[1:]]), "does not parse"),
+    (lambda d: bad(d, horizon=3), "forecasts 1 to 2 steps ahead"),
+    (lambda d: bad(d, values={"solar.current": d["solar.current"].tolist()[:-1]}), "one value a timestamp"),
+])
+def test_forecast_refuses_bad_readings_with_what_to_fix(client, solar_job, make, message):
+    response = client.post("/forecast", json={**make(solar_day("2016-11-01").iloc[:12]),
+                                              "model": solar_job["model"]["id"]})
+    assert response.status_code == 422, response.text
+    assert message in response.json()["error"]["message"]
+
+
+def test_forecasters_and_classifiers_are_not_mixed_up(client, run_job, solar_job):
+    classifier = client.post("/v1/jobs", json=LOGREG_SPEC).json()
+    run_job(classifier["id"])
+    model_id = client.get(f"/v1/jobs/{classifier['id']}").json()["model"]["id"]
+    response = client.post("/forecast", json={**readings(solar_day("2016-11-01").iloc[:12]), "model": model_id})
+    assert response.status_code == 422 and "a digit classifier" in response.json()["error"]["message"]
+    response = client.post("/predict", json={"instances": [[0] * 64], "model": solar_job["model"]["id"]})
+    assert response.status_code == 422 and "a forecaster" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"forecast": None}, "task forecast needs a forecast block"),
+    ({"architecture": {"type": "cnn"}}, "architecture cnn does not forecast"),
+    ({"training": {"loss": "cross_entropy"}}, "a forecast takes mse or mae"),
+    ({"forecast": {"target": "solar.voltage"}}, "'solar.voltage' is not a column of solar@1"),
+    ({"forecast": {"target": "solar.total", "inputs": ["wind"]}}, "'wind' is not a column"),
+    ({"dataset": "digits"}, "holds images; a forecast job needs a time series"),
+    ({"forecast": {"target": "solar.total", "framing": "day_total", "horizon": 2}}, "set horizon 1"),
+    ({"task": "classification"}, 'a forecast block needs "task": "forecast"'),
+    ({"task": "classification", "forecast": None, "dataset": "solar", "architecture": {"type": "mlp"}},
+     "is a time series; a classification job needs images"),
+    ({"task": "classification", "forecast": None, "dataset": "digits", "architecture": {"type": "persistence"}},
+     "persistence is a forecasting baseline"),
+])
+def test_forecast_specs_that_cannot_work_are_refused(client, changes, message):
+    spec = {**SOLAR_SPEC, **changes}
+    spec = {k: v for k, v in spec.items() if v is not None}
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["error"]["message"]
