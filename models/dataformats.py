@@ -283,8 +283,8 @@ def parse_timeseries_csv(data: bytes, name: str, *, timestamp_column: str | None
     values = _numeric(frame, value_columns, name)
     stamps_ns = stamps.to_numpy(dtype="datetime64[ns]")
     steps = np.diff(stamps_ns)
-    if (steps <= np.timedelta64(0)).any():
-        row = int(np.argmax(steps <= np.timedelta64(0))) + 1
+    if (steps <= np.timedelta64(0, "ns")).any():
+        row = int(np.argmax(steps <= np.timedelta64(0, "ns"))) + 1
         raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}): timestamp {frame[ts_col].iloc[row]!r} is "
                               f"not after the one before it ({frame[ts_col].iloc[row - 1]!r}); timestamps must "
                               "be strictly increasing")

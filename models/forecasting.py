@@ -98,7 +98,7 @@ class Windows:
     actual: np.ndarray  # (N, horizon), original units
     persistence: np.ndarray  # (N, horizon), original units
     seasonal: np.ndarray  # (N, horizon), original units; NaN where a season ago was not observed
-    ends: np.ndarray  # timestamp of each window's first target (datetime64)
+    ends: np.ndarray  # timestamp of each window's first target (day_total: the window's day), datetime64
     base: np.ndarray  # (N,) what the scaled forecast is relative to: the last scaled reading, or 0
 
     def __len__(self) -> int:
@@ -250,10 +250,11 @@ def _check_sizes(prepared: Prepared) -> None:
 # -- day_total (CNTK 106B) ----------------------------------------------------------------------------------
 
 
-def _day_windows(setup: ForecastSetup, days: list[np.ndarray], previous_final: list[float]) -> Windows:
+def _day_windows(setup: ForecastSetup, days: list[tuple[object, np.ndarray]], previous_final: list[float]) -> Windows:
+    """One window per prefix of each day's readings; ``ends`` holds the window's day."""
     lookback = setup.lookback
     xs, ys, actual, persist, seasonal, ends = [], [], [], [], [], []
-    for values, prev in zip(days, previous_final):
+    for (day, values), prev in zip(days, previous_final):
         final = float(values.max())
         for j in range(2, min(len(values), lookback) + 1):
             prefix = setup.scale_values(setup.target, values[:j])
@@ -262,7 +263,7 @@ def _day_windows(setup: ForecastSetup, days: list[np.ndarray], previous_final: l
             actual.append([final])
             persist.append([values[j - 1]])
             seasonal.append([prev])
-            ends.append(np.datetime64("NaT"))
+            ends.append(np.datetime64(day))
     return Windows(np.array(xs).reshape(-1, lookback, 1), np.array(ys).reshape(-1, 1), np.array(actual).reshape(-1, 1),
                    np.array(persist).reshape(-1, 1), np.array(seasonal).reshape(-1, 1),
                    np.array(ends, dtype="datetime64[ns]"), np.zeros(len(xs)))
@@ -283,10 +284,8 @@ def _prepare_day_total(series: TimeSeries, setup: ForecastSetup, *, validation_s
     train_end, val_end = n - n_test - n_val, n - n_test
     if setup.scale == "standard":
         _fit_scaling(setup, pd.DataFrame({setup.target: np.concatenate([v for _, v in kept[:train_end]])}))
-    values = [v for _, v in kept]
-
     def part(lo: int, hi: int) -> Windows:
-        return _day_windows(setup, values[lo:hi], previous[lo:hi])
+        return _day_windows(setup, kept[lo:hi], previous[lo:hi])
 
     report = {"days": len(groups), "days_kept": n, "days_dropped": len(groups) - n,
               "train_days": train_end, "validation_days": val_end - train_end, "test_days": n - val_end}
@@ -350,9 +349,10 @@ def forecast_report(model: torch.nn.Module | None, prepared: Prepared, baseline:
     for name in BASELINES:
         forecast = predict_windows(None, setup, test, name)[comparable]
         report[name] = error_metrics(forecast, actual) if not np.isnan(forecast).any() else None
-    low, high = predicted + np.array(setup.residual_low), predicted + np.array(setup.residual_high)
-    report["interval"] = {"coverage_target": setup.interval,
-                          "coverage": float(np.mean((actual >= low) & (actual <= high)))}
+    if setup.residual_low:  # calibrated: how often the interval held the actual value on the test part
+        low, high = predicted + np.array(setup.residual_low), predicted + np.array(setup.residual_high)
+        report["interval"] = {"coverage_target": setup.interval,
+                              "coverage": float(np.mean((actual >= low) & (actual <= high)))}
     persistence = report["persistence"]
     report["beats_persistence"] = bool(persistence and report["model"]["rmse"] < persistence["rmse"])
     report["preparation"] = prepared.report
@@ -387,8 +387,8 @@ def readings_frame(setup: ForecastSetup, timestamps: list[str], values: dict[str
             raise ForecastInputError(f"values[{c!r}][{i}] = {values[c][i]!r} is not a number")
         frame[c] = column.to_numpy()
     steps = np.diff(frame.index.values)
-    if (steps <= np.timedelta64(0)).any():
-        i = int(np.argmax(steps <= np.timedelta64(0))) + 1
+    if (steps <= np.timedelta64(0, "ns")).any():
+        i = int(np.argmax(steps <= np.timedelta64(0, "ns"))) + 1
         raise ForecastInputError(f"timestamps[{i}] is not after timestamps[{i - 1}]; timestamps must increase")
     if setup.framing == "next_steps":
         off = steps != setup.frequency.to_timedelta64()

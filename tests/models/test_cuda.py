@@ -67,3 +67,24 @@ def test_a_gpu_checkpoint_resumes_and_a_gpu_model_loads_on_the_cpu(splits):
     model.eval()
     expected = model(splits.test.x.to(CUDA)).argmax(1).cpu()
     assert (loaded(splits.test.x).argmax(1) == expected).float().mean() >= 0.99
+
+
+def test_a_forecaster_trains_on_the_gpu_and_forecasts_the_same_on_the_cpu():
+    from models.architectures import ModelConfig, build_model
+    from models.datasets import load_builtin
+    from models.forecasting import ForecastSetup, calibrate_interval, forecast_report, predict_windows, prepare
+    from models.optimizers import build_optimizer
+
+    setup = ForecastSetup(target="solar.current", lookback=8, horizon=2, gaps="drop", calendar=["time_of_day"])
+    prepared = prepare(load_builtin("solar"), setup, validation_split=0.1, test_split=0.1)
+    config = ModelConfig("lstm", {"hidden_size": 32}, (8, setup.n_features), 2, (0.0, 1.0), setup.to_dict())
+    model = build_model(config)
+    fit(model, build_optimizer("adam", model.parameters(), 0.003), prepared.train.dataset(), None,
+        TrainConfig(epochs=3, batch_size=64, loss="mse", device="cuda"))
+    assert next(model.parameters()).is_cuda
+    calibrate_interval(model, setup, prepared.validation)
+    report = forecast_report(model, prepared)
+    assert report["model"]["rmse"] < report["persistence"]["rmse"] and report["interval"]["coverage"] > 0.7
+    loaded, _ = model_from_bytes(model_to_bytes(model, config), device="cpu")
+    on_gpu, on_cpu = predict_windows(model, setup, prepared.test), predict_windows(loaded, setup, prepared.test)
+    assert abs(on_gpu - on_cpu).max() < 1e-2 * abs(on_cpu).max()

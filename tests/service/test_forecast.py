@@ -9,7 +9,6 @@ import sys
 import threading
 import uuid
 
-import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
