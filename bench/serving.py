@@ -108,8 +108,8 @@ def breakdown(json_body: bytes, png: bytes, model_id: str) -> list[str]:
         return float(np.median(times) * 1e6)
 
     parts = [("JSON body -> list (orjson)", lambda: service.parse_request(json_body, 1024)),
-             ("list -> checked tensor (NumPy)", lambda: service.to_batch(instances, model)),
-             ("model forward + softmax + top-k", lambda: service.classify(model, batch, 3)),
+             ("list -> checked array (NumPy)", lambda: service.to_batch(instances, model)),
+             ("model forward (NumPy path) + softmax + top-k", lambda: service.classify(model, batch, 3)),
              ("response -> JSON (orjson)", lambda: orjson.dumps(response)),
              ("PNG -> 28x28 (decode, crop, fit, centre)",
               lambda: images.preprocess(png, "x.png", model.input_shape, model.value_range))]

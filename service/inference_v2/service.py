@@ -15,7 +15,7 @@ import torch
 
 from service.db import session_scope
 from service.errors import InvalidInput
-from service.predict.service import LoadedModel, ModelCache, resolve, to_batch
+from service.predict.service import LoadedModel, ModelCache, logits_of, resolve, to_batch
 from service.registry import service as registry
 
 INPUT = "pixels"
@@ -73,8 +73,7 @@ def infer(body: bytes, cache: ModelCache, name: str, version: str | None, max_ba
     if x.shape[0] > max_batch:
         raise InvalidInput(f"{x.shape[0]} instances in one request; send at most {max_batch}", status_code=413)
     batch = to_batch(x, model)
-    with torch.inference_mode():
-        probabilities = torch.softmax(model.module(batch), dim=1)
+    probabilities = torch.softmax(torch.from_numpy(logits_of(model, batch)), dim=1)
     outputs = {
         "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
                           "data": probabilities.reshape(-1).tolist()},
