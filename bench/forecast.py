@@ -15,7 +15,6 @@ reported here computed the same way, beside the plain MSE and the RMSE per day i
 from __future__ import annotations
 
 import argparse
-import io
 import time
 
 import numpy as np

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
                                                             "pointed at; a move in the same process clears it.")
     default_classifier: str | None = Field(None, description="What /predict uses without 'model', e.g. "
                                            "digits-mlp@production; unset: the newest classifier.")
+    default_forecaster: str | None = Field(None, description="What /forecast uses without 'model', e.g. "
+                                           "solar-lstm@production; unset: the newest forecaster.")
     max_batch: int = Field(1024, ge=1, description="Most instances one /predict call may send.")
     max_image_bytes: int = Field(10_000_000, ge=1, description="Largest image file /predict takes.")
     cancel_check_seconds: float = Field(0.5, gt=0, description="How often a training job looks for a cancel.")

@@ -11,11 +11,12 @@ router = APIRouter(prefix="/forecast", tags=["forecast"])
 @router.post("", response_model=ForecastOut)
 def forecast(body: ForecastRequest, request: Request) -> ForecastOut:
     """The next values after the most recent readings, with a prediction interval, from a forecaster (the
-    newest unless `model` names one). A `day_total` model answers the day's final value."""
-    return service.forecast_next(body, request.app.state.models)
+    one `model` names, else TRAINSERVE_DEFAULT_FORECASTER, else the newest). A `day_total` model answers
+    the day's final value."""
+    return service.forecast_next(body, request.app.state.models, request.app.state.settings.default_forecaster)
 
 
 @router.post("/anomalies", response_model=AnomaliesOut)
 def forecast_anomalies(body: Readings, request: Request) -> AnomaliesOut:
     """Flag each reading outside the interval of the one-step forecast made from the readings before it."""
-    return service.check_anomalies(body, request.app.state.models)
+    return service.check_anomalies(body, request.app.state.models, request.app.state.settings.default_forecaster)

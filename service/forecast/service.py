@@ -8,8 +8,8 @@ from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest,
 from service.predict.service import LoadedModel, ModelCache, resolve
 
 
-def _prepared(request: Readings, cache: ModelCache) -> tuple[LoadedModel, ForecastSetup, object]:
-    model = resolve(cache, request.model, None, task="forecast")
+def _prepared(request: Readings, cache: ModelCache, default: str | None) -> tuple[LoadedModel, ForecastSetup, object]:
+    model = resolve(cache, request.model, default, task="forecast")
     setup = ForecastSetup.from_dict(model.forecast)
     try:
         frame = readings_frame(setup, request.timestamps, request.values)
@@ -18,8 +18,8 @@ def _prepared(request: Readings, cache: ModelCache) -> tuple[LoadedModel, Foreca
     return model, setup, frame
 
 
-def forecast_next(request: ForecastRequest, cache: ModelCache) -> ForecastOut:
-    model, setup, frame = _prepared(request, cache)
+def forecast_next(request: ForecastRequest, cache: ModelCache, default: str | None = None) -> ForecastOut:
+    model, setup, frame = _prepared(request, cache, default)
     try:
         result = forecast(model.module, setup, frame, request.horizon or setup.horizon)
     except ForecastInputError as exc:
@@ -30,8 +30,8 @@ def forecast_next(request: ForecastRequest, cache: ModelCache) -> ForecastOut:
     return ForecastOut(model=model.describe(), target=setup.target, interval=setup.interval, forecast=points)
 
 
-def check_anomalies(request: Readings, cache: ModelCache) -> AnomaliesOut:
-    model, setup, frame = _prepared(request, cache)
+def check_anomalies(request: Readings, cache: ModelCache, default: str | None = None) -> AnomaliesOut:
+    model, setup, frame = _prepared(request, cache, default)
     try:
         checked = anomalies(model.module, setup, frame)
     except ForecastInputError as exc:

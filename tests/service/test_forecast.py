@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from models.datasets import load_builtin
 from service.main import create_app
+from service.settings import Settings
 from tests.conftest import LOGREG_SPEC
 from workers.jobs import run_job
 
@@ -222,3 +223,14 @@ def test_forecast_specs_that_cannot_work_are_refused(client, changes, message):
     response = client.post("/v1/jobs", json=spec)
     assert response.status_code == 422, response.text
     assert message in response.json()["error"]["message"]
+
+
+def test_the_default_forecaster_route_is_a_setting(migrated, solar_job):
+    """Without "model", /forecast asks TRAINSERVE_DEFAULT_FORECASTER, here an alias, before the newest."""
+    with TestClient(create_app(reconcile=False)) as client:
+        version = solar_job["model"]["version"]
+        assert client.put("/v1/models/solar-current/aliases/production", json={"version": version}).status_code == 200
+    settings = Settings(default_forecaster="solar-current@production")
+    with TestClient(create_app(settings, reconcile=False)) as client:
+        body = client.post("/forecast", json=readings(solar_day("2016-11-01").iloc[:12])).json()
+        assert body["model"]["id"] == solar_job["model"]["id"] and body["target"] == "solar.current"
