@@ -356,6 +356,9 @@ def forecast_report(model: torch.nn.Module | None, prepared: Prepared, baseline:
     persistence = report["persistence"]
     report["beats_persistence"] = bool(persistence and report["model"]["rmse"] < persistence["rmse"])
     report["preparation"] = prepared.report
+    # What a client must send to /forecast, readable from the job's result and the model's metrics.
+    report["setup"] = {k: getattr(setup, k) for k in ("target", "inputs", "lookback", "horizon", "framing",
+                                                      "frequency_seconds", "calendar", "interval")}
     return report
 
 

@@ -70,6 +70,9 @@ def test_a_solar_forecaster_beats_persistence_and_reports_both_baselines(solar_j
     assert result["preparation"]["test_windows"] >= result["test_windows"] > 1000
     assert 0.75 <= result["interval"]["coverage"] <= 1.0
     assert solar_job["model"]["name"] == "solar-current"
+    assert result["setup"] == {"target": "solar.current", "inputs": [], "lookback": 8, "horizon": 2,
+                               "framing": "next_steps", "frequency_seconds": 1800.0,
+                               "calendar": ["time_of_day", "day_of_year"], "interval": 0.9}
 
 
 def test_forecast_answers_the_next_steps_with_an_interval(client, solar_job):
