@@ -14,7 +14,7 @@ COPY service service
 COPY workers workers
 COPY models models
 COPY migrations migrations
-RUN pip install . \
+RUN pip install ".[mnist]" \
     && useradd --system --uid 10001 --home-dir /app trainserve \
     && mkdir -p /app/var && chown trainserve /app/var
 
