@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it is failed.")
     max_upload_bytes: int = Field(200_000_000, ge=1, description="Largest dataset upload or import, and the "
                                                                  "most a ZIP of images may expand to.")
+    import_allowed_hosts: str = Field("", description="Comma-separated hosts a dataset import may fetch from; "
+                                      "empty: any host except link-local addresses (cloud metadata endpoints).")
     import_timeout_seconds: float = Field(60.0, gt=0, description="Longest a dataset import from a URL may take.")
     export_tolerance: float = Field(1e-4, ge=0, description="Largest difference in output probabilities between "
                                                             "an export and the eager model.")

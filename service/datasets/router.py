@@ -62,7 +62,8 @@ def import_dataset(spec: DatasetImport, request: Request, response: Response, se
     """Download a dataset from an http(s) URL (size-capped, with a deadline) and register it as an upload."""
     settings = request.app.state.settings
     urls = [str(spec.url)] + ([str(spec.labels_url)] if spec.labels_url else [])
-    files = [download(u, settings.max_upload_bytes, settings.import_timeout_seconds) for u in urls]
+    files = [download(u, settings.max_upload_bytes, settings.import_timeout_seconds, settings.import_allowed_hosts)
+             for u in urls]
     row, created = service.register_upload(
         session, store_for(settings), name=spec.name, description=spec.description, upload=service.Upload(files),
         options=spec, max_bytes=settings.max_upload_bytes, source="import", source_url=", ".join(urls))

@@ -6,6 +6,8 @@ as soon as the bytes received pass the limit; a download likewise, and within a 
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
@@ -61,12 +63,34 @@ async def read_files(files: list[UploadFile], limit: int) -> Upload:
     return Upload(read)
 
 
-def download(url: str, limit: int, timeout: float) -> tuple[str, bytes]:
+def check_host(url: str, allowed_hosts: str) -> None:
+    """Refuse hosts outside the operator's allow-list, and link-local addresses (169.254.169.254 answers
+    cloud credentials on Azure and elsewhere) whatever the list says, unless it names them."""
+    host = (urlparse(url).hostname or "").lower()
+    allowed = {h.strip().lower() for h in allowed_hosts.split(",") if h.strip()}
+    if allowed and host not in allowed:
+        raise ImportFailed(f"{host} is not among the hosts imports may fetch from (TRAINSERVE_IMPORT_ALLOWED_HOSTS: "
+                           f"{', '.join(sorted(allowed))})")
+    if host in allowed:
+        return
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError as exc:
+        raise ImportFailed(f"could not resolve {host}: {exc}") from None
+    if any(ipaddress.ip_address(a.split("%")[0]).is_link_local for a in addresses):
+        raise ImportFailed(f"{host} is a link-local address (such as a cloud metadata endpoint); imports do not "
+                           "fetch from there")
+
+
+def download(url: str, limit: int, timeout: float, allowed_hosts: str = "") -> tuple[str, bytes]:
     """The file at ``url`` (http or https) and its name; refused past ``limit`` bytes or ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     name = PurePosixPath(urlparse(url).path).name or "download"
+    # Every request, redirects included, is checked before it is sent.
+    hooks = {"request": [lambda request: check_host(str(request.url), allowed_hosts)]}
     try:
-        with httpx.stream("GET", url, timeout=httpx.Timeout(timeout), follow_redirects=True) as response:
+        with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True, event_hooks=hooks) as client, \
+                client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise ImportFailed(f"{url} answered HTTP {response.status_code}; the URL must serve the file itself")
             declared = response.headers.get("content-length")

@@ -32,6 +32,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if self.path in ("/metadata", "/moved.npz"):  # a redirect: to the cloud metadata endpoint, or home
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest" if self.path == "/metadata" else "/digits.npz")
+            self.end_headers()
+            return
         if self.path == "/slow.npz":  # a trickle: one byte every 0.2 s
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -128,3 +133,19 @@ def test_import_needs_an_http_url(client):
     assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "url"
     response = client.post("/v1/datasets/import", json={"name": name(), "url": "http://127.0.0.1:9/none.npz"})
     assert response.status_code == 400 and "could not download" in response.json()["error"]["message"]
+
+
+def test_import_refuses_link_local_addresses_and_hosts_outside_the_allow_list(migrated, server):
+    with TestClient(create_app(Settings(), reconcile=False)) as client:
+        response = client.post("/v1/datasets/import", json={"name": name(), "url": "http://169.254.169.254/x.npz"})
+        assert response.status_code == 400 and "link-local" in response.json()["error"]["message"]
+        response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/metadata"})
+        assert response.status_code == 400 and "link-local" in response.json()["error"]["message"]
+        response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/moved.npz"})
+        assert response.status_code == 201 and response.json()["stats"]["samples"] == 300
+    with TestClient(create_app(Settings(import_allowed_hosts="data.example.org"), reconcile=False)) as client:
+        response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/digits.npz"})
+        assert response.status_code == 400 and "TRAINSERVE_IMPORT_ALLOWED_HOSTS" in response.json()["error"]["message"]
+    with TestClient(create_app(Settings(import_allowed_hosts="127.0.0.1"), reconcile=False)) as client:
+        response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/digits.npz"})
+        assert response.status_code == 201
