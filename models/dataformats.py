@@ -259,6 +259,14 @@ class ArchiveTooLarge(DataFormatError):
 # -- time series ------------------------------------------------------------------------------------------
 
 
+def wall_clock(timestamps: pd.Series) -> pd.Series:
+    """ISO 8601 text as wall-clock time, NaT where it does not parse. An offset is dropped, not applied, so
+    a reading at 07:00-07:00 and one at 07:00 in winter are both at 07:00 and a day is the day the readings
+    were taken (as the solar data needs)."""
+    text = timestamps.astype(str).str.strip().str.replace(r"(?:Z|[+-]\d{2}:?\d{2})$", "", regex=True)
+    return pd.to_datetime(text, errors="coerce", format="ISO8601")
+
+
 def parse_timeseries_csv(data: bytes, name: str, *, timestamp_column: str | None = None) -> TimeSeries:
     """A timestamp column and one or more numeric columns, timestamps strictly increasing, read as
     wall-clock time (see below)."""
@@ -272,10 +280,7 @@ def parse_timeseries_csv(data: bytes, name: str, *, timestamp_column: str | None
     value_columns = [c for c in columns if c != ts_col]
     if not value_columns:
         raise DataFormatError(f"{name}: a time series needs at least one numeric column beside {ts_col!r}")
-    # Wall-clock time: an offset is dropped, not applied, so a reading at 07:00-07:00 and one at 07:00 in
-    # winter are both at 07:00 and a day is the day the readings were taken (as the solar data needs).
-    text = frame[ts_col].astype(str).str.strip().str.replace(r"(?:Z|[+-]\d{2}:?\d{2})$", "", regex=True)
-    stamps = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    stamps = wall_clock(frame[ts_col])
     if stamps.isna().any():
         row = int(np.argmax(stamps.isna().to_numpy()))
         raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}): timestamp {frame[ts_col].iloc[row]!r} "

@@ -32,10 +32,6 @@ FRAMINGS = ("next_steps", "day_total")
 BASELINES = ("persistence", "seasonal_naive")
 
 
-class ForecastInputError(ValueError):
-    """Readings that a forecaster cannot use; the message says what to change."""
-
-
 @dataclass
 class ForecastSetup:
     target: str
@@ -250,6 +246,13 @@ def _check_sizes(prepared: Prepared) -> None:
 # -- day_total (CNTK 106B) ----------------------------------------------------------------------------------
 
 
+def day_window(setup: ForecastSetup, values: np.ndarray) -> np.ndarray:
+    """A day's first readings (at most ``lookback``), scaled and left-padded to ``lookback``: the last step is
+    the newest real reading."""
+    values = values[: setup.lookback]
+    return np.concatenate([np.zeros(setup.lookback - len(values)), setup.scale_values(setup.target, values)])
+
+
 def _day_windows(setup: ForecastSetup, days: list[tuple[object, np.ndarray]], previous_final: list[float]) -> Windows:
     """One window per prefix of each day's readings; ``ends`` holds the window's day."""
     lookback = setup.lookback
@@ -257,8 +260,7 @@ def _day_windows(setup: ForecastSetup, days: list[tuple[object, np.ndarray]], pr
     for (day, values), prev in zip(days, previous_final):
         final = float(values.max())
         for j in range(2, min(len(values), lookback) + 1):
-            prefix = setup.scale_values(setup.target, values[:j])
-            xs.append(np.concatenate([np.zeros(lookback - j), prefix]))  # left-padded: the last step is real
+            xs.append(day_window(setup, values[:j]))
             ys.append([setup.scale_values(setup.target, np.array([final]))[0]])
             actual.append([final])
             persist.append([values[j - 1]])
@@ -284,6 +286,7 @@ def _prepare_day_total(series: TimeSeries, setup: ForecastSetup, *, validation_s
     train_end, val_end = n - n_test - n_val, n - n_test
     if setup.scale == "standard":
         _fit_scaling(setup, pd.DataFrame({setup.target: np.concatenate([v for _, v in kept[:train_end]])}))
+
     def part(lo: int, hi: int) -> Windows:
         return _day_windows(setup, kept[lo:hi], previous[lo:hi])
 
@@ -360,93 +363,3 @@ def forecast_report(model: torch.nn.Module | None, prepared: Prepared, baseline:
     report["setup"] = {k: getattr(setup, k) for k in ("target", "inputs", "lookback", "horizon", "framing",
                                                       "frequency_seconds", "calendar", "interval")}
     return report
-
-
-# -- serving ------------------------------------------------------------------------------------------------------
-
-
-def readings_frame(setup: ForecastSetup, timestamps: list[str], values: dict[str, list[float]]) -> pd.DataFrame:
-    """Readings sent to a forecaster, checked: parseable increasing timestamps at its frequency, a number for
-    every column it needs."""
-    missing = [c for c in setup.columns if c not in values]
-    if missing:
-        raise ForecastInputError(f"values needs the column(s) {', '.join(missing)}; this model reads "
-                                 f"{', '.join(setup.columns)}")
-    lengths = {c: len(values[c]) for c in setup.columns}
-    if any(n != len(timestamps) for n in lengths.values()):
-        raise ForecastInputError(f"{len(timestamps)} timestamps but values of length "
-                                 f"{', '.join(f'{c}: {n}' for c, n in lengths.items())}; send one value a timestamp")
-    text = pd.Series(timestamps, dtype=str).str.replace(r"(?:Z|[+-]\d{2}:?\d{2})$", "", regex=True)
-    stamps = pd.to_datetime(text, errors="coerce", format="ISO8601")
-    if stamps.isna().any():
-        i = int(np.argmax(stamps.isna().to_numpy()))
-        raise ForecastInputError(f"timestamps[{i}] = {timestamps[i]!r} does not parse; use ISO 8601")
-    frame = pd.DataFrame(index=pd.DatetimeIndex(stamps))
-    for c in setup.columns:
-        column = pd.to_numeric(pd.Series(values[c], dtype=object), errors="coerce").astype(np.float64)
-        bad = column.isna() | ~np.isfinite(column)
-        if bad.any():
-            i = int(np.argmax(bad.to_numpy()))
-            raise ForecastInputError(f"values[{c!r}][{i}] = {values[c][i]!r} is not a number")
-        frame[c] = column.to_numpy()
-    steps = np.diff(frame.index.values)
-    if (steps <= np.timedelta64(0, "ns")).any():
-        i = int(np.argmax(steps <= np.timedelta64(0, "ns"))) + 1
-        raise ForecastInputError(f"timestamps[{i}] is not after timestamps[{i - 1}]; timestamps must increase")
-    if setup.framing == "next_steps":
-        off = steps != setup.frequency.to_timedelta64()
-        if off.any():
-            i = int(np.argmax(off)) + 1
-            raise ForecastInputError(f"timestamps[{i}] is {pd.Timedelta(steps[i - 1])} after the one before; this "
-                                     f"model takes readings every {setup.frequency} without gaps")
-    return frame
-
-
-def forecast(model: torch.nn.Module, setup: ForecastSetup, frame: pd.DataFrame, horizon: int) -> dict[str, Any]:
-    """The next ``horizon`` values after the readings in ``frame``, with their interval."""
-    if horizon < 1 or horizon > setup.horizon:
-        raise ForecastInputError(f"horizon {horizon}: this model forecasts 1 to {setup.horizon} steps ahead")
-    if setup.framing == "day_total":
-        values = frame[setup.target].to_numpy(dtype=np.float64)
-        if len(values) < 2:
-            raise ForecastInputError("send at least 2 of the day's readings; this model uses the first "
-                                     f"{setup.lookback}")
-        day = frame.index[0].normalize()
-        if (frame.index.normalize() != day).any():
-            raise ForecastInputError("send readings from one day; this model predicts that day's final value")
-        values = values[: setup.lookback]
-        prefix = setup.scale_values(setup.target, values)
-        x = np.concatenate([np.zeros(setup.lookback - len(values)), prefix]).reshape(1, -1, 1)
-        stamps, base = [day + pd.Timedelta(days=1)], 0.0
-    else:
-        if len(frame) < setup.lookback:
-            raise ForecastInputError(f"{len(frame)} readings; this model needs the last {setup.lookback} "
-                                     f"(one every {setup.frequency})")
-        window, base = relative_window(setup, feature_matrix(setup, frame.iloc[-setup.lookback :]))
-        x = window[None]
-        stamps = [frame.index[-1] + setup.frequency * (k + 1) for k in range(horizon)]
-    mean = setup.unscale_target(predict_scaled(model, x) + base)[0][:horizon]
-    low = mean + np.array(setup.residual_low[:horizon])
-    high = mean + np.array(setup.residual_high[:horizon])
-    return {"timestamps": [t.isoformat() for t in stamps], "values": mean.tolist(), "lower": low.tolist(),
-            "upper": high.tolist(), "interval": setup.interval}
-
-
-def anomalies(model: torch.nn.Module, setup: ForecastSetup, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Each reading after the first ``lookback``, with the one-step forecast made from the readings before
-    it, and whether it falls outside that forecast's interval."""
-    if setup.framing != "next_steps":
-        raise ForecastInputError("anomaly detection needs a next_steps forecaster (one step ahead over a "
-                                 "regular series); this model predicts a day's total")
-    if len(frame) <= setup.lookback:
-        raise ForecastInputError(f"{len(frame)} readings; send more than {setup.lookback} (the model's lookback) "
-                                 "so that at least one can be checked")
-    features = feature_matrix(setup, frame)
-    pairs = [relative_window(setup, features[t - setup.lookback : t]) for t in range(setup.lookback, len(frame))]
-    windows, bases = np.stack([w for w, _ in pairs]), np.array([b for _, b in pairs])
-    predicted = setup.unscale_target(predict_scaled(model, windows)[:, 0] + bases)
-    actual = frame[setup.target].to_numpy(dtype=np.float64)[setup.lookback :]
-    low, high = predicted + setup.residual_low[0], predicted + setup.residual_high[0]
-    return [{"timestamp": frame.index[setup.lookback + i].isoformat(), "value": float(actual[i]),
-             "expected": float(predicted[i]), "lower": float(low[i]), "upper": float(high[i]),
-             "anomaly": bool(actual[i] < low[i] or actual[i] > high[i])} for i in range(len(actual))]

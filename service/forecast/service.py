@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from models.forecasting import ForecastInputError, ForecastSetup, anomalies, forecast, readings_frame
+from models.forecast_serving import ForecastInputError, anomalies, forecast, readings_frame
+from models.forecasting import ForecastSetup
 from service.errors import InvalidInput
 from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest, Readings
 from service.predict.service import LoadedModel, ModelCache, resolve

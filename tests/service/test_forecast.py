@@ -144,7 +144,8 @@ def test_a_reloaded_model_gives_the_same_forecast_in_a_fresh_process(client, sol
     script = f"""
 import json, sys
 from models.export import model_from_bytes
-from models.forecasting import ForecastSetup, forecast, readings_frame
+from models.forecast_serving import forecast, readings_frame
+from models.forecasting import ForecastSetup
 module, config = model_from_bytes(open({str(path)!r}, "rb").read())
 setup = ForecastSetup.from_dict(config.forecast)
 request = json.loads(sys.stdin.read())
