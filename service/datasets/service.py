@@ -165,7 +165,9 @@ def parse_upload(upload: Upload, options: ParseOptions, max_bytes: int):
     except ArchiveTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from None
     except DataFormatError as exc:
-        raise InvalidDataset(str(exc), details=[{"field": "file", "message": f"not valid {fmt}"}]) from None
+        guessed = "" if options.format else (f" (read as {fmt}, guessed from the file; if it is another format, "
+                                             f"name it: format={' | '.join(dataformats.FORMATS)})")
+        raise InvalidDataset(f"{exc}{guessed}", details=[{"field": "file", "message": f"not valid {fmt}"}]) from None
     return parsed, fmt, classes
 
 
