@@ -4,7 +4,8 @@
 
 Measures requests/s, p50 and p99 at concurrency 1, 8 and 32 for JSON bodies of 784 pixels and for PNG
 uploads, and in the same run a bare endpoint on the same HTTP stack that only parses the same JSON body,
-the ceiling. Then times the parts of one request in-process: what the time goes to.
+the ceiling (and the same endpoint on /predict's lighter route class). Then times the parts of one
+request in-process: what the time goes to.
 """
 
 from __future__ import annotations
@@ -139,16 +140,20 @@ def main() -> None:
         httpx.post(f"http://127.0.0.1:{api_port}/predict", content=json_body,
                    headers={"Content-Type": "application/json"}, timeout=30).raise_for_status()  # load + warm
 
-        rows = ["| endpoint | body | concurrency | requests/s | p50 | p99 | share of ceiling |", "|---|---|---|---|---|---|---|"]
+        rows = ["| endpoint | body | concurrency | requests/s | p50 | p99 | share of ceiling | share of lean ceiling |",
+                "|---|---|---|---|---|---|---|---|"]
         for c in CONCURRENCY:
             ceiling = wrk(f"http://127.0.0.1:{bare_port}/parse", json_body, "application/json", c, args.seconds)
+            lean = wrk(f"http://127.0.0.1:{bare_port}/parse-lean", json_body, "application/json", c, args.seconds)
             json_run = wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c, args.seconds)
             png_run = wrk(f"http://127.0.0.1:{api_port}/predict", png_body, png_type, c, args.seconds)
             for name, body, run in (("bare parse (ceiling)", "JSON, 784 pixels", ceiling),
+                                    ("bare parse, /predict's route class (lean ceiling)", "JSON, 784 pixels", lean),
                                     ("/predict", "JSON, 784 pixels", json_run), ("/predict", "PNG upload", png_run)):
-                share = f"{run['rps'] / ceiling['rps']:.0%}" if name == "/predict" else "100%"
+                shares = (f"{run['rps'] / ceiling['rps']:.0%} | {run['rps'] / lean['rps']:.0%}" if name == "/predict"
+                          else "100% | " if run is ceiling else " | 100%")
                 rows.append(f"| {name} | {body} | {c} | {run['rps']:,.0f} | {run['p50']:.1f} ms | {run['p99']:.1f} ms "
-                            f"| {share} |")
+                            f"| {shares} |")
                 print(rows[-1], flush=True)
         parts = ["| part of one request | median |", "|---|---|", *breakdown(json_body, buffer.getvalue(), model_id)]
         print("\n".join(parts))

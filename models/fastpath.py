@@ -61,17 +61,19 @@ def dense_forward(module: nn.Module) -> Callable[[np.ndarray], np.ndarray] | Non
         low, span = float(scaler.low), float(scaler.span)
         weight, bias = steps[0]
         steps[0] = (weight / span, bias - low / span * weight.sum(axis=0))
-    steps = [(np.ascontiguousarray(s[0], dtype=np.float32), s[1].astype(np.float32)) if isinstance(s, tuple) else s
-             for s in steps]
+    # Weights kept as PyTorch keeps them, (out, in), and activations as columns: ``W @ h``. For a few rows
+    # at once OpenBLAS multiplies this way 1.3-1.6x faster than ``h @ W.T`` (docs/benchmarks.md).
+    steps = [(np.ascontiguousarray(s[0].T, dtype=np.float32), s[1].astype(np.float32)[:, None])
+             if isinstance(s, tuple) else s for s in steps]
 
     def forward(x: np.ndarray) -> np.ndarray:
-        h = x.reshape(len(x), -1)
+        h = x.reshape(len(x), -1).T
         for step in steps:
             if isinstance(step, tuple):
-                h = h @ step[0]
+                h = step[0] @ h
                 h += step[1]
             else:
                 h = step(h)
-        return h
+        return h.T
 
     return forward

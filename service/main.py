@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import torch
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 
 from service import health
 from service.artifacts import store_for
@@ -17,10 +18,12 @@ from service.errors import install_error_handlers
 from service.forecast.router import router as forecast_router
 from service.inference_v2.router import router as v2_router
 from service.jobs.router import router as jobs_router
+from service.predict.batching import Batcher
 from service.predict.router import router as predict_router
 from service.predict.service import ModelCache
 from service.reconciler import reconcile_forever
 from service.registry.router import router as models_router
+from service.runtime import settle_heap
 from service.settings import Settings, get_settings
 
 
@@ -31,6 +34,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Inference on small models wants few threads; the worker beside us needs the other cores.
         torch.set_num_threads(settings.api_torch_threads)
+        threadpool_limits(settings.api_torch_threads, user_api="blas")  # NumPy's BLAS, for the dense fast path
+        settle_heap()
         task = asyncio.create_task(reconcile_forever(settings)) if reconcile else None
         yield
         if task is not None:
@@ -47,6 +52,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.state.settings = settings
     app.state.models = ModelCache(store_for(settings), settings.model_cache_size,
                                   settings.ref_cache_seconds)
+    app.state.batcher = Batcher()
     install_error_handlers(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,

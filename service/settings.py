@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     access_log: bool = Field(True, description="Log every request (uvicorn's access log).")
-    api_torch_threads: int = Field(1, ge=1, description="Inference threads per API process.")
+    api_torch_threads: int = Field(1, ge=1, description="Inference threads per API process (PyTorch and NumPy's BLAS).")
     worker_torch_threads: int = Field(0, ge=0, description="Training threads per worker; 0 = all cores.")
 
     model_cache_size: int = Field(8, ge=1, description="Loaded models kept in each API process.")

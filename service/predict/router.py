@@ -11,10 +11,11 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.errors import InvalidInput
-from service.predict.service import DEFAULT_TOP_K, SMALL_BODY, check_ref, check_top_k, parse_request, predict, \
-    predict_images, predict_inline, predict_parsed
+from service.predict.service import DEFAULT_TOP_K, SMALL_BODY, answer, check_ref, check_top_k, checked_inline, \
+    parse_request, predict, predict_images, predict_parsed
+from service.routing import RequestRoute
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], route_class=RequestRoute)
 
 
 class PredictRequest(BaseModel):
@@ -77,8 +78,11 @@ async def predict_digits(request: Request) -> Response:
             result = await run_in_threadpool(predict, body, cache, settings.max_batch, default)
         else:
             parsed = parse_request(body, settings.max_batch)
-            result = predict_inline(parsed, cache, default)
-            if result is None:  # a database lookup or a model to load: off the event loop
+            inline = checked_inline(parsed, cache, default)
+            if inline is None:  # a database lookup or a model to load: off the event loop
                 result = await run_in_threadpool(predict_parsed, parsed, cache, default)
+            else:  # one forward pass with the other requests that are ready now
+                model, batch = inline
+                result = answer(model, await request.app.state.batcher.probabilities(model, batch), parsed.top_k)
     # A Response, so FastAPI does not validate the result again; orjson writes floats fastest.
     return Response(orjson.dumps(result), media_type="application/json")

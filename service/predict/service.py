@@ -203,17 +203,26 @@ def logits_of(model: LoadedModel, batch: np.ndarray) -> np.ndarray:
         return model.module(torch.from_numpy(batch)).numpy()
 
 
-def classify(model: LoadedModel, batch: np.ndarray, top_k: int) -> dict:
+def probabilities(model: LoadedModel, batch: np.ndarray) -> list[list[float]]:
+    """Each row's class probabilities, rounded to six places."""
     logits = logits_of(model, batch).astype(np.float64)
-    # Softmax in NumPy; the top-k of a row of ten in plain Python, cheaper than more array calls.
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    rows = np.round(e / e.sum(axis=1, keepdims=True), 6).tolist()
+    return np.round(e / e.sum(axis=1, keepdims=True), 6).tolist()
+
+
+def answer(model: LoadedModel, rows: list[list[float]], top_k: int) -> dict:
+    """The /predict response for rows of probabilities; the top-k of a row of ten in plain Python, cheaper
+    than more array calls."""
     predictions = []
     for p in rows:
         labels = sorted(range(len(p)), key=p.__getitem__, reverse=True)[:top_k]  # stable: ties keep label order
         predictions.append({"label": labels[0], "probabilities": p,
                             "top_k": [{"label": label, "probability": p[label]} for label in labels]})
     return {"predictions": predictions, "model": model.describe()}
+
+
+def classify(model: LoadedModel, batch: np.ndarray, top_k: int) -> dict:
+    return answer(model, probabilities(model, batch), top_k)
 
 
 def predict_parsed(request: ParsedRequest, cache: ModelCache, default: str | None = None) -> dict:
@@ -225,11 +234,12 @@ def predict(body: bytes, cache: ModelCache, max_batch: int, default: str | None 
     return predict_parsed(parse_request(body, max_batch), cache, default)
 
 
-def predict_inline(request: ParsedRequest, cache: ModelCache, default: str | None = None) -> dict | None:
-    """The same answer as :func:`predict_parsed` when it needs no I/O (the model is loaded and the reference
-    fresh), so the request can skip the hop to a worker thread; None otherwise."""
+def checked_inline(request: ParsedRequest, cache: ModelCache,
+                   default: str | None = None) -> tuple[LoadedModel, np.ndarray] | None:
+    """The model and checked input of a request that needs no I/O (the model is loaded and the reference
+    fresh), so it can be answered on the event loop; None otherwise."""
     model = cached_model(cache, request.ref, default)
-    return None if model is None else classify(model, to_batch(request.instances, model), request.top_k)
+    return None if model is None else (model, to_batch(request.instances, model))
 
 
 # Bodies up to this size (about 16 digits of 784 pixels) are parsed and answered on the event loop.
