@@ -91,3 +91,50 @@ def test_large_and_small_bodies_get_the_same_answers(api, test_digits):
     assert len(json.dumps(body)) > SMALL_BODY
     large = api.post("/predict", json=body).json()
     assert large["predictions"][:10] == small["predictions"]
+
+
+def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(api, test_digits):
+    """Requests that are ready together are batched (service/predict/batching.py); a bad one among them
+    fails alone."""
+    import asyncio
+
+    import httpx
+
+    images = test_digits[0][:15]
+    bodies = [{"instances": [image.tolist()], "model": api.model_id, "top_k": 1 + i % 4} for i, image in
+              enumerate(images)]
+    bodies.insert(7, {"instances": [[99.0] * 64], "model": api.model_id})
+    alone = [api.post("/predict", json=body) for body in bodies]
+    batcher = api.app.state.batcher
+    requests, passes = batcher.requests, batcher.passes
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api.app), base_url="http://t") as client:
+            return await asyncio.gather(*(client.post("/predict", json=body) for body in bodies))
+
+    responses = asyncio.run(together())
+    assert batcher.requests - requests == 15 and batcher.passes - passes < 15
+    for one, batched in zip(alone, responses):
+        if one.status_code != 200:
+            assert assert_error(batched, 422, "must lie in [0, 16]") == assert_error(one, 422)
+            continue
+        assert batched.status_code == 200, batched.text
+        a, b = one.json(), batched.json()
+        assert a["model"] == b["model"] and len(a["predictions"]) == len(b["predictions"]) == 1
+        pa, pb = a["predictions"][0], b["predictions"][0]
+        assert pa["label"] == pb["label"] and [t["label"] for t in pa["top_k"]] == [t["label"] for t in pb["top_k"]]
+        assert np.abs(np.array(pa["probabilities"]) - np.array(pb["probabilities"])).max() <= 2e-6
+
+
+def test_the_api_process_freezes_its_start_up_heap_and_runs_one_blas_thread(api):
+    """Full collections of the start-up heap stopped the event loop for 130-150 ms, and a second BLAS thread
+    competed with the event loop for the cores (docs/benchmarks.md)."""
+    import gc
+
+    from threadpoolctl import threadpool_info
+
+    from service.runtime import THRESHOLDS
+
+    assert gc.get_threshold() == THRESHOLDS and gc.get_freeze_count() > 10_000
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert blas and all(lib["num_threads"] == api.app.state.settings.api_torch_threads for lib in blas)
