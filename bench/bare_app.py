@@ -15,17 +15,12 @@ app = FastAPI()
 lean = APIRouter(route_class=RequestRoute)
 
 
-@app.post("/parse")
 async def parse(request: Request) -> Response:
     """Parses the body with the same parser /predict uses, and answers a small JSON document."""
     body = orjson.loads(await request.body())
     return Response(orjson.dumps({"instances": len(body["instances"])}), media_type="application/json")
 
 
-@lean.post("/parse-lean")
-async def parse_lean(request: Request) -> Response:
-    body = orjson.loads(await request.body())
-    return Response(orjson.dumps({"instances": len(body["instances"])}), media_type="application/json")
-
-
+app.post("/parse")(parse)
+lean.post("/parse-lean")(parse)
 app.include_router(lean)
