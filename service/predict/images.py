@@ -18,6 +18,16 @@ from service.errors import InvalidInput
 MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
 
 
+def pixel_count(data: bytes) -> int:
+    """Width x height from the file's header, without decoding it; 0 when it is not a readable image (the
+    decoding says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        return 0
+
+
 def decode(data: bytes, filename: str) -> np.ndarray:
     """Grayscale in [0, 1], ink bright: transparent parts count as paper, dark-on-light is inverted."""
     if not data:

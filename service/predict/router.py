@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import orjson
@@ -11,8 +12,8 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.errors import InvalidInput
-from service.predict.service import DEFAULT_TOP_K, SMALL_BODY, answer, check_ref, check_top_k, checked_inline, \
-    parse_request, predict, predict_images, predict_parsed
+from service.predict.service import DEFAULT_TOP_K, SMALL_BODY, answer, check_ref, check_top_k, \
+    checked_images_inline, checked_inline, parse_request, predict, predict_images, predict_parsed
 from service.routing import RequestRoute
 
 router = APIRouter(tags=["predict"], route_class=RequestRoute)
@@ -58,6 +59,7 @@ async def predict_digits(request: Request) -> Response:
     """Classify handwritten digits: JSON pixel arrays (the TensorFlow Serving / KServe v1 `instances`
     convention), or image files as multipart form data (field `images`, repeated for a batch)."""
     settings, cache = request.app.state.settings, request.app.state.models
+    default, inline = settings.default_classifier, None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         async with request.form(max_files=settings.max_batch, max_fields=10) as form:
             uploads = [f for f in form.getlist("images") if isinstance(f, UploadFile)]
@@ -71,18 +73,20 @@ async def predict_digits(request: Request) -> Response:
                 files.append((upload.filename or "image", await upload.read()))
             ref = check_ref(form.get("model") or None)
             top_k = check_top_k(form.get("top_k", DEFAULT_TOP_K))
-        result = await run_in_threadpool(predict_images, files, ref, top_k, cache, settings.default_classifier)
+        inline = checked_images_inline(files, ref, cache, default)
+        off_loop = partial(predict_images, files, ref, top_k, cache, default)
     else:
-        body, default = await request.body(), settings.default_classifier
+        body = await request.body()
         if len(body) > SMALL_BODY:  # a large batch is parsed and run off the event loop
-            result = await run_in_threadpool(predict, body, cache, settings.max_batch, default)
+            off_loop = partial(predict, body, cache, settings.max_batch, default)
         else:
             parsed = parse_request(body, settings.max_batch)
-            inline = checked_inline(parsed, cache, default)
-            if inline is None:  # a database lookup or a model to load: off the event loop
-                result = await run_in_threadpool(predict_parsed, parsed, cache, default)
-            else:  # one forward pass with the other requests that are ready now
-                model, batch = inline
-                result = answer(model, await request.app.state.batcher.probabilities(model, batch), parsed.top_k)
+            inline, top_k = checked_inline(parsed, cache, default), parsed.top_k
+            off_loop = partial(predict_parsed, parsed, cache, default)
+    if inline is None:  # a database lookup, a model to load, or much to parse or decode
+        result = await run_in_threadpool(off_loop)
+    else:  # one forward pass with the other requests that are ready now
+        model, batch = inline
+        result = answer(model, await request.app.state.batcher.probabilities(model, batch), top_k)
     # A Response, so FastAPI does not validate the result again; orjson writes floats fastest.
     return Response(orjson.dumps(result), media_type="application/json")

@@ -139,3 +139,25 @@ def test_an_image_over_the_size_limit_is_refused(migrated, digits):
         r = client.post("/predict", files=[("images", ("big.png", light_on_dark(digits[0][0], 64)))],
                         data={"model": NAME})
         assert_error(r, 413, "images may be at most 100 bytes")
+
+
+def test_small_uploads_are_prepared_on_the_event_loop_and_agree_with_the_worker_thread(api, digits):
+    """A few small images are decoded on the event loop and share forward passes with other requests
+    (service/predict/batching.py); many, or large, ones go to a worker thread. Both give the same answers."""
+    from service.predict.service import INLINE_IMAGE_PIXELS, INLINE_IMAGES
+
+    files = [light_on_dark(d, 28) for d in digits[0][: INLINE_IMAGES + 2]]
+    batcher = api.app.state.batcher
+    before = batcher.requests
+    together = predict_files(api, files)["predictions"]  # more than INLINE_IMAGES: a worker thread
+    assert batcher.requests == before
+    alone = [predict_files(api, [f])["predictions"][0] for f in files]  # on the event loop
+    assert batcher.requests - before == len(files)
+    for a, t in zip(alone, together):
+        assert a["label"] == t["label"]
+        assert np.abs(np.array(a["probabilities"]) - np.array(t["probabilities"])).max() <= 2e-6
+    large = light_on_dark(digits[0][0], 300)
+    assert 300 * 300 > INLINE_IMAGE_PIXELS
+    before = batcher.requests
+    assert predict_files(api, [large])["predictions"][0]["label"] == alone[0]["label"]
+    assert batcher.requests == before
