@@ -32,3 +32,16 @@ def test_dense_models_match_pytorch(architecture, params, shape, value_range):
 def test_other_models_have_no_fast_path(architecture, params):
     model = build_model(ModelConfig(architecture, params, (1, 8, 8), 10, (0.0, 16.0)))
     assert dense_forward(model) is None
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9, 20])
+def test_every_batch_size_matches_pytorch(rows):
+    """Few rows go one at a time, more are padded with zeros to a multiple of 8: the answers must not change."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("mlp", {"hidden_sizes": [400, 200]}, (1, 28, 28), 10, (0.0, 255.0))).eval()
+    x = torch.rand(rows, 1, 28, 28) * 255
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = dense_forward(model)(x.numpy())
+    assert got.shape == expected.shape == (rows, 10)
+    assert abs(got - expected).max() < 1e-4 * max(1.0, abs(expected).max())
