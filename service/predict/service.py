@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from math import prod
 from typing import Callable, NamedTuple
 
@@ -40,8 +41,18 @@ class LoadedModel:
     forecast: dict | None = None  # a forecaster's preparation
     fast: Callable[[np.ndarray], np.ndarray] | None = None  # the NumPy forward pass of a dense classifier
 
-    def describe(self) -> dict:
+    @cached_property
+    def _description(self) -> dict:
         return {"id": str(self.id), "name": self.name, "version": self.version}
+
+    def describe(self) -> dict:
+        """The version that answered, for responses (one dict per model: not to be changed)."""
+        return self._description
+
+    @cached_property
+    def instance_shapes(self) -> frozenset[tuple[int, ...]]:
+        """The shapes one instance may have: flat, rows of pixels, or the input shape itself."""
+        return frozenset({(prod(self.input_shape),), tuple(self.input_shape[-2:]), tuple(self.input_shape)})
 
 
 class ModelCache:
@@ -89,6 +100,9 @@ class ModelCache:
         return model
 
 
+FIELDS = frozenset({"instances", "model", "top_k"})
+
+
 class ParsedRequest(NamedTuple):
     instances: list
     ref: str | None
@@ -102,8 +116,8 @@ def parse_request(body: bytes, max_batch: int) -> ParsedRequest:
         raise InvalidInput('the body is not valid JSON; send {"instances": [[...pixels...], ...]}')
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('the body must be a JSON object with "instances": a list of digits, each a list of pixels')
-    unknown = set(payload) - {"instances", "model", "top_k"}
-    if unknown:
+    if not payload.keys() <= FIELDS:
+        unknown = payload.keys() - FIELDS
         raise InvalidInput(f"unknown field(s) {', '.join(sorted(unknown))}; the body takes 'instances', 'model' "
                            "and 'top_k'")
     instances = payload["instances"]
@@ -138,13 +152,12 @@ def to_batch(instances: list | np.ndarray, model: LoadedModel) -> np.ndarray:
     except (ValueError, TypeError):
         raise InvalidInput("every instance must be a list of numbers (or a list of rows of numbers), "
                            "and all instances must have the same shape")
-    expected = prod(model.input_shape)
-    h, w = model.input_shape[-2:]
     per_instance = x.shape[1:]
-    if x.ndim < 2 or prod(per_instance) != expected or per_instance not in {(expected,), (h, w), model.input_shape}:
+    if per_instance not in model.instance_shapes:
+        h, w = model.input_shape[-2:]
         got = "x".join(map(str, per_instance)) or "a single number"
-        raise InvalidInput(f"model {model.name} v{model.version} expects {expected} pixels per instance, flat or "
-                           f"as {h}x{w} rows; got instances of shape {got}")
+        raise InvalidInput(f"model {model.name} v{model.version} expects {prod(model.input_shape)} pixels per "
+                           f"instance, flat or as {h}x{w} rows; got instances of shape {got}")
     low, high = model.value_range
     smallest, largest = x.min(), x.max()  # NaN makes both NaN, and every comparison below false
     if not (low <= smallest and largest <= high):
