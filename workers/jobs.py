@@ -209,8 +209,11 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
             log.info("job %s: resuming after epoch %d", job_id, done)
 
         def on_epoch(metrics: EpochMetrics, checkpoint) -> None:
-            store.put(checkpoint_key, checkpoint_to_bytes(checkpoint()))  # before the row: no epoch is lost
+            # The row first: killed between the two, the next delivery resumes from the previous checkpoint,
+            # forgets this row and trains the epoch again. The other order would resume after an epoch whose
+            # row was never written.
             _record_epoch(job, metrics)
+            store.put(checkpoint_key, checkpoint_to_bytes(checkpoint()))
 
         train_config = TrainConfig.from_dict(training)
         fitted = fit(model, optimizer, plan.train, plan.validation, train_config, on_epoch=on_epoch,

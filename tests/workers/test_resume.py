@@ -53,3 +53,40 @@ def test_a_stopped_worker_requeues_its_job_and_the_next_delivery_resumes(client)
         assert [m[key] for m in resumed] == pytest.approx([m[key] for m in uninterrupted], rel=1e-6), key
     reference_result = client.get(f"/v1/jobs/{reference}").json()["result"]
     assert done["result"]["confusion_matrix"] == reference_result["confusion_matrix"]
+
+
+def test_an_epoch_is_recorded_before_its_checkpoint_is_saved(client, monkeypatch):
+    """A worker killed between the two steps must not leave a checkpoint ahead of the recorded epochs: the
+    next delivery would resume after an epoch whose row was never written. Rows ahead of the checkpoint are
+    forgotten on resume, so recording first loses nothing and does nothing twice."""
+    from sqlalchemy import func, select
+
+    import workers.jobs as jobs
+    from models.export import checkpoint_from_bytes
+    from service.db import session_scope
+    from service.tables import JobMetric
+
+    job_id = uuid.UUID(client.post("/v1/jobs", json={**SPEC, "training": {**SPEC["training"], "epochs": 3}}).json()["id"])
+    seen: list[tuple[int, int | None]] = []  # (the checkpoint's epoch, the last epoch recorded when it was saved)
+
+    class Watched:
+        """The worker's real artifact store, watched as checkpoints are saved."""
+
+        def __init__(self, store):
+            self.store = store
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+        def put(self, key: str, data: bytes) -> str:
+            if key.endswith("checkpoint.pt"):
+                with session_scope() as session:
+                    recorded = session.scalar(select(func.max(JobMetric.epoch)).where(JobMetric.job_id == job_id))
+                seen.append((int(checkpoint_from_bytes(data)["epoch"]), recorded))
+            return self.store.put(key, data)
+
+    store_for = jobs.store_for
+    monkeypatch.setattr(jobs, "store_for", lambda settings: Watched(store_for(settings)))
+    run_job(job_id, threading.Event())
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+    assert seen == [(1, 1), (2, 2), (3, 3)]
