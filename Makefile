@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast test-slow migrate bench clean
+.PHONY: run test test-fast test-slow lint-imports migrate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,14 @@ run: $(VENV)/.installed
 migrate: $(VENV)/.installed
 	$(BIN)/trainserve migrate
 
-test: $(VENV)/.installed-dev node_modules/.installed
+# Imports run workers/ -> service/ -> models/ (pyproject.toml's [tool.importlinter]); checked before the tests.
+lint-imports: $(VENV)/.installed-dev
+	$(BIN)/lint-imports
+
+test: $(VENV)/.installed-dev node_modules/.installed lint-imports
 	$(BIN)/pytest
 
-test-fast: $(VENV)/.installed-dev
+test-fast: $(VENV)/.installed-dev lint-imports
 	$(BIN)/pytest -m "not slow"
 
 test-slow: $(VENV)/.installed-dev

@@ -76,7 +76,7 @@ def multipart(png: bytes, model: str) -> tuple[bytes, str]:
 
 
 def train_model(api: str) -> str:
-    from workers.jobs import run_job
+    from service.jobs.runner import run_job
 
     spec = {"dataset": "fashion-mnist", "architecture": {"type": "mlp", "hidden_sizes": [400, 200]},
             "optimizer": {"type": "adam"}, "training": {"epochs": 1, "batch_size": 256}, "name": "bench-mlp"}

@@ -15,26 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class ArrayDataset:
-    """Images ``x`` (N, C, H, W) float32 on their original value scale and integer labels ``y`` (N,)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    num_classes: int
-    value_range: tuple[float, float]
-    description: str = ""
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape[1:])
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def subset(self, index: torch.Tensor) -> "ArrayDataset":
-        return ArrayDataset(self.x[index], self.y[index], self.num_classes, self.value_range, self.description)
+from models.dataformats import ArrayDataset, TimeSeries, images_and_labels, parse_timeseries_csv, read_idx
 
 
 @dataclass(frozen=True)
@@ -61,49 +42,6 @@ def split_dataset(data: ArrayDataset, *, validation_split: float, test_split: fl
     test_idx, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
     return Splits(train=data.subset(train), validation=data.subset(val),
                   test=test if test is not None else data.subset(test_idx))
-
-
-class DataFormatError(ValueError):
-    """A data file is not what it claims to be; the message says what is wrong with it."""
-
-
-IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
-             0x0E: np.dtype(">f8")}
-
-
-def read_idx(data: bytes, name: str = "file") -> np.ndarray:
-    """Parse an IDX file (the format of MNIST and Fashion-MNIST), gzipped or raw."""
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise DataFormatError(f"{name}: gzip data is damaged or truncated ({exc})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
-        raise DataFormatError(f"{name}: not an IDX file (the magic number must be 00 00 <type> <dims>, "
-                              f"got {data[:4].hex(' ') or 'nothing'})")
-    dtype, ndim = np.dtype(IDX_TYPES[data[2]]), data[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise DataFormatError(f"{name}: IDX header is truncated")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected:
-        raise DataFormatError(f"{name}: IDX header says shape {list(shape)} ({expected} bytes) but the file has "
-                              f"{len(data)} bytes; it is truncated or not the file it claims to be")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-
-
-def images_and_labels(images: np.ndarray, labels: np.ndarray, *, value_range: tuple[float, float],
-                      description: str) -> ArrayDataset:
-    if images.ndim != 3:
-        raise DataFormatError(f"images must be a 3-D array (count, height, width); got shape {list(images.shape)}")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise DataFormatError(f"{len(images)} images but {labels.shape[0] if labels.ndim else 0} labels; "
-                              "the two files must have one label per image")
-    x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1)
-    y = torch.from_numpy(labels.astype(np.int64))
-    return ArrayDataset(x, y, num_classes=int(y.max()) + 1 if len(y) else 0, value_range=value_range,
-                        description=description)
 
 
 # Where Debian's dataset-fashion-mnist puts the IDX files; the variable points elsewhere (a copy, a mount).
@@ -148,16 +86,14 @@ def _load_mnist_5k() -> ArrayDataset:
 SOLAR_CSV = Path(__file__).parent / "data" / "solar.csv.gz"
 
 
-def _load_solar():
-    from models.dataformats import parse_timeseries_csv
-
+def _load_solar() -> TimeSeries:
     return parse_timeseries_csv(gzip.decompress(SOLAR_CSV.read_bytes()), "solar.csv")
 
 
 @dataclass(frozen=True)
 class BuiltinDataset:
     description: str
-    load: Callable[[], "ArrayDataset"]
+    load: Callable[[], ArrayDataset | TimeSeries]
     load_test: Callable[[], ArrayDataset] | None = None  # a published test set, used instead of a random cut
     task: str = "classification"  # or "forecast": a TimeSeries, not images
 
@@ -187,7 +123,7 @@ def builtin_missing(name: str) -> str | None:
     return None
 
 
-def load_builtin(name: str) -> ArrayDataset:
+def load_builtin(name: str) -> ArrayDataset | TimeSeries:
     if name not in BUILTIN_DATASETS:
         raise KeyError(f"unknown built-in dataset {name!r}; valid names: {', '.join(sorted(BUILTIN_DATASETS))}")
     return BUILTIN_DATASETS[name].load()

@@ -24,11 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.dataformats import TimeSeries, infer_frequency
-from models.datasets import ArrayDataset
+from models.dataformats import ArrayDataset, TimeSeries, infer_frequency
 
-CALENDAR_FEATURES = ("time_of_day", "day_of_year")
-FRAMINGS = ("next_steps", "day_total")
 BASELINES = ("persistence", "seasonal_naive")
 
 

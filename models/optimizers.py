@@ -18,7 +18,12 @@ from models.second_order import ConjugateGradient, Newton
 @dataclass(frozen=True)
 class OptimizerInfo:
     build: Callable[..., torch.optim.Optimizer]
-    full_batch: bool = False
+    # Set for a full-batch optimizer: its class, by which the training loop knows to step it with a closure.
+    full_batch_class: type[torch.optim.Optimizer] | None = None
+
+    @property
+    def full_batch(self) -> bool:
+        return self.full_batch_class is not None
 
 
 OPTIMIZERS: dict[str, OptimizerInfo] = {
@@ -35,10 +40,14 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)),
     "lbfgs": OptimizerInfo(lambda params, lr, max_iter=20, history_size=10: torch.optim.LBFGS(
         params, lr=lr, max_iter=max_iter, history_size=history_size, line_search_fn="strong_wolfe"),
-        full_batch=True),
-    "newton": OptimizerInfo(Newton, full_batch=True),
-    "conjugate_gradient": OptimizerInfo(ConjugateGradient, full_batch=True),
+        torch.optim.LBFGS),
+    "newton": OptimizerInfo(Newton, Newton),
+    "conjugate_gradient": OptimizerInfo(ConjugateGradient, ConjugateGradient),
 }
+# The names a job spec checks batch sizes and schedules against, and the classes the training loop steps
+# with a closure: both read off the table above.
+FULL_BATCH = frozenset(name for name, info in OPTIMIZERS.items() if info.full_batch)
+_FULL_BATCH_CLASSES = tuple(info.full_batch_class for info in OPTIMIZERS.values() if info.full_batch_class)
 
 
 def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, **options: Any) -> torch.optim.Optimizer:
@@ -48,4 +57,4 @@ def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, 
 
 
 def is_full_batch(optimizer: torch.optim.Optimizer) -> bool:
-    return isinstance(optimizer, (torch.optim.LBFGS, Newton, ConjugateGradient))
+    return isinstance(optimizer, _FULL_BATCH_CLASSES)

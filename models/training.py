@@ -20,13 +20,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.augment import AugmentConfig, augment
-from models.datasets import ArrayDataset
+from models.dataformats import ArrayDataset
 from models.metrics import classification_report
 from models.optimizers import is_full_batch
 from models.schedules import ScheduleConfig, build_scheduler
-
-LOSSES = ("cross_entropy", "mse", "mae")
-
 
 @dataclass
 class EarlyStopping:

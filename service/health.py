@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from service.db import get_engine
 from service.errors import Unavailable
-from workers.celery_app import broker_reachable
+from service.queue import broker_reachable
 
 router = APIRouter(tags=["health"])
 

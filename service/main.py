@@ -20,7 +20,7 @@ from service.inference_v2.router import router as v2_router
 from service.jobs.router import router as jobs_router
 from service.predict.batching import Batcher
 from service.predict.router import router as predict_router
-from service.predict.service import ModelCache
+from service.serving import ModelCache
 from service.reconciler import reconcile_forever
 from service.registry.router import router as models_router
 from service.runtime import settle_heap

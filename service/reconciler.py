@@ -16,7 +16,7 @@ from service.db import session_scope
 from service.jobs.service import jobs_to_resend
 from service.settings import Settings
 from service.tables import utcnow
-from workers.celery_app import enqueue_job
+from service.queue import enqueue_job
 
 log = logging.getLogger(__name__)
 

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def export_queue(self) -> str:
+        """Where "export this model" messages go: beside the training queue, never in it."""
+        return f"{self.queue}-exports"
+
+    @property
     def broker_folder(self) -> Path | None:
         """The folder of kombu's filesystem transport, when that is the broker."""
         parsed = urlparse(self.broker_url)

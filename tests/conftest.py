@@ -45,7 +45,7 @@ def migrated() -> None:
 @pytest.fixture
 def client(migrated) -> Iterator[TestClient]:
     """The API in this process, on the embedded database and broker, with no worker: jobs stay queued
-    unless a test runs them itself with :func:`workers.jobs.run_job`."""
+    unless a test runs them itself with :func:`service.jobs.runner.run_job`."""
     with TestClient(create_app(reconcile=False)) as c:
         yield c
 
@@ -53,7 +53,7 @@ def client(migrated) -> Iterator[TestClient]:
 @pytest.fixture
 def run_job():
     """Runs a job in this process through the worker's own code (no Celery), as a worker would."""
-    from workers.jobs import run_job as _run
+    from service.jobs.runner import run_job as _run
 
     return lambda job_id: _run(uuid.UUID(str(job_id)), threading.Event())
 

@@ -1,1 +1,1 @@
-"""Celery app and tasks: the only place that joins the database to ``models/``."""
+"""Celery task entry points: each loads its row by id and calls ``service/``. Nothing else lives here."""

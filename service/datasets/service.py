@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -18,12 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import dataformats
-from models.dataformats import ArchiveTooLarge, TimeSeries
-from models.datasets import BUILTIN_DATASETS, DataFormatError, builtin_missing, load_builtin
+from models.dataformats import ArchiveTooLarge, DataFormatError, TimeSeries
+from models.datasets import BUILTIN_DATASETS, builtin_missing, load_builtin
 from service.artifacts import ArtifactStore
 from service.datasets.schemas import DatasetFile, DatasetOut, ParseOptions
 from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from service.pagination import newest_first
+from service.references import next_version, parse_reference, retry_on_conflict
 from service.tables import Dataset, JobStatus, TrainedModel, TrainingJob
 
 log = logging.getLogger(__name__)
@@ -58,20 +58,17 @@ def _builtin_row(session: Session, name: str) -> Dataset:
 
 
 def resolve_dataset(session: Session, ref: str, field: str = "dataset") -> Dataset:
-    try:
-        row = session.get(Dataset, uuid.UUID(ref))
-        if row is not None:
-            return row
-    except ValueError:
-        pass
-    name, _, version = ref.partition("@")
-    if version and not version.isdigit():
+    parsed = parse_reference(ref)
+    if parsed.id is not None and (row := session.get(Dataset, parsed.id)) is not None:
+        return row
+    name, version = parsed.name or ref, parsed.version
+    if parsed.tag and version is None:
         raise InvalidInput(f"dataset {ref!r}: the part after '@' must be a version number, e.g. {name}@1",
                            details=[{"field": field, "message": "bad version"}])
     query = select(Dataset).where(Dataset.name == name)
-    query = query.where(Dataset.version == int(version)) if version else query.order_by(Dataset.version.desc())
+    query = query.where(Dataset.version == version) if version else query.order_by(Dataset.version.desc())
     row = session.scalars(query.limit(1)).first()
-    if row is None and name in BUILTIN_DATASETS and version in ("", "1"):
+    if row is None and name in BUILTIN_DATASETS and version in (None, 1):
         row = _builtin_row(session, name)
     if row is None:
         raise InvalidInput(_unknown(session, ref, name),
@@ -193,20 +190,21 @@ def register_upload(session: Session, store: ArtifactStore, *, name: str, descri
     data_key = f"{prefix}/data.npz"
     data_sha = store.put(data_key, canonical)
     task = "forecast" if isinstance(parsed, TimeSeries) else "classification"
-    for _ in range(5):  # a concurrent upload under the same name may take the next version first
-        version = (session.scalar(select(func.max(Dataset.version)).where(Dataset.name == name)) or 0) + 1
-        row = Dataset(name=name, version=version, source=source, task=task, format=fmt, description=description,
-                      sha256=sha, size_bytes=sum(len(d) for _, d in upload.files), files=files,
-                      data_key=data_key, data_sha256=data_sha, stats=stats, source_url=source_url)
-        try:
-            with session.begin_nested():
-                session.add(row)
-            return row, True
-        except IntegrityError:
-            existing = session.scalar(select(Dataset).where(Dataset.name == name, Dataset.sha256 == sha))
-            if existing is not None:
-                return existing, False
-    raise Conflict(f"could not give {name!r} a version number; try again")
+
+    def add_next_version() -> tuple[Dataset, bool]:
+        # A concurrent upload of the same content under this name may have registered it meanwhile.
+        existing = session.scalar(select(Dataset).where(Dataset.name == name, Dataset.sha256 == sha))
+        if existing is not None:
+            return existing, False
+        row = Dataset(name=name, version=next_version(session, Dataset, name), source=source, task=task,
+                      format=fmt, description=description, sha256=sha,
+                      size_bytes=sum(len(d) for _, d in upload.files), files=files, data_key=data_key,
+                      data_sha256=data_sha, stats=stats, source_url=source_url)
+        with session.begin_nested():
+            session.add(row)
+        return row, True
+
+    return retry_on_conflict(add_next_version, f"dataset {name!r}")
 
 
 # -- deleting -------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from models.forecast_serving import ForecastInputError, anomalies, forecast, rea
 from models.forecasting import ForecastSetup
 from service.errors import InvalidInput
 from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest, Readings
-from service.predict.service import LoadedModel, ModelCache, resolve
+from service.serving import LoadedModel, ModelCache, resolve
 
 
 def _prepared(request: Readings, cache: ModelCache, default: str | None) -> tuple[LoadedModel, ForecastSetup, object]:

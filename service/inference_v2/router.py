@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from service.errors import Unavailable
 from service.health import database_reachable
 from service.inference_v2 import service
-from service.predict.service import resolve
+from service.serving import resolve
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 

@@ -15,7 +15,7 @@ import torch
 
 from service.db import session_scope
 from service.errors import InvalidInput
-from service.predict.service import LoadedModel, ModelCache, logits_of, resolve, to_batch
+from service.serving import LoadedModel, ModelCache, logits_of, resolve, to_batch
 from service.registry import service as registry
 
 INPUT = "pixels"

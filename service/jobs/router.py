@@ -11,7 +11,7 @@ from service.jobs import service
 from service.jobs.spec import JobSpec
 from service.jobs.schemas import EpochMetricsOut, JobOut, JobPage, MetricsOut
 from service.tables import JobStatus
-from workers.celery_app import enqueue_job
+from service.queue import enqueue_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[uuid.UUID, Depends(lambda job_id: parse_id(job_id, "job"))]

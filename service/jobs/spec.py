@@ -7,7 +7,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FULL_BATCH = {"lbfgs", "newton", "conjugate_gradient"}
+from models.optimizers import FULL_BATCH
+
 ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 

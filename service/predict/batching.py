@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from service.predict.service import LoadedModel, probabilities
+from service.serving import LoadedModel, probabilities
 
 Rows = list[list[float]]
 Queued = tuple[LoadedModel, np.ndarray, "asyncio.Future[Rows]"]

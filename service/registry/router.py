@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from service.db import SessionDep
 from service.registry import service
 from service.registry.schemas import ALIAS_PATTERN, AliasIn, AliasOut, ModelOut, ModelPage
-from workers.celery_app import enqueue_export
+from service.queue import enqueue_export
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 AliasName = Annotated[str, Path(pattern=ALIAS_PATTERN, description="Lower-case letters, digits, - and _; "

@@ -4,14 +4,21 @@ as an id, ``name`` (its newest version), ``name@<version>`` or ``name@<alias>``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.architectures import ModelConfig
 from models.portable import FILE_SUFFIX
+from service.artifacts import ArtifactStore
+from service.db import session_scope
 from service.errors import Conflict, NotFound
 from service.jobs.schemas import DatasetRef
+from service.jobs.spec import PromoteSpec
 from service.pagination import newest_first
+from service.references import next_version, parse_reference, retry_on_conflict
 from service.registry.schemas import AliasOut, ModelOut
 from service.tables import ModelAlias, TrainedModel, utcnow
 
@@ -41,15 +48,14 @@ def _newest_of(session: Session, name: str) -> TrainedModel:
 
 def resolve(session: Session, ref: str) -> TrainedModel:
     """A model by id, ``name``, ``name@<version>`` or ``name@<alias>``."""
-    try:
-        return get_model(session, uuid.UUID(ref))
-    except ValueError:
-        pass
-    name, _, tag = ref.partition("@")
+    parsed = parse_reference(ref)
+    if parsed.id is not None:
+        return get_model(session, parsed.id)
+    name, tag = parsed.name, parsed.tag
     if not tag:
         return _newest_of(session, name)
-    if tag.isdigit():
-        return get_version(session, name, int(tag))
+    if parsed.version is not None:
+        return get_version(session, name, parsed.version)
     alias = session.get(ModelAlias, (name, tag))
     if alias is None:
         known = [a.alias for a in session.scalars(select(ModelAlias).where(ModelAlias.name == name))]
@@ -113,6 +119,54 @@ def promote(session: Session, model: TrainedModel, alias: str, metric: str, mini
         set_alias(session, model.name, alias, model.version)
         decision.update(moved=True, reason=f"{metric} {value:.4f} clears {minimum} {before}")
     return decision
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A trained model on its way into the registry."""
+
+    name: str
+    task: str
+    job_id: uuid.UUID
+    dataset_id: uuid.UUID
+    config: ModelConfig
+    data: bytes  # the model file: state_dict and config
+    metrics: dict
+    promote: PromoteSpec | None = None
+
+
+def register_version(store: ArtifactStore, new: NewVersion,
+                     finish: Callable[[Session, dict], None]) -> uuid.UUID:
+    """Save the model file, then in one transaction add it as the next version under its name, run the gated
+    promotion, and call ``finish(session, result)`` (the job marking itself succeeded with the metrics and the
+    promotion's decision). If anything fails the file is removed again: no file without a row."""
+    model_id = uuid.uuid4()
+    key = f"models/{model_id}/model.pt"
+    sha256 = store.put(key, new.data)
+    config = new.config
+
+    def add_next_version() -> uuid.UUID:
+        with session_scope() as session:
+            model = TrainedModel(
+                id=model_id, name=new.name, version=next_version(session, TrainedModel, new.name), task=new.task,
+                job_id=new.job_id, dataset_id=new.dataset_id, architecture=config.architecture,
+                input_shape=list(config.input_shape), value_range=list(config.value_range),
+                num_classes=config.num_classes, metrics=new.metrics, artifact_key=key, sha256=sha256,
+                size_bytes=len(new.data))
+            session.add(model)
+            session.flush()
+            result = dict(new.metrics)
+            if new.promote is not None:
+                result["promotion"] = promote(session, model, new.promote.alias, new.promote.metric,
+                                              new.promote.min)
+            finish(session, result)
+        return model_id
+
+    try:
+        return retry_on_conflict(add_next_version, f"model {new.name!r}")
+    except BaseException:
+        store.delete(key)
+        raise
 
 
 def alias_out(row: ModelAlias) -> AliasOut:

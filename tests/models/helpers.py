@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from models.architectures import ModelConfig, build_model
-from models.datasets import ArrayDataset, Splits, load_builtin, split_dataset
+from models.dataformats import ArrayDataset
+from models.datasets import Splits, load_builtin, split_dataset
 from models.optimizers import build_optimizer
 from models.training import seed_everything
 

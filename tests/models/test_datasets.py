@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import models.datasets as datasets
-from models.datasets import DataFormatError, builtin_splits, images_and_labels, read_idx
+from models.dataformats import DataFormatError, images_and_labels, read_idx
+from models.datasets import builtin_splits
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

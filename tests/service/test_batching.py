@@ -12,7 +12,7 @@ import torch
 from models.architectures import ModelConfig, build_model
 from models.fastpath import dense_forward
 from service.predict.batching import Batcher
-from service.predict.service import LoadedModel, probabilities
+from service.serving import LoadedModel, probabilities
 
 
 def dense_model(seed: int, hidden: list[int]) -> LoadedModel:

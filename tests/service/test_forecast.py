@@ -17,7 +17,7 @@ from models.datasets import load_builtin
 from service.main import create_app
 from service.settings import Settings
 from tests.conftest import LOGREG_SPEC
-from workers.jobs import run_job
+from service.jobs.runner import run_job
 
 SOLAR_SPEC = {
     "task": "forecast", "dataset": "solar", "name": "solar-current",

@@ -14,7 +14,7 @@ from models.datasets import load_builtin, split_dataset
 from service.main import create_app
 from tests.conftest import LOGREG_SPEC
 from tests.service.test_jobs_api import assert_error
-from workers.jobs import run_job
+from service.jobs.runner import run_job
 
 
 @pytest.fixture(scope="module")

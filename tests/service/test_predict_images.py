@@ -18,7 +18,7 @@ from service.predict.images import to_mnist
 from service.settings import Settings
 from tests.conftest import LOGREG_SPEC
 from tests.service.test_jobs_api import assert_error
-from workers.jobs import run_job
+from service.jobs.runner import run_job
 
 NAME = f"img-{uuid.uuid4().hex[:8]}"
 

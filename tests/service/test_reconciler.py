@@ -13,7 +13,7 @@ from service.db import session_scope
 from service.jobs.service import jobs_to_resend
 from service.tables import JobStatus, TrainingJob, utcnow
 from tests.conftest import LOGREG_SPEC
-from workers.jobs import JobLost, JobMonitor, _claim, _finish
+from service.jobs.runner import JobLost, JobMonitor, _claim, _finish
 
 STALE = timedelta(minutes=10)
 

@@ -10,7 +10,7 @@ import time
 
 from kombu import Connection, Queue
 
-from workers.broker import SCHEME
+from service.broker import SCHEME
 
 COUNT = 1000
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from workers.jobs import run_job
+from service.jobs.runner import run_job
 
 SPEC = {
     "dataset": "digits",
@@ -61,7 +61,7 @@ def test_an_epoch_is_recorded_before_its_checkpoint_is_saved(client, monkeypatch
     forgotten on resume, so recording first loses nothing and does nothing twice."""
     from sqlalchemy import func, select
 
-    import workers.jobs as jobs
+    import service.jobs.runner as jobs
     from models.export import checkpoint_from_bytes
     from service.db import session_scope
     from service.tables import JobMetric

@@ -1,4 +1,5 @@
-"""Runs one training job: claims its row, trains through ``models/``, records everything as it goes.
+"""Runs one training job: claims its row, trains through ``models/``, records everything as it goes, and
+hands the trained model to the registry.
 
 Every state change is a conditional update, so a duplicate delivery, a cancel and a reconciler pass can
 race with a worker without one overwriting another.
@@ -12,21 +13,21 @@ import uuid
 from datetime import timedelta
 
 import torch
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, update
 
-from models.architectures import ModelConfig, build_model
+from models.architectures import build_model
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
     seed_everything
 from service.artifacts import ArtifactStore, store_for
 from service.db import session_scope
+from service.jobs.plans import plan_for
+from service.jobs.spec import JobSpec
+from service.queue import enqueue_export
 from service.registry import service as registry
 from service.settings import get_settings, worker_threads
-from service.tables import JobMetric, JobStatus, TrainedModel, TrainingJob, utcnow
-from workers.celery_app import enqueue_export
-from workers.plans import plan_for
+from service.tables import JobMetric, JobStatus, TrainingJob, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -137,39 +138,20 @@ def _headline(report: dict) -> str:
             f"{report['persistence']['rmse'] if report['persistence'] else float('nan'):.4g})")
 
 
-def _register_model(job: TrainingJob, config: ModelConfig, data: bytes, store: ArtifactStore,
-                    test_metrics: dict, task: str) -> uuid.UUID:
-    """Save the model and mark the job succeeded in one transaction, with the next free version number."""
-    model_id = uuid.uuid4()
-    key = f"models/{model_id}/model.pt"
-    sha256 = store.put(key, data)
-    name = job.spec.get("name") or f"{job.dataset.name}-{config.architecture}"
-    for _ in range(5):
-        try:
-            with session_scope() as session:
-                version = (session.scalar(select(func.max(TrainedModel.version)).where(TrainedModel.name == name))
-                           or 0) + 1
-                model = TrainedModel(
-                    id=model_id, name=name, version=version, task=task, job_id=job.id,
-                    dataset_id=job.dataset_id, architecture=config.architecture,
-                    input_shape=list(config.input_shape), value_range=list(config.value_range),
-                    num_classes=config.num_classes, metrics=test_metrics, artifact_key=key, sha256=sha256,
-                    size_bytes=len(data))
-                session.add(model)
-                session.flush()
-                result = dict(test_metrics)
-                if promote := job.spec.get("promote"):
-                    result["promotion"] = registry.promote(session, model, promote["alias"], promote["metric"],
-                                                           promote["min"])
-                _update_ours(session, job, status=JobStatus.succeeded, finished_at=utcnow(), heartbeat_at=None,
-                             result=result)
-            return model_id
-        except IntegrityError:  # another job of the same name took that version first
-            continue
-        except JobLost:
-            store.delete(key)
-            raise
-    raise RuntimeError(f"could not register a version of model {name!r}")
+def _register(job: TrainingJob, spec: JobSpec, plan, model: torch.nn.Module, report: dict,
+              store: ArtifactStore) -> uuid.UUID:
+    """Register the model as a new version and mark the job succeeded, in one transaction."""
+    config = plan.final_config()
+
+    def succeed(session, result: dict) -> None:
+        _update_ours(session, job, status=JobStatus.succeeded, finished_at=utcnow(), heartbeat_at=None,
+                     result=result)
+
+    version = registry.NewVersion(
+        name=spec.name or f"{job.dataset.name}-{config.architecture}", task=plan.task, job_id=job.id,
+        dataset_id=job.dataset_id, config=config, data=model_to_bytes(model, config), metrics=report,
+        promote=spec.promote)
+    return registry.register_version(store, version, succeed)
 
 
 def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
@@ -188,18 +170,18 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
 def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, monitor: JobMonitor) -> None:
     job_id = job.id
     try:
-        training = job.spec["training"]
-        plan = plan_for(job, store)
+        spec = JobSpec.model_validate(job.spec)
+        training = spec.training
+        plan = plan_for(spec, job.dataset, store)
         if plan.config is None:  # a forecasting baseline: nothing to train, only its report
-            report = plan.report(None, None, training["loss"])
+            report = plan.report(None, None, training.loss)
             _finish(job, JobStatus.succeeded, result=report)
-            log.info("job %s: baseline %s evaluated", job_id, job.spec["architecture"]["type"])
+            log.info("job %s: baseline %s evaluated", job_id, spec.architecture.type)
             return
-        seed_everything(training["seed"])
+        seed_everything(training.seed)
         model = build_model(plan.config)
-        options = {k: v for k, v in job.spec["optimizer"].items() if k != "type" and v is not None}
-        optimizer = build_optimizer(job.spec["optimizer"]["type"], model.parameters(), training["learning_rate"],
-                                    **options)
+        options = spec.optimizer.model_dump(exclude={"type"}, exclude_none=True)
+        optimizer = build_optimizer(spec.optimizer.type, model.parameters(), training.learning_rate, **options)
         resume = checkpoint_from_bytes(store.get(checkpoint_key)) if store.exists(checkpoint_key) else None
         with session_scope() as session:  # epochs after the checkpoint were not finished; forget them
             done = int(resume["epoch"]) if resume else 0
@@ -215,13 +197,12 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
             _record_epoch(job, metrics)
             store.put(checkpoint_key, checkpoint_to_bytes(checkpoint()))
 
-        train_config = TrainConfig.from_dict(training)
+        train_config = TrainConfig.from_dict(training.model_dump())
         fitted = fit(model, optimizer, plan.train, plan.validation, train_config, on_epoch=on_epoch,
                      should_stop=monitor, resume=resume)
         report = plan.report(model, resolve_device(train_config.device), train_config.loss)
         report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early)
-        config = plan.final_config()
-        model_id = _register_model(job, config, model_to_bytes(model, config), store, report, plan.task)
+        model_id = _register(job, spec, plan, model, report, store)
         store.delete(checkpoint_key)
         try:
             enqueue_export(model_id)

@@ -1,8 +1,11 @@
-"""kombu's filesystem transport, with atomic writes.
+"""The embedded broker: kombu's filesystem transport, with atomic writes and folders made on first use.
 
 The stock transport creates a message file under its final name and only then writes it, so a worker
 polling the folder can pick the file up empty and die on a JSON error. Writing to a temporary name and
 renaming it into place (atomic on one filesystem) means a reader only ever sees whole messages.
+
+The stock transport also needs its folders to exist before it starts; this one makes them when a channel
+opens, so that nothing is written to disk until a process really talks to the broker.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ SCHEME = "trainserve-filesystem"
 
 
 class AtomicFilesystemChannel(filesystem.Channel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for folder in (self.data_folder_in, self.data_folder_out, self.control_folder):
+            os.makedirs(folder, exist_ok=True)
+
     def _put(self, queue, payload, **kwargs):
         # Same name pattern as the stock transport: readers sort on the millisecond prefix.
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
@@ -39,4 +47,4 @@ class AtomicFilesystemTransport(filesystem.Transport):
     Channel = AtomicFilesystemChannel
 
 
-TRANSPORT_ALIASES[SCHEME] = "workers.broker:AtomicFilesystemTransport"
+TRANSPORT_ALIASES[SCHEME] = "service.broker:AtomicFilesystemTransport"

@@ -1,16 +1,26 @@
-"""The Celery app, configured from trainserve's settings. Importing it does not import PyTorch."""
+"""The Celery app and the two messages trainserve sends: "train this job" and "export this model".
+
+Messages carry an id only; the worker reads the rest from the database. The app is built on first use, so
+importing this module opens no connection and writes nothing to disk, and the API process, the worker and
+the tests each build it from their own settings.
+
+The task bodies live in ``workers.tasks`` (named in ``include``, which the worker imports when it starts):
+this side knows them only by name.
+"""
 
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 
 from celery import Celery
 
+from service import broker
 from service.settings import Settings, get_settings
-from workers import broker
 
 TRAIN_TASK = "trainserve.train_job"
 EXPORT_TASK = "trainserve.export_model"
+TASK_MODULES = ["workers.tasks"]
 
 
 def broker_options(settings: Settings) -> dict:
@@ -19,14 +29,12 @@ def broker_options(settings: Settings) -> dict:
         # A training task can run for hours; without a long visibility timeout Redis would hand a running
         # task to a second worker. A worker that really died is caught by the reconciler's heartbeat check.
         return {"visibility_timeout": 24 * 3600}
-    for sub in ("queue", "control"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
     return {
         # One folder for both directions makes it one shared queue for the API and every local worker.
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "control_folder": str(folder / "control"),
-        "polling_interval": 0.1,
+        "polling_interval": 0.05,
     }
 
 
@@ -34,11 +42,13 @@ def make_celery(settings: Settings) -> Celery:
     # The filesystem transport (ours writes atomically) takes its folders from the options; "localhost"
     # keeps kombu from warning about a missing host.
     broker_url = f"{broker.SCHEME}://localhost/" if settings.broker_folder else settings.broker_url
-    app = Celery("trainserve", broker=broker_url, include=["workers.tasks"])
+    app = Celery("trainserve", broker=broker_url, include=TASK_MODULES, set_as_current=False)
     app.conf.update(
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue,
+        # Exports have a queue of their own, so a worker that trains never spends a job's start on one.
+        task_routes={TRAIN_TASK: {"queue": settings.queue}, EXPORT_TASK: {"queue": settings.export_queue}},
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -51,13 +61,15 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-celery_app = make_celery(get_settings())
+@lru_cache
+def celery_app() -> Celery:
+    """This process's app, built from its settings the first time it is asked for."""
+    return make_celery(get_settings())
 
 
 def _send(task: str, row_id: uuid.UUID) -> None:
-    """Tasks carry an id only; the worker reads the rest from the database."""
-    celery_app.send_task(task, args=[str(row_id)], queue=get_settings().queue, retry=True,
-                         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+    celery_app().send_task(task, args=[str(row_id)], retry=True,
+                           retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
 
 
 def enqueue_job(job_id: uuid.UUID) -> None:
@@ -72,7 +84,7 @@ def enqueue_export(model_id: uuid.UUID) -> None:
 
 def broker_reachable(timeout: float = 2.0) -> bool:
     try:
-        with celery_app.connection_for_write() as conn:
+        with celery_app().connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
         return True
     except Exception:

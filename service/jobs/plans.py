@@ -1,0 +1,91 @@
+"""What a job trains on and how it is judged afterwards, per task; :mod:`service.jobs.runner` does the rest.
+
+A plan holds the training and validation data, the model to build (none for a forecasting baseline), the
+held-out inputs (the test part: the exports are checked on them) and the report on the test part once
+training is done. The runner and the exports build the same plan from the same spec, so the exports are
+checked on the data the model was judged on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.architectures import ModelConfig
+from models.dataformats import ArrayDataset, TimeSeries
+from models.datasets import builtin_splits, split_dataset
+from models.forecasting import BASELINES, ForecastSetup, calibrate_interval, forecast_report, prepare
+from models.training import holdout_report
+from service.artifacts import ArtifactStore
+from service.datasets.service import load_dataset
+from service.jobs.spec import JobSpec
+from service.tables import Dataset
+
+
+@dataclass
+class Plan:
+    task: str
+    config: ModelConfig | None  # None: a baseline, nothing to train
+    train: ArrayDataset | None
+    validation: ArrayDataset | None
+    held_out: torch.Tensor  # the test part's inputs
+    report: Callable[[nn.Module | None, torch.device | None, str], dict]
+    setup: ForecastSetup | None = None
+
+    def final_config(self) -> ModelConfig:
+        """The config saved with the model: a forecaster's carries its fitted preparation."""
+        assert self.config is not None
+        return replace(self.config, forecast=self.setup.to_dict()) if self.setup else self.config
+
+
+def _architecture(spec: JobSpec) -> tuple[str, dict]:
+    return spec.architecture.type, spec.architecture.model_dump(exclude={"type"})
+
+
+def classification_plan(spec: JobSpec, dataset: Dataset, store: ArtifactStore) -> Plan:
+    t = spec.training
+    cut = dict(validation_split=t.validation_split, test_split=t.test_split, seed=t.seed)
+    if dataset.source == "builtin":  # with its published test set, where it has one
+        splits = builtin_splits(dataset.name, **cut)
+    else:
+        splits = split_dataset(load_dataset(dataset, store), **cut)
+    architecture, params = _architecture(spec)
+    train = splits.train
+    config = ModelConfig(architecture, params, train.input_shape, train.num_classes, train.value_range)
+    return Plan("classification", config, train, splits.validation, splits.test.x,
+                lambda model, device, loss: holdout_report(model, splits.test, device, loss))
+
+
+def forecast_plan(spec: JobSpec, dataset: Dataset, store: ArtifactStore) -> Plan:
+    t = spec.training
+    series = load_dataset(dataset, store)
+    if not isinstance(series, TimeSeries):
+        raise ValueError(f"dataset {dataset.name}@{dataset.version} holds images; a forecast needs a time "
+                         "series (a CSV with a timestamp column)")
+    setup = ForecastSetup(**spec.forecast.model_dump(exclude_none=True))
+    prepared = prepare(series, setup, validation_split=t.validation_split, test_split=t.test_split)
+    held_out = prepared.validation if len(prepared.validation) else prepared.train
+    test_inputs = torch.from_numpy(prepared.test.x.astype(np.float32))
+    architecture, params = _architecture(spec)
+    if architecture in BASELINES:
+        def baseline_report(model, device, loss) -> dict:
+            calibrate_interval(None, setup, held_out, architecture)
+            return forecast_report(None, prepared, architecture)
+
+        return Plan("forecast", None, None, None, test_inputs, baseline_report, setup)
+
+    def report(model, device, loss) -> dict:
+        calibrate_interval(model, setup, held_out)
+        return forecast_report(model, prepared)
+
+    config = ModelConfig(architecture, params, (setup.lookback, setup.n_features), setup.horizon, (0.0, 1.0))
+    return Plan("forecast", config, prepared.train.dataset(),
+                prepared.validation.dataset() if len(prepared.validation) else None, test_inputs, report, setup)
+
+
+def plan_for(spec: JobSpec, dataset: Dataset, store: ArtifactStore) -> Plan:
+    return (forecast_plan if spec.task == "forecast" else classification_plan)(spec, dataset, store)
