@@ -90,6 +90,15 @@ class Stack:
                 p.wait()
         self.http.close()
 
+    def wait_until(self, value, what: str, timeout: float = 120):
+        """Poll ``value()`` until it returns something other than None, and return that."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (result := value()) is not None:
+                return result
+            time.sleep(0.2)
+        raise TimeoutError(f"waited {timeout:.0f} s for {what}:\n{self.tail_logs()}")
+
     def wait_for(self, job_id: str, statuses: set[str] = TERMINAL, timeout: float = 240,
                  predicate=None) -> dict:
         deadline = time.monotonic() + timeout

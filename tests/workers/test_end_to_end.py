@@ -5,12 +5,16 @@ The same flow runs on the embedded defaults (SQLite, kombu's filesystem transpor
 
 from __future__ import annotations
 
+import io
 import signal
 
 import numpy as np
+import onnxruntime
 import pytest
+import torch
 
 from models.datasets import load_builtin, split_dataset
+from models.export import model_from_bytes
 from service.artifacts import open_store
 from tests import datafiles
 from tests.conftest import LOGREG_SPEC
@@ -67,6 +71,63 @@ def train_on_an_upload(stack) -> None:
         assert not (stack.home / "artifacts").exists(), "an artifact went to local disk, not to Blob storage"
 
 
+def exported(stack, model_id: str) -> dict[str, bytes]:
+    """The model's three files, once the export worker has made the TorchScript and ONNX ones."""
+    def both_recorded() -> dict | None:
+        model = stack.http.get(f"/v1/models/{model_id}").json()
+        return model if len(model["exports"]) == 2 else None
+
+    model = stack.wait_until(both_recorded, what=f"the exports of model {model_id}")
+    assert {f: e["status"] for f, e in model["exports"].items()} == {"torchscript": "ok", "onnx": "ok"}, \
+        f"{model['exports']}\n{stack.tail_logs()}"
+    files = {}
+    for fmt in ("pt", "torchscript", "onnx"):
+        r = stack.http.get(f"/v1/models/{model_id}/download", params={"format": fmt})
+        assert r.status_code == 200, r.text
+        files[fmt] = r.content
+    return files
+
+
+def same_in_every_runtime(files: dict[str, bytes], x: torch.Tensor, names: tuple[str, str]) -> np.ndarray:
+    eager, _ = model_from_bytes(files["pt"])
+    with torch.no_grad():
+        expected = eager(x).numpy()
+        scripted = torch.jit.load(io.BytesIO(files["torchscript"]))(x).numpy()
+    onnx = onnxruntime.InferenceSession(files["onnx"]).run([names[1]], {names[0]: x.numpy()})[0]
+    assert np.allclose(scripted, expected, atol=1e-4) and np.allclose(onnx, expected, atol=1e-4)
+    return expected
+
+
+def export_models_trained_on_uploads(stack) -> None:
+    """An IDX upload's classifier and a CSV upload's forecaster: both exports made by a real worker, checked
+    on the job's own held-out data, downloaded with 200 and equal to the eager model in their runtimes."""
+    x, y = datafiles.digits()
+    r = stack.http.post("/v1/datasets", data={"name": "idx-digits"},
+                        files=[("file", ("train-images-idx3-ubyte.gz", datafiles.idx(x, gz=True))),
+                               ("file", ("train-labels-idx1-ubyte.gz", datafiles.idx(y, gz=True)))])
+    assert r.status_code == 201, r.text
+    r = stack.http.post("/v1/datasets", data={"name": "sensor"},
+                        files=[("file", ("sensor.csv", datafiles.timeseries_csv(600)))])
+    assert r.status_code == 201, r.text
+    classifier = stack.http.post("/v1/jobs", json={**LOGREG_SPEC, "dataset": "idx-digits", "name": "idx-digits"})
+    forecaster = stack.http.post("/v1/jobs", json={
+        "task": "forecast", "dataset": "sensor", "name": "sensor-lstm",
+        "forecast": {"target": "power", "inputs": ["temperature"], "lookback": 12, "horizon": 3},
+        "architecture": {"type": "lstm", "hidden_size": 8},
+        "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.01}})
+    jobs = [stack.wait_for(r.json()["id"]) for r in (classifier, forecaster)]
+    for job in jobs:
+        assert job["status"] == "succeeded", f"{job['error']}\n{stack.tail_logs()}"
+
+    logits = same_in_every_runtime(exported(stack, jobs[0]["model"]["id"]),
+                                   torch.from_numpy(x[-100:].astype(np.float32)).unsqueeze(1), ("pixels", "logits"))
+    assert (logits.argmax(1) == y[-100:]).mean() >= 0.85
+    shape = stack.http.get(f"/v1/models/{jobs[1]['model']['id']}").json()["input_shape"]
+    forecasts = same_in_every_runtime(exported(stack, jobs[1]["model"]["id"]), torch.rand(16, *shape),
+                                      ("window", "forecast"))
+    assert forecasts.shape == (16, 3)
+
+
 def cancel_running_job(stack) -> None:
     job_id = stack.http.post("/v1/jobs", json=LONG_SPEC).json()["id"]
     running = stack.wait_for(job_id, {"running"}, predicate=lambda j: j["progress"]["epoch"] >= 1)
@@ -92,6 +153,10 @@ def test_embedded_train_on_an_uploaded_dataset(embedded_stack):
     train_on_an_upload(embedded_stack)
 
 
+def test_embedded_exports_of_models_trained_on_uploads(embedded_stack):
+    export_models_trained_on_uploads(embedded_stack)
+
+
 def test_embedded_cancel_running_job(embedded_stack):
     cancel_running_job(embedded_stack)
 
@@ -104,6 +169,11 @@ def test_real_stack_train_then_predict(real_stack):
 @pytest.mark.realstack
 def test_real_stack_train_on_an_uploaded_dataset(real_stack):
     train_on_an_upload(real_stack)
+
+
+@pytest.mark.realstack
+def test_real_stack_exports_of_models_trained_on_uploads(real_stack):
+    export_models_trained_on_uploads(real_stack)
 
 
 @pytest.mark.realstack
