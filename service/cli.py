@@ -75,7 +75,7 @@ def up(host: str | None, port: int | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (("api", "serve the HTTP API"),
@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="what to take: jobs, exports or both (default jobs,exports); a worker that takes both makes "
                         "exports between jobs, so give exports a worker of their own where start latency matters")
     sub.add_parser("migrate", help="apply the database migrations")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     if args.command == "api":
         run_api(args.host, args.port)

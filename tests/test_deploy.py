@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main as cli_main
+from service.cli import build_parser
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +39,8 @@ def test_compose_file_is_valid():
 
 def test_compose_has_the_real_stack_with_health_ordering(compose):
     services = compose["services"]
-    assert {"postgres", "redis", "azurite", "migrate", "api", "worker"} <= set(services)
-    for name in ("api", "worker"):
+    assert {"postgres", "redis", "azurite", "migrate", "api", "worker", "exporter"} <= set(services)
+    for name in ("api", "worker", "exporter"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
         assert deps["redis"]["condition"] == "service_healthy"
@@ -52,15 +52,20 @@ def test_compose_has_the_real_stack_with_health_ordering(compose):
 
 def test_compose_commands_and_settings_exist_in_the_code(compose):
     fields = {f"TRAINSERVE_{name.upper()}" for name in Settings.model_fields}
-    for name in ("migrate", "api", "worker"):
+    for name in ("migrate", "api", "worker", "exporter"):
         service = compose["services"][name]
         assert service["command"][0] == "trainserve"
-        with pytest.raises(SystemExit) as help_exit:  # the subcommand exists: --help exits 0
-            cli_main([service["command"][1], "--help"])
-        assert help_exit.value.code == 0
+        build_parser().parse_args(service["command"][1:])  # the command and its options exist
         unknown = {k for k in service["environment"] if k.startswith("TRAINSERVE_")} - fields
         assert not unknown, f"{name} sets variables trainserve does not read: {unknown}"
         Settings(**{k.removeprefix("TRAINSERVE_").lower(): v for k, v in service["environment"].items()})
+
+
+def test_one_worker_trains_and_another_makes_exports(compose):
+    """Exports on a worker of their own never delay the start of a job."""
+    queues = {name: build_parser().parse_args(compose["services"][name]["command"][1:]).queues
+              for name in ("worker", "exporter")}
+    assert queues == {"worker": ["jobs"], "exporter": ["exports"]}
 
 
 def test_image_runs_as_a_non_root_user():
