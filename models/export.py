@@ -29,6 +29,16 @@ def model_from_bytes(data: bytes, device: str | torch.device = "cpu") -> tuple[n
     return model.to(device).eval(), config
 
 
+def tensor_to_bytes(tensor: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(tensor.detach().cpu().contiguous(), buffer)
+    return buffer.getvalue()
+
+
+def tensor_from_bytes(data: bytes) -> torch.Tensor:
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def checkpoint_to_bytes(checkpoint: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)

@@ -194,9 +194,3 @@ def store_for(settings: Settings) -> ArtifactStore:
     """The store that ``settings`` names; one client per process and URL."""
     secret = settings.azure_storage_connection_string
     return _cached_store(settings.artifacts_url, secret.get_secret_value() if secret else None)
-
-
-def get_store() -> ArtifactStore:
-    from service.settings import get_settings
-
-    return store_for(get_settings())

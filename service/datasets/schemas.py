@@ -14,6 +14,12 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
 Format = Literal[FORMATS]  # type: ignore[valid-type]
 
 
+class DatasetRef(BaseModel):
+    id: uuid.UUID
+    name: str
+    version: int
+
+
 class ParseOptions(BaseModel):
     """How to read the files; every field is optional and guessed when left out."""
 

@@ -1,9 +1,8 @@
 """What a job trains on and how it is judged afterwards, per task; :mod:`service.jobs.runner` does the rest.
 
 A plan holds the training and validation data, the model to build (none for a forecasting baseline), the
-held-out inputs (the test part: the exports are checked on them) and the report on the test part once
-training is done. The runner and the exports build the same plan from the same spec, so the exports are
-checked on the data the model was judged on.
+held-out inputs (the test part's: saved with the model, its exports are checked on them) and the report on
+the test part once training is done.
 """
 
 from __future__ import annotations

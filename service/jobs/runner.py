@@ -16,7 +16,7 @@ import torch
 from sqlalchemy import delete, func, update
 
 from models.architectures import build_model
-from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes
+from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes, tensor_to_bytes
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
     seed_everything
@@ -30,6 +30,7 @@ from service.settings import get_settings, worker_threads
 from service.tables import JobMetric, JobStatus, TrainingJob, utcnow
 
 log = logging.getLogger(__name__)
+EXPORT_CHECK_INPUTS = 256  # held-out inputs saved with a model, that its exports are checked on
 
 
 class WorkerShutdown(Exception):
@@ -149,8 +150,9 @@ def _register(job: TrainingJob, spec: JobSpec, plan, model: torch.nn.Module, rep
 
     version = registry.NewVersion(
         name=spec.name or f"{job.dataset.name}-{config.architecture}", task=plan.task, job_id=job.id,
-        dataset_id=job.dataset_id, config=config, data=model_to_bytes(model, config), metrics=report,
-        promote=spec.promote)
+        dataset_id=job.dataset_id, config=config, data=model_to_bytes(model, config),
+        held_out=tensor_to_bytes(plan.held_out[:EXPORT_CHECK_INPUTS]), metrics=report,
+        promote=registry.Promotion(**spec.promote.model_dump()) if spec.promote else None)
     return registry.register_version(store, version, succeed)
 
 

@@ -6,14 +6,9 @@ import uuid
 from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.datasets.schemas import DatasetRef
 from service.jobs.spec import JobSpec
 from service.tables import JobStatus
-
-
-class DatasetRef(BaseModel):
-    id: uuid.UUID
-    name: str
-    version: int
 
 
 class ModelRef(BaseModel):

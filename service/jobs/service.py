@@ -13,7 +13,8 @@ from service.datasets.service import builtin_stats, resolve_dataset
 from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs.spec import JobSpec
 from service.pagination import newest_first
-from service.jobs.schemas import DatasetRef, EpochMetricsOut, JobOut, ModelRef, Progress
+from service.datasets.schemas import DatasetRef
+from service.jobs.schemas import EpochMetricsOut, JobOut, ModelRef, Progress
 from service.tables import Dataset, JobMetric, JobStatus, TrainingJob, utcnow
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.optimizers import FULL_BATCH
+from service.registry.schemas import ALIAS_PATTERN
 
-ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 

@@ -1,10 +1,10 @@
 """Makes a registered model's TorchScript and ONNX exports, after its job has succeeded.
 
 Run as a task of its own, on a queue of its own, so a slow exporter never holds a job open or delays the
-next one. Each export is checked against the eager model on the job's own held-out inputs (the test part of
-the dataset it trained on, built by the same plan that trained it: an upload's held-out images, or a
-forecaster's test windows). An export that fails or drifts is recorded on the model with its reason, while
-the model itself stays registered and served.
+next one. Each export is checked against the eager model on the job's own held-out inputs, saved beside the
+model when it was registered: up to 256 inputs from the test part of the dataset it trained on (an upload's
+held-out images, or a forecaster's test windows). An export that fails or drifts is recorded on the model
+with its reason, while the model itself stays registered and served.
 """
 
 from __future__ import annotations
@@ -12,17 +12,15 @@ from __future__ import annotations
 import logging
 import uuid
 
-from models.export import model_from_bytes
+from models.export import model_from_bytes, tensor_from_bytes
 from models.portable import EXPORT_FORMATS, FILE_SUFFIX, export
 from service.artifacts import store_for
 from service.db import session_scope
-from service.jobs.plans import plan_for
-from service.jobs.spec import JobSpec
+from service.registry.service import held_out_key
 from service.settings import get_settings
 from service.tables import TrainedModel
 
 log = logging.getLogger(__name__)
-HELD_OUT = 256  # inputs the exports are checked on
 
 
 def run_export(model_id: uuid.UUID) -> None:
@@ -33,17 +31,16 @@ def run_export(model_id: uuid.UUID) -> None:
         if row is None:
             return
         todo = [f for f in EXPORT_FORMATS if row.exports.get(f, {}).get("status") != "ok"]
-        key, sha256, task, dataset = row.artifact_key, row.sha256, row.task, row.dataset
-        spec = JobSpec.model_validate(row.job.spec)
+        key, sha256, task = row.artifact_key, row.sha256, row.task
     if not todo:
         return
     try:
         model, _ = model_from_bytes(store.get(key, sha256))
-        held_out = plan_for(spec, dataset, store).held_out[:HELD_OUT]
+        held_out = tensor_from_bytes(store.get(held_out_key(model_id)))
     except Exception as exc:  # recorded, so the download says why instead of waiting for nothing
         log.exception("model %s: could not prepare its exports", model_id)
-        error = f"could not load the model or its held-out data ({type(exc).__name__}: {exc})"[:500]
-        results = {fmt: {"status": "failed", "max_abs_difference": None, "error": error} for fmt in todo}
+        error = f"could not load the model or the held-out inputs saved with it ({type(exc).__name__}: {exc})"
+        results = {fmt: {"status": "failed", "max_abs_difference": None, "error": error[:500]} for fmt in todo}
     else:
         results = {fmt: _export_one(model_id, model, fmt, held_out, task, settings.export_tolerance, store)
                    for fmt in todo}

@@ -5,8 +5,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from service.jobs.schemas import DatasetRef
-from service.jobs.spec import ALIAS_PATTERN  # noqa: F401  (re-exported for the router)
+from service.datasets.schemas import DatasetRef
+
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 
 
 class ModelOut(BaseModel):

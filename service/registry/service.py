@@ -15,8 +15,7 @@ from models.portable import FILE_SUFFIX
 from service.artifacts import ArtifactStore
 from service.db import session_scope
 from service.errors import Conflict, NotFound
-from service.jobs.schemas import DatasetRef
-from service.jobs.spec import PromoteSpec
+from service.datasets.schemas import DatasetRef
 from service.pagination import newest_first
 from service.references import next_version, parse_reference, retry_on_conflict
 from service.registry.schemas import AliasOut, ModelOut
@@ -122,6 +121,15 @@ def promote(session: Session, model: TrainedModel, alias: str, metric: str, mini
 
 
 @dataclass(frozen=True)
+class Promotion:
+    """Point ``alias`` at the new version if its ``metric`` is at least ``min`` and beats the alias's version."""
+
+    alias: str
+    metric: str
+    min: float
+
+
+@dataclass(frozen=True)
 class NewVersion:
     """A trained model on its way into the registry."""
 
@@ -131,18 +139,20 @@ class NewVersion:
     dataset_id: uuid.UUID
     config: ModelConfig
     data: bytes  # the model file: state_dict and config
+    held_out: bytes  # inputs from the job's test part, the exports are checked on (models.export.tensor_to_bytes)
     metrics: dict
-    promote: PromoteSpec | None = None
+    promote: Promotion | None = None
 
 
 def register_version(store: ArtifactStore, new: NewVersion,
                      finish: Callable[[Session, dict], None]) -> uuid.UUID:
-    """Save the model file, then in one transaction add it as the next version under its name, run the gated
+    """Save the model file and its held-out inputs, then in one transaction add it as the next version under its name, run the gated
     promotion, and call ``finish(session, result)`` (the job marking itself succeeded with the metrics and the
-    promotion's decision). If anything fails the file is removed again: no file without a row."""
+    promotion's decision). If anything fails the files are removed again: no file without a row."""
     model_id = uuid.uuid4()
     key = f"models/{model_id}/model.pt"
     sha256 = store.put(key, new.data)
+    store.put(held_out_key(model_id), new.held_out)
     config = new.config
 
     def add_next_version() -> uuid.UUID:
@@ -166,7 +176,12 @@ def register_version(store: ArtifactStore, new: NewVersion,
         return retry_on_conflict(add_next_version, f"model {new.name!r}")
     except BaseException:
         store.delete(key)
+        store.delete(held_out_key(model_id))
         raise
+
+
+def held_out_key(model_id: uuid.UUID) -> str:
+    return f"models/{model_id}/held-out.pt"
 
 
 def alias_out(row: ModelAlias) -> AliasOut:

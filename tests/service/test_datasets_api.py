@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.artifacts import get_store
+from service.artifacts import store_for
 from service.datasets.service import load_dataset
 from service.db import session_scope
 from service.main import create_app
@@ -63,7 +63,7 @@ def test_every_image_format_is_accepted_round_tripped_and_trained_on(client, run
     assert client.get(f"/v1/datasets/{name}@1").json()["id"] == body["id"]
 
     with session_scope() as session:  # what a worker loads is exactly what was sent
-        data = load_dataset(session.get(Dataset, uuid.UUID(body["id"])), get_store())
+        data = load_dataset(session.get(Dataset, uuid.UUID(body["id"])), store_for(get_settings()))
     assert np.array_equal(data.x[:, 0].numpy(), X) and np.array_equal(data.y.numpy(), Y)
 
     spec = {"dataset": name, "architecture": {"type": "logistic_regression"},
@@ -121,7 +121,7 @@ def test_identical_content_is_stored_once(client):
     assert client.get(f"/v1/datasets/{elsewhere.json()['id']}").json()["stats"]["samples"] == 200
     with session_scope() as session:
         row = session.get(Dataset, uuid.UUID(elsewhere.json()["id"]))
-        assert len(load_dataset(row, get_store())) == 200
+        assert len(load_dataset(row, store_for(get_settings()))) == 200
 
 
 def zip_with(entries: dict[str, bytes]) -> bytes:

@@ -13,8 +13,9 @@ import onnxruntime
 import pytest
 import torch
 
+from models.dataformats import parse_idx
 from models.datasets import load_builtin, split_dataset
-from models.export import model_from_bytes
+from models.export import model_from_bytes, tensor_from_bytes
 from service.artifacts import store_for
 from service.registry.exports import run_export
 from service.settings import get_settings
@@ -87,6 +88,11 @@ def test_a_model_trained_on_an_uploaded_idx_dataset_is_exported(client, run_job)
     assert r.status_code == 201, r.text
     model = trained(client, run_job, {**LOGREG_SPEC, "dataset": f"{name}@1", "name": name})
     assert model["input_shape"] == [1, 28, 28]
+    # The inputs the exports are checked on: the upload's own test part, cut as the job cut it.
+    uploaded = parse_idx([("images", datafiles.idx(x28)), ("labels", datafiles.idx(y))])
+    test = split_dataset(uploaded, validation_split=0.1, test_split=0.2, seed=0).test
+    saved = tensor_from_bytes(store_for(get_settings()).get(f"models/{model['id']}/held-out.pt"))
+    assert len(saved) == min(256, len(test)) and torch.equal(saved, test.x[:256])
     run_export(uuid.UUID(model["id"]))
     exports = client.get(f"/v1/models/{model['id']}").json()["exports"]
     assert {f: e["status"] for f, e in exports.items()} == {"torchscript": "ok", "onnx": "ok"}, exports
@@ -116,13 +122,13 @@ def test_a_forecaster_trained_on_an_uploaded_csv_is_exported(client, run_job):
 
 
 def test_a_failed_export_is_recorded_with_its_reason_and_the_model_still_serves(client, run_job):
-    """The held-out data is damaged in the store: the export fails, says why, and can be asked for again."""
+    """The held-out inputs saved with the model are damaged in the store: the export fails, says why, and can
+    be asked for again."""
     x, y = datafiles.digits(600)
     name = unique("damaged")
-    dataset = client.post("/v1/datasets", data={"name": name},
-                          files=[("file", ("digits.npz", datafiles.npz(x, y)))]).json()
+    client.post("/v1/datasets", data={"name": name}, files=[("file", ("digits.npz", datafiles.npz(x, y)))])
     model = trained(client, run_job, {**LOGREG_SPEC, "dataset": name, "name": name})
-    data_file = Path(store_for(get_settings()).root) / f"datasets/{dataset['sha256']}/data.npz"
+    data_file = Path(store_for(get_settings()).root) / f"models/{model['id']}/held-out.pt"
     original = data_file.read_bytes()
     data_file.write_bytes(b"not the bytes that were stored")
     try:
@@ -132,9 +138,9 @@ def test_a_failed_export_is_recorded_with_its_reason_and_the_model_still_serves(
     record = client.get(f"/v1/models/{model['id']}").json()
     for fmt in ("torchscript", "onnx"):
         assert record["exports"][fmt]["status"] == "failed", record["exports"]
-        assert "held-out data" in record["exports"][fmt]["error"]
+        assert "held-out inputs" in record["exports"][fmt]["error"]
     r = client.get(f"/v1/models/{model['id']}/download", params={"format": "onnx"})
-    assert_error(r, 409, "export of", "failed", "held-out data")
+    assert_error(r, 409, "export of", "failed", "held-out inputs")
     assert client.get(f"/v1/jobs/{record['job_id']}").json()["status"] == "succeeded"
     assert client.post("/predict", json={"instances": x[:2].tolist(), "model": model["id"]}).status_code == 200
 

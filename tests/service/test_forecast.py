@@ -135,12 +135,13 @@ def test_the_cntk_106b_lab_trains_and_is_compared_with_its_baselines(client, run
 
 
 def test_a_reloaded_model_gives_the_same_forecast_in_a_fresh_process(client, solar_job):
-    from service.artifacts import get_store
+    from service.artifacts import store_for
+    from service.settings import get_settings
 
     day = solar_day("2016-11-02").iloc[:10]
     served = client.post("/forecast", json={**readings(day), "model": solar_job["model"]["id"]}).json()
     model = client.get(f"/v1/models/{solar_job['model']['id']}").json()
-    path = get_store().root / f"models/{model['id']}/model.pt"
+    path = store_for(get_settings()).root / f"models/{model['id']}/model.pt"
     script = f"""
 import json, sys
 from models.export import model_from_bytes
