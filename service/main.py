@@ -7,9 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import torch
 from fastapi import FastAPI
-from threadpoolctl import threadpool_limits
 
 from service import health
 from service.artifacts import store_for
@@ -23,7 +21,7 @@ from service.predict.router import router as predict_router
 from service.serving import ModelCache
 from service.reconciler import reconcile_forever
 from service.registry.router import router as models_router
-from service.runtime import settle_heap
+from service.runtime import api_process_settings
 from service.settings import Settings, get_settings
 
 
@@ -32,16 +30,13 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Inference on small models wants few threads; the worker beside us needs the other cores.
-        torch.set_num_threads(settings.api_torch_threads)
-        threadpool_limits(settings.api_torch_threads, user_api="blas")  # NumPy's BLAS, for the dense fast path
-        settle_heap()
-        task = asyncio.create_task(reconcile_forever(settings)) if reconcile else None
-        yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with api_process_settings(settings.api_torch_threads):
+            task = asyncio.create_task(reconcile_forever(settings)) if reconcile else None
+            yield
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="trainserve",

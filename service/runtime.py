@@ -10,7 +10,12 @@ their objects (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
+
+import torch
+from threadpoolctl import threadpool_limits
 
 THRESHOLDS = (50_000, 20, 10)
 
@@ -21,3 +26,21 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
+
+
+@contextlib.contextmanager
+def api_process_settings(threads: int) -> Iterator[None]:
+    """What the API process runs with, for as long as the app runs: ``threads`` PyTorch and BLAS threads
+    (inference on small models wants few; the worker beside it needs the other cores) and a settled heap.
+    Everything is put back when the app stops, so an app started inside another program (a test, a notebook)
+    leaves that program as it found it."""
+    torch_threads, thresholds = torch.get_num_threads(), gc.get_threshold()
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads, user_api="blas"):  # NumPy's BLAS, for the dense fast path
+        settle_heap()
+        try:
+            yield
+        finally:
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
+            torch.set_num_threads(torch_threads)

@@ -15,8 +15,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def env_file() -> str | None:
+    """The dotenv file settings are read from: TRAINSERVE_ENV_FILE, ``.env`` by default; empty: none."""
+    return os.environ.get("TRAINSERVE_ENV_FILE", ".env") or None
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRAINSERVE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TRAINSERVE_", env_file=env_file(), extra="ignore")
 
     home: Path = Field(Path("var"), description="Folder for the embedded database, broker and artifacts.")
     database_url: str = ""
@@ -110,7 +115,7 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return Settings(_env_file=env_file())
 
 
 def worker_threads(settings: Settings) -> int:

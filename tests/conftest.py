@@ -9,8 +9,10 @@ import tempfile
 
 # Before any trainserve module reads its settings: this session's own home, never the developer's ./var.
 os.environ["TRAINSERVE_HOME"] = tempfile.mkdtemp(prefix="trainserve-test-")
-for _name in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_URL", "AZURE_STORAGE_CONNECTION_STRING", "QUEUE"):
-    os.environ.pop(f"TRAINSERVE_{_name}", None)
+for _name in [n for n in os.environ if n.startswith("TRAINSERVE_") and n != "TRAINSERVE_HOME"]:
+    if not _name.startswith("TRAINSERVE_TEST_") and _name != "TRAINSERVE_REQUIRE_AZURITE":
+        del os.environ[_name]
+os.environ["TRAINSERVE_ENV_FILE"] = ""  # a developer's .env never reaches the tests (nor the processes they start)
 
 import threading  # noqa: E402
 import uuid  # noqa: E402

@@ -49,7 +49,7 @@ class Stack:
         port = free_port()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
         full_env.update(env, TRAINSERVE_API_PORT=str(port), TRAINSERVE_CANCEL_CHECK_SECONDS="0.2",
-                        PYTHONUNBUFFERED="1")
+                        TRAINSERVE_ENV_FILE="", PYTHONUNBUFFERED="1")
         subprocess.run([*CLI, "migrate"], env=full_env, check=True, timeout=120)
         stack = cls(f"http://127.0.0.1:{port}", httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30),
                     env=full_env, home=Path(env["TRAINSERVE_HOME"]))

@@ -45,10 +45,12 @@ def test_predicts_test_digits_given_as_rows_or_flat(api, test_digits):
         assert probabilities.shape == (len(labels), 10) and np.allclose(probabilities.sum(1), 1, atol=1e-4)
 
 
-def test_default_model_is_the_newest_digit_classifier(api, test_digits):
-    newest = api.get("/v1/models").json()["items"][0]["id"]
-    r = api.post("/predict", json={"instances": [test_digits[0][0].tolist()]})
-    assert r.status_code == 200 and r.json()["model"]["id"] == newest
+def test_default_model_is_the_newest_digit_classifier(client, run_job, test_digits):
+    job = client.post("/v1/jobs", json={**LOGREG_SPEC, "name": f"newest-{uuid.uuid4().hex[:8]}"}).json()
+    run_job(job["id"])
+    trained = client.get(f"/v1/jobs/{job['id']}").json()["model"]["id"]
+    r = client.post("/predict", json={"instances": [test_digits[0][0].tolist()]})
+    assert r.status_code == 200 and r.json()["model"]["id"] == trained
 
 
 @pytest.mark.parametrize("body,status,fragment", [
@@ -89,8 +91,11 @@ def test_large_and_small_bodies_get_the_same_answers(api, test_digits):
     many = np.concatenate([images] * 2)  # 718 digits
     body = {"instances": many.tolist(), "model": api.model_id}
     assert len(json.dumps(body)) > SMALL_BODY
-    large = api.post("/predict", json=body).json()
-    assert large["predictions"][:10] == small["predictions"]
+    large = api.post("/predict", json=body).json()["predictions"][:10]
+    # Padded matrix products of different sizes may differ in the last bit: labels exactly, the rest closely.
+    assert [p["label"] for p in large] == [p["label"] for p in small["predictions"]]
+    assert np.allclose([p["probabilities"] for p in large], [p["probabilities"] for p in small["predictions"]],
+                       atol=2e-6)
 
 
 def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(api, test_digits):
@@ -124,17 +129,3 @@ def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(a
         pa, pb = a["predictions"][0], b["predictions"][0]
         assert pa["label"] == pb["label"] and [t["label"] for t in pa["top_k"]] == [t["label"] for t in pb["top_k"]]
         assert np.abs(np.array(pa["probabilities"]) - np.array(pb["probabilities"])).max() <= 2e-6
-
-
-def test_the_api_process_freezes_its_start_up_heap_and_runs_one_blas_thread(api):
-    """Full collections of the start-up heap stopped the event loop for 130-150 ms, and a second BLAS thread
-    competed with the event loop for the cores (docs/benchmarks.md)."""
-    import gc
-
-    from threadpoolctl import threadpool_info
-
-    from service.runtime import THRESHOLDS
-
-    assert gc.get_threshold() == THRESHOLDS and gc.get_freeze_count() > 10_000
-    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
-    assert blas and all(lib["num_threads"] == api.app.state.settings.api_torch_threads for lib in blas)

@@ -11,7 +11,7 @@ import sys
 
 def run_python(code: str, home) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
-    env["TRAINSERVE_HOME"] = str(home)
+    env.update(TRAINSERVE_HOME=str(home), TRAINSERVE_ENV_FILE="")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])

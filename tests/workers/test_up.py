@@ -34,7 +34,7 @@ def processes_of(home: Path) -> list[int]:
 def test_up_trains_exports_and_stops_everything_on_ctrl_c(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
-    env.update(TRAINSERVE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
+    env.update(TRAINSERVE_HOME=str(tmp_path), TRAINSERVE_ENV_FILE="", PYTHONUNBUFFERED="1")
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--port", str(port)], env=env, stdout=log,
                           stderr=subprocess.STDOUT)
