@@ -11,12 +11,13 @@ import sys
 from service.settings import get_settings
 
 
-def run_api(host: str | None, port: int | None) -> None:
+def run_api(host: str | None, port: int | None, fd: int | None = None) -> None:
     import uvicorn
 
     settings = get_settings()
+    # fd: a socket already bound and listening, handed over by whoever started us (socket activation, tests).
     uvicorn.run("service.main:create_app", factory=True, host=host or settings.api_host,
-                port=port or settings.api_port, log_level="info", access_log=settings.access_log)
+                port=port or settings.api_port, fd=fd, log_level="info", access_log=settings.access_log)
 
 
 QUEUES = ("jobs", "exports")
@@ -53,7 +54,7 @@ def migrate() -> None:
     upgrade(settings.database_url)
 
 
-def up(host: str | None, port: int | None) -> int:
+def up(host: str | None, port: int | None, fd: int | None = None) -> int:
     """Migrations, then a training worker and an export worker in the background and the API in the
     foreground; Ctrl-C stops them all."""
     migrate()
@@ -62,7 +63,7 @@ def up(host: str | None, port: int | None) -> int:
     workers = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", queue],
                                 start_new_session=True) for queue in QUEUES]
     try:
-        run_api(host, port)
+        run_api(host, port, fd)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)  # warm shutdown: the job in hand goes back to the queue
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--host")
         p.add_argument("--port", type=int)
+        p.add_argument("--fd", type=int, help="serve on this inherited, listening socket instead of host:port")
     w = sub.add_parser("worker", help="run a Celery worker that trains jobs")
     w.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1, one process)")
     w.add_argument("--queues", type=_queues, default=list(QUEUES),
@@ -96,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     if args.command == "api":
-        run_api(args.host, args.port)
+        run_api(args.host, args.port, args.fd)
     elif args.command == "worker":
         run_worker(args.concurrency, args.queues)
     elif args.command == "migrate":
         migrate()
     elif args.command == "up":
-        return up(args.host, args.port)
+        return up(args.host, args.port, args.fd)
     return 0
 
 

@@ -31,26 +31,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start(location: Path, log) -> tuple[subprocess.Popen, int]:
+    """Azurite on a port that was free a moment ago (it cannot take a socket); another one if that port was
+    taken meanwhile."""
+    for _ in range(5):
+        port = _free_port()
+        proc = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+                                 str(location), "--disableTelemetry", "--skipApiVersionCheck", "--silent"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return proc, port
+            except OSError:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise RuntimeError("Azurite did not start listening within 30 s") from None
+                time.sleep(0.1)
+        if "EADDRINUSE" not in (location / "azurite.log").read_text():
+            raise RuntimeError(f"Azurite exited: {(location / 'azurite.log').read_text()[-2000:]}")
+    raise RuntimeError("Azurite found no free port in 5 tries")
+
+
 @contextmanager
 def running_azurite(location: Path) -> Iterator[str]:
     """Start Azurite's blob service on a free port; yields its connection string."""
-    port = _free_port()
     log = open(location / "azurite.log", "wb")
-    proc = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-                             str(location), "--disableTelemetry", "--skipApiVersionCheck", "--silent"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc, port = _start(location, log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"Azurite exited: {(location / 'azurite.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("Azurite did not start listening within 30 s") from None
-                time.sleep(0.1)
         yield connection_string(port)
     finally:
         proc.terminate()

@@ -20,9 +20,19 @@ CLI = [sys.executable, "-m", "service.cli"]
 
 
 def free_port() -> int:
+    """A port that was free a moment ago, for servers that cannot take a socket; prefer `listening_socket`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening_socket() -> socket.socket:
+    """A socket bound to a port of its own and listening: handed to a server, no other process can take the
+    port between choosing it and serving on it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
 
 
 @dataclass
@@ -34,11 +44,12 @@ class Stack:
     processes: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
-    def spawn(self, command: str) -> subprocess.Popen:
-        """Start `trainserve <command>` with this stack's settings, logging to its home folder."""
+    def spawn(self, command: str, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+        """Start `trainserve <command> <args>` with this stack's settings, logging to its home folder."""
         log = self.home / f"{command}{len(self.processes)}.log"
         self.logs.append(log)
-        process = subprocess.Popen([*CLI, command], env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*CLI, command, *args], env=self.env, stdout=log.open("wb"),
+                                   stderr=subprocess.STDOUT, pass_fds=pass_fds)
         self.processes.append(process)
         return process
 
@@ -46,15 +57,16 @@ class Stack:
     @contextlib.contextmanager
     def start(cls, env: dict[str, str], workers: int = 1) -> Iterator["Stack"]:
         """Migrate, then start the API and ``workers`` worker processes; stop them all on exit."""
-        port = free_port()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
-        full_env.update(env, TRAINSERVE_API_PORT=str(port), TRAINSERVE_CANCEL_CHECK_SECONDS="0.2",
-                        TRAINSERVE_ENV_FILE="", PYTHONUNBUFFERED="1")
+        full_env.update(env, TRAINSERVE_CANCEL_CHECK_SECONDS="0.2", TRAINSERVE_ENV_FILE="", PYTHONUNBUFFERED="1")
         subprocess.run([*CLI, "migrate"], env=full_env, check=True, timeout=120)
+        sock = listening_socket()
+        port = sock.getsockname()[1]
         stack = cls(f"http://127.0.0.1:{port}", httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30),
                     env=full_env, home=Path(env["TRAINSERVE_HOME"]))
         try:
-            stack.spawn("api")
+            with sock:
+                stack.spawn("api", "--fd", str(sock.fileno()), pass_fds=(sock.fileno(),))
             for _ in range(workers):
                 stack.spawn("worker")
             stack.wait_ready()

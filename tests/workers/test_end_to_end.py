@@ -184,7 +184,7 @@ def test_real_stack_cancel_running_job(real_stack):
 def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(tmp_path):
     """SIGKILL, as an out-of-memory kill would: no shutdown handler runs. The reconciler notices the
     silent heartbeat, queues the job again, and a new worker continues after the last finished epoch."""
-    env = {"TRAINSERVE_HOME": str(tmp_path), "TRAINSERVE_STALE_AFTER_SECONDS": "3",
+    env = {"TRAINSERVE_HOME": str(tmp_path), "TRAINSERVE_STALE_AFTER_SECONDS": "10",
            "TRAINSERVE_RECONCILE_SECONDS": "1"}
     spec = {**LONG_SPEC, "training": {"epochs": 30, "batch_size": 8, "learning_rate": 0.0005}}
     with Stack.start(env) as stack:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import LOGREG_SPEC
-from tests.stack import Stack, free_port
+from tests.stack import Stack, listening_socket
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +32,14 @@ def processes_of(home: Path) -> list[int]:
 
 
 def test_up_trains_exports_and_stops_everything_on_ctrl_c(tmp_path):
-    port = free_port()
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
     env.update(TRAINSERVE_HOME=str(tmp_path), TRAINSERVE_ENV_FILE="", PYTHONUNBUFFERED="1")
     log = (tmp_path / "up.log").open("wb")
-    up = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--port", str(port)], env=env, stdout=log,
-                          stderr=subprocess.STDOUT)
+    with sock:
+        up = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--fd", str(sock.fileno())], env=env,
+                              stdout=log, stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),))
     stack = Stack(f"http://127.0.0.1:{port}", httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30),
                   env=env, home=tmp_path, processes=[up], logs=[tmp_path / "up.log"])
     try:
