@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.artifacts import store_for
 from service.datasets import service
@@ -33,6 +37,22 @@ def _answer(row, created: bool, response: Response) -> DatasetOut:
     return service.dataset_out(row)
 
 
+@contextlib.asynccontextmanager
+async def _upload_form(request: Request, max_bytes: int) -> AsyncIterator[FormData]:
+    """The multipart form, at most two files; the form parser's own refusal of a third says what to send."""
+    try:
+        form = await limited(request, max_bytes).form(max_files=2, max_fields=10)
+    except StarletteHTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise InvalidInput("too many files; send one file, or two for IDX (images and labels)",
+                               details=[{"field": "file", "message": "at most 2 files"}]) from None
+        raise
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
 @router.post("", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_FORM,
              responses={200: {"description": "the same content was already uploaded under this name"}})
 async def upload_dataset(request: Request, response: Response, session: SessionDep) -> DatasetOut:
@@ -41,7 +61,7 @@ async def upload_dataset(request: Request, response: Response, session: SessionD
     a CSV of time series (a timestamp column and numeric columns). 201 with a new version; 200 with the
     existing one when this name already holds the same content."""
     settings = request.app.state.settings
-    async with limited(request, settings.max_upload_bytes).form(max_files=2, max_fields=10) as form:
+    async with _upload_form(request, settings.max_upload_bytes) as form:
         fields = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
         try:
             spec = UploadForm.model_validate(fields)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,12 +41,15 @@ def test_bf16_autocast_trains(splits):
 
 
 def test_same_seed_same_metrics_on_the_gpu(splits):
+    """Without deterministic mode cuBLAS may sum in another order from run to run: the same seed gives the
+    same losses up to rounding, and another seed gives other losses."""
     runs = []
-    for _ in range(2):
-        model, opt, _ = make(splits, "mlp", {"hidden_sizes": [64], "dropout": 0.2}, seed=3)
+    for seed in (3, 3, 4):
+        model, opt, _ = make(splits, "mlp", {"hidden_sizes": [64], "dropout": 0.2}, seed=seed)
         runs.append([m.train_loss for m in fit(model, opt, splits.train, splits.validation,
-                                               TrainConfig(epochs=3, seed=3, device="cuda")).history])
-    assert runs[0] == runs[1]
+                                               TrainConfig(epochs=3, seed=seed, device="cuda")).history])
+    assert np.allclose(runs[0], runs[1], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(runs[0], runs[2], rtol=1e-3)
 
 
 @pytest.mark.parametrize("optimizer", ["newton", "conjugate_gradient", "lbfgs"])

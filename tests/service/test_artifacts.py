@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 import uuid
 
 import pytest
@@ -46,17 +48,32 @@ def test_keys_cannot_leave_the_store(store, key):
 
 
 def test_a_reader_never_sees_half_an_artifact(store):
-    """Readers racing a writer of a large artifact see the old bytes or the new ones, never a mix."""
+    """A reader racing a writer that keeps replacing a large artifact sees the old bytes or the new ones, never a
+    mix; it reads until it has seen both, so the race really happened."""
     old, new = b"a" * 4_000_000, b"b" * 4_000_000
     store.put("big.bin", old)
-    seen: set[bytes] = set()
-    writer = threading.Thread(target=lambda: [store.put("big.bin", x) for x in (new, old, new)])
+    stop = threading.Event()
+
+    def write() -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            store.put("big.bin", (new, old)[i % 2])
+
+    writer = threading.Thread(target=write)
     writer.start()
-    while writer.is_alive():
-        data = store.get("big.bin")
-        seen.add(data[:1] + data[-1:] + bytes([len(set(data))]))
-    writer.join()
-    assert seen <= {b"aa\x01", b"bb\x01"}, seen
+    seen: set[bytes] = set()
+    reads, deadline = 0, time.monotonic() + 120
+    try:
+        while (len(seen) < 2 or reads < 20) and time.monotonic() < deadline:
+            data = store.get("big.bin")
+            assert data in (old, new), f"read {reads}: {len(data)} bytes, {sorted(set(data))[:3]}"
+            seen.add(data[:1])
+            reads += 1
+    finally:
+        stop.set()
+        writer.join()
+    assert seen == {b"a", b"b"} and reads >= 20, (seen, reads)
 
 
 def test_settings_refuse_an_unknown_store_and_azure_without_a_secret(tmp_path):
@@ -68,6 +85,6 @@ def test_settings_refuse_an_unknown_store_and_azure_without_a_secret(tmp_path):
 
 
 def test_workload_identity_url_names_account_container_and_prefix():
-    store = open_store("https://acct.blob.core.windows.net/artifacts/prod")
-    assert store.url == "https://acct.blob.core.windows.net/artifacts/prod"
-    assert store._blob("models/x/model.pt").blob_name == "prod/models/x/model.pt"
+    blob = open_store("https://acct.blob.core.windows.net/artifacts/prod")._blob("models/x/model.pt")
+    assert (blob.account_name, blob.container_name, blob.blob_name) == ("acct", "artifacts", "prod/models/x/model.pt")
+    assert blob.url == "https://acct.blob.core.windows.net/artifacts/prod/models/x/model.pt"

@@ -61,19 +61,31 @@ def test_infer_with_flat_data_agrees_with_the_labels(api, digits):
     body = r.json()
     assert body["model_name"] == NAME and body["model_version"] == "2" and body["id"] == "42"
     outputs = {o["name"]: o for o in body["outputs"]}
-    assert outputs["label"] == {"name": "label", "datatype": "INT64", "shape": [len(x)], "data": outputs["label"]["data"]}
-    assert (np.array(outputs["label"]["data"]) == y).mean() >= 0.9
+    label = outputs["label"]
+    assert {k: label[k] for k in ("name", "datatype", "shape")} == {"name": "label", "datatype": "INT64",
+                                                                   "shape": [len(x)]}
+    assert len(label["data"]) == len(x) and all(isinstance(v, int) for v in label["data"])
+    assert (np.array(label["data"]) == y).mean() >= 0.9
+    assert outputs["probabilities"]["datatype"] == "FP32" and outputs["probabilities"]["shape"] == [len(x), 10]
     probabilities = np.array(outputs["probabilities"]["data"]).reshape(outputs["probabilities"]["shape"])
-    assert probabilities.shape == (len(x), 10) and np.allclose(probabilities.sum(1), 1, atol=1e-4)
+    assert np.allclose(probabilities.sum(1), 1, atol=1e-4)
+    assert (probabilities.argmax(1) == np.array(label["data"])).all()
 
 
 def test_infer_a_version_with_nested_data_and_one_requested_output(api, digits):
+    """Nested data gives the same labels as flat data, and as /predict with the same version."""
     x, _ = digits
-    request = {"inputs": [{"name": "pixels", "shape": [2, 64], "datatype": "FP32", "data": x[:2].reshape(2, 64).tolist()}],
-               "outputs": [{"name": "label"}]}
+    n = 40
+    request = {"inputs": [{"name": "pixels", "shape": [n, 64], "datatype": "FP32",
+                           "data": x[:n].reshape(n, 64).tolist()}], "outputs": [{"name": "label"}]}
     body = api.post(f"/v2/models/{NAME}/versions/1/infer", json=request).json()
     assert body["model_version"] == "1" and [o["name"] for o in body["outputs"]] == ["label"]
     assert "id" not in body
+    flat = api.post(f"/v2/models/{NAME}/versions/1/infer", json={
+        "inputs": [{"name": "pixels", "shape": [n, 64], "datatype": "FP32", "data": x[:n].reshape(-1).tolist()}],
+        "outputs": [{"name": "label"}]}).json()
+    served = api.post("/predict", json={"instances": x[:n, 0].tolist(), "model": f"{NAME}@1"}).json()
+    assert body["outputs"][0]["data"] == flat["outputs"][0]["data"] == [p["label"] for p in served["predictions"]]
 
 
 @pytest.mark.parametrize("path,request_body,status,fragment", [
