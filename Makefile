@@ -35,8 +35,9 @@ lint-imports: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev node_modules/.installed lint-imports
 	$(BIN)/pytest
 
+# No training end to end and no server: the in-process tests on SQLite, in about a minute.
 test-fast: $(VENV)/.installed-dev lint-imports
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow and not realstack"
 
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/pytest -m slow

@@ -1,6 +1,7 @@
-"""Shared fixtures. In-process tests run on an embedded SQLite home made for the test session; the
-end-to-end tests start real ``trainserve`` API and worker processes, on the embedded defaults or on the
-PostgreSQL and Redis servers at 127.0.0.1."""
+"""Shared fixtures. In-process tests run twice: on an embedded SQLite home made for the test session, and on
+a PostgreSQL database made for it (the database AKS uses), each with its own artifact folder. The end-to-end
+tests start real ``trainserve`` API and worker processes, on the embedded defaults or on the PostgreSQL and
+Redis servers at 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ for _name in [n for n in os.environ if n.startswith("TRAINSERVE_") and n != "TRA
         del os.environ[_name]
 os.environ["TRAINSERVE_ENV_FILE"] = ""  # a developer's .env never reaches the tests (nor the processes they start)
 
+import contextlib  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -31,17 +33,45 @@ from tests.stack import Stack  # noqa: E402
 POSTGRES_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TRAINSERVE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
-LOGREG_SPEC = {
-    "dataset": "digits",
-    "architecture": {"type": "logistic_regression"},
-    "optimizer": {"type": "sgd", "momentum": 0.9},
-    "training": {"epochs": 15, "batch_size": 64, "learning_rate": 0.05, "seed": 0},
-}
 
 
-@pytest.fixture(scope="session")
-def migrated() -> None:
-    upgrade(get_settings().database_url)
+DATABASES = ["sqlite", "postgresql"]
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """A test that runs on PostgreSQL needs the server: `realstack`, like the end-to-end tests on it."""
+    for item in items:
+        if getattr(item, "callspec", None) and item.callspec.params.get("migrated") == "postgresql":
+            item.add_marker(pytest.mark.realstack)
+
+
+def use_database(url: str, artifacts: str) -> None:
+    """Point this process's settings, engine and sessions at another database and artifact folder."""
+    from service.db import get_engine, get_sessionmaker
+
+    get_engine().dispose()
+    settings = get_settings()
+    settings.database_url, settings.artifacts_url = url, artifacts
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()
+
+
+@pytest.fixture(scope="session", params=DATABASES)
+def migrated(request, tmp_path_factory) -> Iterator[str]:
+    """The in-process tests' database, migrated: SQLite, then PostgreSQL (a fresh database, dropped after)."""
+    settings = get_settings()
+    embedded = (settings.database_url, settings.artifacts_url)
+    if request.param == "sqlite":
+        upgrade(settings.database_url)
+        yield request.param
+        return
+    with new_postgres_database() as url:
+        use_database(url, f"file://{tmp_path_factory.mktemp('artifacts-postgresql')}")
+        try:
+            upgrade(url)
+            yield request.param
+        finally:
+            use_database(*embedded)
 
 
 @pytest.fixture
@@ -60,16 +90,25 @@ def run_job():
     return lambda job_id: _run(uuid.UUID(str(job_id)), threading.Event())
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for this test session, dropped at the end."""
+@contextlib.contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
     name = f"trainserve_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    yield f"{base}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database for the end-to-end tests on the real stack."""
+    with new_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

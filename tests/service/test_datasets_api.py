@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import uuid
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,25 +15,17 @@ from service.artifacts import store_for
 from service.datasets.service import load_dataset
 from service.db import session_scope
 from service.main import create_app
-from service.settings import Settings, get_settings
+from service.settings import get_settings
 from service.tables import Dataset
 from tests import datafiles
+from tests.helpers import artifact_files, settings_with, unique
 
 X, Y = datafiles.digits()
 SMALL_X, SMALL_Y = X[:200], Y[:200]
 
 
-def artifact_files() -> set[Path]:
-    root = Path(get_settings().artifacts_url.removeprefix("file://")) / "datasets"
-    return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
-
-
 def upload(client, name: str, *files: tuple[str, bytes], **fields):
     return client.post("/v1/datasets", data={"name": name, **fields}, files=[("file", f) for f in files])
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 FORMATS = {
@@ -199,7 +190,7 @@ def test_a_bad_name_or_option_is_refused(client):
 def test_a_zip_that_expands_past_the_limit_is_refused(migrated):
     bomb = zip_with({"0/a.png": b"\0" * 3_000_000, "1/b.png": b"\0" * 3_000_000})
     assert len(bomb) < 100_000
-    with TestClient(create_app(Settings(max_upload_bytes=2_000_000), reconcile=False)) as small:
+    with TestClient(create_app(settings_with(max_upload_bytes=2_000_000), reconcile=False)) as small:
         before = artifact_files()
         response = upload(small, unique("bomb"), ("bomb.zip", bomb))
         assert response.status_code == 413 and "expands past" in response.json()["error"]["message"]
@@ -211,7 +202,7 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_read(migrated):
 
     import httpx
 
-    app = create_app(Settings(max_upload_bytes=100_000), reconcile=False)
+    app = create_app(settings_with(max_upload_bytes=100_000), reconcile=False)
     big = datafiles.npz(np.zeros((5000, 8, 8), np.float32), np.zeros(5000, np.int64))
     with TestClient(app) as small:  # a declared length over the limit
         response = upload(small, unique("big"), ("big.npz", big))

@@ -20,12 +20,7 @@ from service.artifacts import store_for
 from service.registry.exports import run_export
 from service.settings import get_settings
 from tests import datafiles
-from tests.conftest import LOGREG_SPEC
-from tests.service.test_jobs_api import assert_error
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from tests.helpers import LOGREG_SPEC, assert_error, unique
 
 
 def trained(client, run_job, spec: dict) -> dict:

@@ -16,8 +16,7 @@ from fastapi.testclient import TestClient
 
 from models.datasets import load_builtin
 from service.main import create_app
-from service.settings import Settings
-from tests.conftest import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC, settings_with
 from service.jobs.runner import run_job
 
 SOLAR_SPEC = {
@@ -246,7 +245,7 @@ def test_the_default_forecaster_route_is_a_setting(migrated, solar_job):
     with TestClient(create_app(reconcile=False)) as client:
         version = solar_job["model"]["version"]
         assert client.put("/v1/models/solar-current/aliases/production", json={"version": version}).status_code == 200
-    settings = Settings(default_forecaster="solar-current@production")
+    settings = settings_with(default_forecaster="solar-current@production")
     with TestClient(create_app(settings, reconcile=False)) as client:
         body = client.post("/forecast", json=readings(solar_day("2016-11-01").iloc[:12])).json()
         assert body["model"]["id"] == solar_job["model"]["id"] and body["target"] == "solar.current"

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from models.datasets import load_builtin, split_dataset
 from service.main import create_app
-from tests.conftest import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC
 from service.jobs.runner import run_job
 
 NAME = f"oip-{uuid.uuid4().hex[:8]}"

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from tests.conftest import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC, assert_error
 
 
 def spec(**changes) -> dict:
@@ -18,15 +18,6 @@ def spec(**changes) -> dict:
             target = target[p]
         target[leaf] = value
     return s
-
-
-def assert_error(response, status: int, *fragments: str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
-    for fragment in fragments:
-        assert fragment in body["error"]["message"], body
-    return body["error"]
 
 
 def test_submit_answers_202_with_location_and_a_queued_job(client):

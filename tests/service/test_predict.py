@@ -12,8 +12,7 @@ from fastapi.testclient import TestClient
 
 from models.datasets import load_builtin, split_dataset
 from service.main import create_app
-from tests.conftest import LOGREG_SPEC
-from tests.service.test_jobs_api import assert_error
+from tests.helpers import LOGREG_SPEC, assert_error
 from service.jobs.runner import run_job
 
 

@@ -15,9 +15,7 @@ from PIL import Image, ImageDraw
 from models.datasets import load_builtin, split_dataset
 from service.main import create_app
 from service.predict.images import to_mnist
-from service.settings import Settings
-from tests.conftest import LOGREG_SPEC
-from tests.service.test_jobs_api import assert_error
+from tests.helpers import LOGREG_SPEC, assert_error, settings_with
 from service.jobs.runner import run_job
 
 NAME = f"img-{uuid.uuid4().hex[:8]}"
@@ -135,7 +133,7 @@ def test_form_without_images_or_with_a_bad_top_k(api, digits):
 
 
 def test_an_image_over_the_size_limit_is_refused(migrated, digits):
-    with TestClient(create_app(Settings(max_image_bytes=100), reconcile=False)) as client:
+    with TestClient(create_app(settings_with(max_image_bytes=100), reconcile=False)) as client:
         r = client.post("/predict", files=[("images", ("big.png", light_on_dark(digits[0][0], 64)))],
                         data={"model": NAME})
         assert_error(r, 413, "images may be at most 100 bytes")

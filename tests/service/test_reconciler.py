@@ -12,7 +12,7 @@ import pytest
 from service.db import session_scope
 from service.jobs.service import jobs_to_resend
 from service.tables import JobStatus, TrainingJob, utcnow
-from tests.conftest import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC
 from service.jobs.runner import JobLost, JobMonitor, _claim, _finish
 
 STALE = timedelta(minutes=10)

@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 from service.db import session_scope
 from service.main import create_app
 from service.registry import service as registry
-from service.settings import Settings, get_settings
-from tests.service.test_jobs_api import assert_error
+from tests.helpers import assert_error, settings_with
 
 DIGIT = [[0.0] * 8] * 8
 
@@ -64,8 +63,7 @@ def test_another_process_moving_an_alias_is_seen_within_the_cache_time(migrated,
     """One app trusts what an alias pointed at for 60 s, another for 0.3 s; the alias moves in the database,
     as another API replica would move it."""
     def app(ref_cache_seconds: float) -> TestClient:
-        settings = Settings(ref_cache_seconds=ref_cache_seconds, default_classifier=f"{name}@production",
-                            database_url=get_settings().database_url, artifacts_url=get_settings().artifacts_url)
+        settings = settings_with(ref_cache_seconds=ref_cache_seconds, default_classifier=f"{name}@production")
         return TestClient(create_app(settings, reconcile=False))
 
     with app(60.0) as trusting, app(0.3) as brief:

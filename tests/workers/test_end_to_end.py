@@ -17,7 +17,7 @@ from models.datasets import load_builtin, split_dataset
 from models.export import model_from_bytes
 from service.artifacts import open_store
 from tests import datafiles
-from tests.conftest import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC
 from tests.stack import Stack
 
 pytestmark = pytest.mark.slow

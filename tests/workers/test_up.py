@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC
 from tests.stack import Stack, listening_socket
 
 pytestmark = pytest.mark.slow
