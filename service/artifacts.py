@@ -15,6 +15,7 @@ Keys are relative paths such as ``models/<id>/model.pt``. Reads verify the sha25
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from functools import lru_cache
@@ -23,6 +24,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from service.errors import AppError
+
+# The Azure SDK logs every request's headers at INFO; a worker's log is for its jobs.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 if TYPE_CHECKING:
     from service.settings import Settings

@@ -15,12 +15,10 @@ for _name in [n for n in os.environ if n.startswith("TRAINSERVE_") and n != "TRA
         del os.environ[_name]
 os.environ["TRAINSERVE_ENV_FILE"] = ""  # a developer's .env never reaches the tests (nor the processes they start)
 
-import contextlib  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
-import psycopg  # noqa: E402
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -28,10 +26,9 @@ from service.main import create_app  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.settings import get_settings  # noqa: E402
 from tests import azurite  # noqa: E402
+from tests.helpers import REDIS_URL, new_postgres_database  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
-POSTGRES_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TRAINSERVE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 
@@ -88,20 +85,6 @@ def run_job():
     from service.jobs.runner import run_job as _run
 
     return lambda job_id: _run(uuid.UUID(str(job_id)), threading.Event())
-
-
-@contextlib.contextmanager
-def new_postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database, dropped afterwards."""
-    name = f"trainserve_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

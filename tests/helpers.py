@@ -3,8 +3,16 @@ artifact files on disk, unique names. Test modules import from here, never from 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import psycopg
+
+POSTGRES_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TRAINSERVE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 LOGREG_SPEC = {
     "dataset": "digits",
@@ -41,3 +49,17 @@ def artifact_files() -> set[Path]:
 
     root = Path(get_settings().artifacts_url.removeprefix("file://")) / "datasets"
     return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+@contextlib.contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
+    name = f"trainserve_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

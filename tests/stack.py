@@ -42,6 +42,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     home: Path = Path(".")
     processes: list[subprocess.Popen] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
     def spawn(self, command: str, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
@@ -51,7 +52,12 @@ class Stack:
         process = subprocess.Popen([*CLI, command, *args], env=self.env, stdout=log.open("wb"),
                                    stderr=subprocess.STDOUT, pass_fds=pass_fds)
         self.processes.append(process)
+        self.commands.append(command)
         return process
+
+    def worker(self) -> subprocess.Popen:
+        """The first worker process still running."""
+        return next(p for p, c in zip(self.processes, self.commands) if c == "worker" and p.poll() is None)
 
     @classmethod
     @contextlib.contextmanager

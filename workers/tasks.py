@@ -10,6 +10,7 @@ import threading
 import uuid
 
 from celery import shared_task
+from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_shutting_down
 
 from service.queue import EXPORT_TASK, TRAIN_TASK
@@ -31,6 +32,8 @@ def _on_process_init(**_: object) -> None:
 
 @shared_task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def train_job(job_id: str) -> None:
+    if shutting_down.is_set():  # a stopping worker takes no new job: the message goes back for another
+        raise Reject("this worker is shutting down", requeue=True)
     from service.jobs.runner import run_job  # PyTorch is imported only in the process that trains
 
     run_job(uuid.UUID(job_id), shutting_down)

@@ -24,7 +24,7 @@ from service.artifacts import ArtifactStore, store_for
 from service.db import session_scope
 from service.jobs.plans import plan_for
 from service.jobs.spec import JobSpec
-from service.queue import enqueue_export
+from service.queue import enqueue_export, enqueue_job
 from service.registry import service as registry
 from service.settings import get_settings, worker_threads
 from service.tables import JobMetric, JobStatus, TrainingJob, utcnow
@@ -132,6 +132,19 @@ def _record_epoch(job: TrainingJob, metrics: EpochMetrics) -> None:
         session.add(JobMetric(job_id=job.id, **metrics.to_dict()))
 
 
+def _send_again(job_id: uuid.UUID) -> None:
+    """A job put back in the queue by a stopping worker goes to the next free worker at once; if the broker
+    cannot take it now, the reconciler sends it (its enqueued_at stays empty)."""
+    try:
+        enqueue_job(job_id)
+    except Exception:
+        log.warning("job %s: could not send it again; the reconciler will", job_id, exc_info=True)
+        return
+    with session_scope() as session:
+        session.execute(update(TrainingJob).where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.queued)
+                        .values(enqueued_at=utcnow()))
+
+
 def _headline(report: dict) -> str:
     if "test_accuracy" in report:
         return f"test accuracy {report['test_accuracy']:.4f}"
@@ -220,8 +233,10 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
         log.info("job %s: cancelled", job_id)
     except WorkerShutdown:
         with session_scope() as session:
-            session.execute(update(TrainingJob).where(_ours(job))
-                            .values(status=JobStatus.queued, heartbeat_at=None, enqueued_at=None))
+            requeued = session.execute(update(TrainingJob).where(_ours(job))
+                                       .values(status=JobStatus.queued, heartbeat_at=None, enqueued_at=None)).rowcount
+        if requeued:
+            _send_again(job_id)
         log.info("job %s: worker shutting down; back in the queue, it resumes from its last checkpoint", job_id)
     except (TrainingDiverged, ValueError, FileNotFoundError) as exc:  # the message says what to change
         _finish(job, JobStatus.failed, error=str(exc))

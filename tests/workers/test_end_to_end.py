@@ -5,6 +5,7 @@ The same flow runs on the embedded defaults (SQLite, kombu's filesystem transpor
 
 from __future__ import annotations
 
+import contextlib
 import io
 import signal
 
@@ -17,7 +18,7 @@ from models.datasets import load_builtin, split_dataset
 from models.export import model_from_bytes
 from service.artifacts import open_store
 from tests import datafiles
-from tests.helpers import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC, REDIS_URL, new_postgres_database, unique
 from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -140,6 +141,25 @@ def cancel_running_job(stack) -> None:
     assert 1 <= len(kept) < 500 and cancelled["progress"]["epoch"] == len(kept)
 
 
+def stopped_worker_hands_its_job_on(stack) -> None:
+    """SIGTERM, as Kubernetes and Ctrl-C send: the job goes back to the queue at its next batch, is sent again
+    at once, and the next worker resumes after the last finished epoch."""
+    spec = {**LONG_SPEC, "training": {"epochs": 12, "batch_size": 8, "learning_rate": 0.0005}}
+    job_id = stack.http.post("/v1/jobs", json=spec).json()["id"]
+    stack.wait_for(job_id, {"running"}, predicate=lambda j: j["progress"]["epoch"] >= 2)
+    worker = stack.worker()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, stack.tail_logs()
+    requeued = stack.http.get(f"/v1/jobs/{job_id}").json()
+    assert requeued["status"] == "queued" and requeued["attempts"] == 1, requeued
+    stack.spawn("worker")
+    done = stack.wait_for(job_id, timeout=180)
+    assert done["status"] == "succeeded" and done["attempts"] == 2, f"{done}\n{stack.tail_logs()}"
+    epochs = [m["epoch"] for m in stack.http.get(f"/v1/jobs/{job_id}/metrics").json()["items"]]
+    assert epochs == list(range(1, 13)), "no epoch lost or done twice"
+    assert "resuming after epoch" in stack.logs[-1].read_text(), stack.tail_logs()
+
+
 def test_embedded_predict_before_any_model_says_to_train_one(embedded_stack):
     r = embedded_stack.http.post("/predict", json={"instances": [[0.0] * 64]})
     assert r.status_code == 404 and "submit a job" in r.json()["error"]["message"]
@@ -159,6 +179,15 @@ def test_embedded_exports_of_models_trained_on_uploads(embedded_stack):
 
 def test_embedded_cancel_running_job(embedded_stack):
     cancel_running_job(embedded_stack)
+
+
+def test_embedded_a_stopped_worker_hands_its_job_on(embedded_stack):
+    stopped_worker_hands_its_job_on(embedded_stack)
+
+
+@pytest.mark.realstack
+def test_real_stack_a_stopped_worker_hands_its_job_on(real_stack):
+    stopped_worker_hands_its_job_on(real_stack)
 
 
 @pytest.mark.realstack
@@ -181,22 +210,28 @@ def test_real_stack_cancel_running_job(real_stack):
     cancel_running_job(real_stack)
 
 
-def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("backend", ["embedded", pytest.param("realstack", marks=pytest.mark.realstack)])
+def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(tmp_path, backend, request):
     """SIGKILL, as an out-of-memory kill would: no shutdown handler runs. The reconciler notices the
-    silent heartbeat, queues the job again, and a new worker continues after the last finished epoch."""
+    silent heartbeat, queues the job again, and a new worker continues after the last finished epoch. A stack
+    of its own (its own database and queue), so no other API's reconciler takes part."""
     env = {"TRAINSERVE_HOME": str(tmp_path), "TRAINSERVE_STALE_AFTER_SECONDS": "10",
            "TRAINSERVE_RECONCILE_SECONDS": "1"}
     spec = {**LONG_SPEC, "training": {"epochs": 30, "batch_size": 8, "learning_rate": 0.0005}}
-    with Stack.start(env) as stack:
+    with contextlib.ExitStack() as resources:
+        if backend == "realstack":
+            env.update(TRAINSERVE_DATABASE_URL=resources.enter_context(new_postgres_database()),
+                       TRAINSERVE_BROKER_URL=REDIS_URL, TRAINSERVE_QUEUE=unique("trainserve-kill"))
+        stack = resources.enter_context(Stack.start(env))
         job_id = stack.http.post("/v1/jobs", json=spec).json()["id"]
         stack.wait_for(job_id, {"running"}, predicate=lambda j: j["progress"]["epoch"] >= 2)
-        worker = stack.processes[1]
+        worker = stack.worker()
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         stack.spawn("worker")
-        done = stack.wait_for(job_id, timeout=120)
+        done = stack.wait_for(job_id, timeout=150)
         assert done["status"] == "succeeded", f"{done['error']}\n{stack.tail_logs()}"
         assert done["attempts"] == 2
         metrics = stack.http.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
         assert [m["epoch"] for m in metrics] == list(range(1, 31)), "no epoch lost or done twice"
-        assert "resuming after epoch" in stack.tail_logs(200)
+        assert "resuming after epoch" in stack.logs[-1].read_text(), stack.tail_logs()
