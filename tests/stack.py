@@ -45,11 +45,12 @@ class Stack:
     commands: list[str] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
-    def spawn(self, command: str, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
-        """Start `trainserve <command> <args>` with this stack's settings, logging to its home folder."""
+    def spawn(self, command: str, *args: str, pass_fds: tuple[int, ...] = (),
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start `trainserve <command> <args>` with this stack's settings (and ``env``), logging to its home."""
         log = self.home / f"{command}{len(self.processes)}.log"
         self.logs.append(log)
-        process = subprocess.Popen([*CLI, command, *args], env=self.env, stdout=log.open("wb"),
+        process = subprocess.Popen([*CLI, command, *args], env={**self.env, **(env or {})}, stdout=log.open("wb"),
                                    stderr=subprocess.STDOUT, pass_fds=pass_fds)
         self.processes.append(process)
         self.commands.append(command)
@@ -107,6 +108,25 @@ class Stack:
                 p.kill()
                 p.wait()
         self.http.close()
+
+    def another_api(self, **env: str) -> httpx.Client:
+        """A second API process on this stack's database, broker and artifacts (another replica), with
+        ``env`` changing its settings; a client for it, once it answers."""
+        sock = listening_socket()
+        port = sock.getsockname()[1]
+        with sock:
+            process = self.spawn("api", "--fd", str(sock.fileno()), pass_fds=(sock.fileno(),), env=env)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+        def answering() -> bool | None:
+            if process.poll() is not None:
+                raise RuntimeError(f"the second API exited:\n{self.tail_logs()}")
+            with contextlib.suppress(httpx.HTTPError):
+                return client.get("/healthz").status_code == 200 or None
+            return None
+
+        self.wait_until(answering, what="the second API")
+        return client
 
     def wait_until(self, value, what: str, timeout: float = 120):
         """Poll ``value()`` until it returns something other than None, and return that."""
