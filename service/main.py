@@ -25,12 +25,14 @@ from service.runtime import api_process_settings
 from service.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune_process: bool = True) -> FastAPI:
+    """The app. ``tune_process``: while it runs, set the process's thread counts and garbage collector for
+    serving (service/runtime.py); off where the app is a guest in another program's process (the tests)."""
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with api_process_settings(settings.api_torch_threads):
+        with api_process_settings(settings.api_torch_threads) if tune_process else contextlib.nullcontext():
             task = asyncio.create_task(reconcile_forever(settings)) if reconcile else None
             yield
             if task is not None:

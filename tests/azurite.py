@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.helpers import free_port
+
 AZURITE = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's well-known development account; it is public and only ever valid against the emulator.
 ACCOUNT, KEY = "devstoreaccount1", ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
@@ -25,17 +27,11 @@ def connection_string(port: int) -> str:
             f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(location: Path, log) -> tuple[subprocess.Popen, int]:
     """Azurite on a port that was free a moment ago (it cannot take a socket); another one if that port was
     taken meanwhile."""
     for _ in range(5):
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
                                  str(location), "--disableTelemetry", "--skipApiVersionCheck", "--silent"],
                                 stdout=log, stderr=subprocess.STDOUT)

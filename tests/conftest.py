@@ -75,7 +75,7 @@ def migrated(request, tmp_path_factory) -> Iterator[str]:
 def client(migrated) -> Iterator[TestClient]:
     """The API in this process, on the embedded database and broker, with no worker: jobs stay queued
     unless a test runs them itself with :func:`service.jobs.runner.run_job`."""
-    with TestClient(create_app(reconcile=False)) as c:
+    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
         yield c
 
 

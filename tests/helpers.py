@@ -4,7 +4,9 @@ artifact files on disk, unique names. Test modules import from here, never from 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +65,27 @@ def new_postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    """A port that was free a moment ago, for servers that cannot take a socket; prefer `listening_socket`."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_socket() -> socket.socket:
+    """A socket bound to a port of its own and listening: handed to a server, no other process can take the
+    port between choosing it and serving on it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
+
+
+@functools.cache
+def digits_test_split():
+    """The test part of `digits` as the jobs in these tests cut it (validation 0.1, test 0.2, seed 0)."""
+    from models.datasets import load_builtin, split_dataset
+
+    return split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,24 +14,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers import listening_socket
+
 TERMINAL = {"succeeded", "failed", "cancelled"}
 CLI = [sys.executable, "-m", "service.cli"]
-
-
-def free_port() -> int:
-    """A port that was free a moment ago, for servers that cannot take a socket; prefer `listening_socket`."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening_socket() -> socket.socket:
-    """A socket bound to a port of its own and listening: handed to a server, no other process can take the
-    port between choosing it and serving on it."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(128)
-    return s
 
 
 @dataclass

@@ -40,7 +40,9 @@ def test_every_architecture_and_optimizer_is_covered():
     assert set(TINY) == set(ARCHITECTURES) and set(LEARNING_RATE) == set(OPTIMIZERS)
 
 
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+# Full-batch optimizers on the recurrent and convolutional nets take seconds each: `slow`.
+@pytest.mark.parametrize("optimizer", [pytest.param(o, marks=pytest.mark.slow) if info.full_batch else o
+                                       for o, info in OPTIMIZERS.items()])
 @pytest.mark.parametrize("architecture", list(TINY))
 def test_architecture_trains_with_optimizer(splits, architecture, optimizer):
     model = new_model(splits.train, architecture, TINY[architecture])

@@ -13,6 +13,7 @@ from models.portable import export
 from tests.models.helpers import digits, model_and_optimizer
 
 
+@pytest.mark.slow  # the ONNX exporter takes seconds per model
 @pytest.mark.parametrize("architecture,params", [("cnn", {"channels": [4, 8]}), ("lstm", {"hidden_size": 16})])
 def test_exports_run_in_their_own_runtimes_and_match(architecture, params):
     splits = digits()

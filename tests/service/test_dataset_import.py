@@ -81,7 +81,7 @@ def server() -> Iterator[str]:
 @pytest.fixture
 def limited_client(migrated) -> Iterator[TestClient]:
     settings = settings_with(max_upload_bytes=200_000, import_timeout_seconds=2)
-    with TestClient(create_app(settings, reconcile=False)) as c:
+    with TestClient(create_app(settings, reconcile=False, tune_process=False)) as c:
         yield c
 
 
@@ -137,16 +137,16 @@ def test_import_needs_an_http_url(client):
 
 
 def test_import_refuses_link_local_addresses_and_hosts_outside_the_allow_list(migrated, server):
-    with TestClient(create_app(settings_with(), reconcile=False)) as client:
+    with TestClient(create_app(settings_with(), reconcile=False, tune_process=False)) as client:
         response = client.post("/v1/datasets/import", json={"name": name(), "url": "http://169.254.169.254/x.npz"})
         assert response.status_code == 400 and "link-local" in response.json()["error"]["message"]
         response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/metadata"})
         assert response.status_code == 400 and "link-local" in response.json()["error"]["message"]
         response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/moved.npz"})
         assert response.status_code == 201 and response.json()["stats"]["samples"] == 300
-    with TestClient(create_app(settings_with(import_allowed_hosts="data.example.org"), reconcile=False)) as client:
+    with TestClient(create_app(settings_with(import_allowed_hosts="data.example.org"), reconcile=False, tune_process=False)) as client:
         response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/digits.npz"})
         assert response.status_code == 400 and "TRAINSERVE_IMPORT_ALLOWED_HOSTS" in response.json()["error"]["message"]
-    with TestClient(create_app(settings_with(import_allowed_hosts="127.0.0.1"), reconcile=False)) as client:
+    with TestClient(create_app(settings_with(import_allowed_hosts="127.0.0.1"), reconcile=False, tune_process=False)) as client:
         response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/digits.npz"})
         assert response.status_code == 201

@@ -190,7 +190,7 @@ def test_a_bad_name_or_option_is_refused(client):
 def test_a_zip_that_expands_past_the_limit_is_refused(migrated):
     bomb = zip_with({"0/a.png": b"\0" * 3_000_000, "1/b.png": b"\0" * 3_000_000})
     assert len(bomb) < 100_000
-    with TestClient(create_app(settings_with(max_upload_bytes=2_000_000), reconcile=False)) as small:
+    with TestClient(create_app(settings_with(max_upload_bytes=2_000_000), reconcile=False, tune_process=False)) as small:
         before = artifact_files()
         response = upload(small, unique("bomb"), ("bomb.zip", bomb))
         assert response.status_code == 413 and "expands past" in response.json()["error"]["message"]
@@ -202,7 +202,7 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_read(migrated):
 
     import httpx
 
-    app = create_app(settings_with(max_upload_bytes=100_000), reconcile=False)
+    app = create_app(settings_with(max_upload_bytes=100_000), reconcile=False, tune_process=False)
     big = datafiles.npz(np.zeros((5000, 8, 8), np.float32), np.zeros(5000, np.int64))
     with TestClient(app) as small:  # a declared length over the limit
         response = upload(small, unique("big"), ("big.npz", big))

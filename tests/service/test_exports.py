@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from models.dataformats import parse_idx
-from models.datasets import load_builtin, split_dataset
+from models.datasets import split_dataset
 from models.export import model_from_bytes, tensor_from_bytes
 from service.artifacts import store_for
 from service.registry.exports import run_export
 from service.settings import get_settings
 from tests import datafiles
-from tests.helpers import LOGREG_SPEC, assert_error, unique
+from tests.helpers import LOGREG_SPEC, assert_error, digits_test_split, unique
 
 
 def trained(client, run_job, spec: dict) -> dict:
@@ -64,7 +64,7 @@ def test_exports_are_made_recorded_and_downloadable(client, model):
     for fmt in ("torchscript", "onnx"):
         assert exports[fmt]["status"] == "ok" and exports[fmt]["max_abs_difference"] <= 1e-4, exports
 
-    test = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+    test = digits_test_split()
     x = test.x[:50]
     served = [p["label"] for p in client.post("/predict", json={"instances": x[:, 0].tolist(), "model": model["id"]})
               .json()["predictions"]]

@@ -48,7 +48,7 @@ def finished(client, run_job, spec) -> dict:
 @pytest.fixture(scope="module")
 def solar_job(migrated):
     """One solar forecaster for the module's serving tests, trained in this process by the worker's code."""
-    with TestClient(create_app(reconcile=False)) as client:
+    with TestClient(create_app(reconcile=False, tune_process=False)) as client:
         return finished(client, lambda j: run_job(uuid.UUID(j), threading.Event()), SOLAR_SPEC)
 
 
@@ -100,6 +100,7 @@ def test_without_a_model_the_newest_forecaster_answers(client, run_job):
     assert response.json()["model"]["id"] == newest["model"]["id"]
 
 
+@pytest.mark.slow
 def test_the_co2_series_from_statsmodels_beats_persistence_with_interpolated_gaps(client, run_job):
     name = f"co2-{uuid.uuid4().hex[:8]}"
     upload = client.post("/v1/datasets", data={"name": name}, files={"file": ("co2.csv", co2_csv())})
@@ -242,10 +243,10 @@ def test_forecast_specs_that_cannot_work_are_refused(client, changes, message):
 
 def test_the_default_forecaster_route_is_a_setting(migrated, solar_job):
     """Without "model", /forecast asks TRAINSERVE_DEFAULT_FORECASTER, here an alias, before the newest."""
-    with TestClient(create_app(reconcile=False)) as client:
+    with TestClient(create_app(reconcile=False, tune_process=False)) as client:
         version = solar_job["model"]["version"]
         assert client.put("/v1/models/solar-current/aliases/production", json={"version": version}).status_code == 200
     settings = settings_with(default_forecaster="solar-current@production")
-    with TestClient(create_app(settings, reconcile=False)) as client:
+    with TestClient(create_app(settings, reconcile=False, tune_process=False)) as client:
         body = client.post("/forecast", json=readings(solar_day("2016-11-01").iloc[:12])).json()
         assert body["model"]["id"] == solar_job["model"]["id"] and body["target"] == "solar.current"

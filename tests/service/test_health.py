@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.stack import listening_socket
+from tests.helpers import listening_socket
+
+pytestmark = pytest.mark.slow  # real API processes
 
 
 @contextlib.contextmanager

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from models.datasets import load_builtin, split_dataset
 from service.main import create_app
-from tests.helpers import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC, digits_test_split
 from service.jobs.runner import run_job
 
 NAME = f"oip-{uuid.uuid4().hex[:8]}"
@@ -20,7 +19,7 @@ NAME = f"oip-{uuid.uuid4().hex[:8]}"
 
 @pytest.fixture(scope="module")
 def api(migrated):
-    with TestClient(create_app(reconcile=False)) as c:
+    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
         for _ in range(2):
             job = c.post("/v1/jobs", json={**LOGREG_SPEC, "name": NAME}).json()
             run_job(uuid.UUID(job["id"]), threading.Event())
@@ -29,7 +28,7 @@ def api(migrated):
 
 @pytest.fixture(scope="module")
 def digits():
-    test = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+    test = digits_test_split()
     return test.x.numpy(), test.y.numpy()
 
 

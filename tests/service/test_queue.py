@@ -8,6 +8,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a fresh Python process per test
+
 
 def run_python(code: str, home) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}

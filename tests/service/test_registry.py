@@ -64,7 +64,7 @@ def test_another_process_moving_an_alias_is_seen_within_the_cache_time(migrated,
     as another API replica would move it."""
     def app(ref_cache_seconds: float) -> TestClient:
         settings = settings_with(ref_cache_seconds=ref_cache_seconds, default_classifier=f"{name}@production")
-        return TestClient(create_app(settings, reconcile=False))
+        return TestClient(create_app(settings, reconcile=False, tune_process=False))
 
     with app(60.0) as trusting, app(0.3) as brief:
         for _ in range(2):

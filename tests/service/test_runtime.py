@@ -31,3 +31,17 @@ def test_the_api_process_freezes_its_start_up_heap_and_runs_one_blas_thread_whil
         assert during[0] == threads and during[1] and set(during[1]) == {threads}
         assert during[2] == THRESHOLDS and during[3] > 10_000
     assert state() == before
+
+
+def test_an_app_that_is_a_guest_in_another_process_leaves_it_alone(migrated):
+    """What the other tests use: the app runs, the process's threads and collector stay as they were."""
+    import gc
+
+    import torch
+
+    before = (torch.get_num_threads(), gc.get_threshold(), gc.get_freeze_count())
+    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.portal.call(lambda: (torch.get_num_threads(), gc.get_threshold(), gc.get_freeze_count()))[1:] \
+            == before[1:]
+    assert (torch.get_num_threads(), gc.get_threshold(), gc.get_freeze_count()) == before

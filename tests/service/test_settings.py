@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 PRINT_QUEUE = "from service.settings import get_settings; print(get_settings().queue)"
 
 
@@ -17,6 +19,7 @@ def queue_seen(cwd, **env: str) -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.slow  # four fresh Python processes
 def test_the_dotenv_file_is_read_unless_turned_off(tmp_path):
     (tmp_path / ".env").write_text("TRAINSERVE_QUEUE=from-dotenv\n")
     (tmp_path / "other.env").write_text("TRAINSERVE_QUEUE=from-other\n")

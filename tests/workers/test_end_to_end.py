@@ -14,11 +14,10 @@ import onnxruntime
 import pytest
 import torch
 
-from models.datasets import load_builtin, split_dataset
 from models.export import model_from_bytes
 from service.artifacts import open_store
 from tests import datafiles
-from tests.helpers import LOGREG_SPEC, REDIS_URL, new_postgres_database, unique
+from tests.helpers import LOGREG_SPEC, REDIS_URL, digits_test_split, new_postgres_database, unique
 from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -40,7 +39,7 @@ def train_and_predict(stack) -> None:
     assert job["progress"] == {"epoch": 15, "epochs": 15}
     assert len(stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]) == 15
 
-    test = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+    test = digits_test_split()
     r = stack.http.post("/predict", json={"instances": test.x[:, 0].tolist()})
     assert r.status_code == 200, r.text
     predicted = np.array([p["label"] for p in r.json()["predictions"]])

@@ -5,7 +5,6 @@ alias moved through one API replica is seen by another within its cache time."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import select
 import socket
 from collections.abc import Iterator
@@ -15,8 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from models.datasets import load_builtin, split_dataset
-from tests.helpers import LOGREG_SPEC, unique
+from tests.helpers import LOGREG_SPEC, digits_test_split, unique
 from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -81,7 +79,7 @@ def test_a_chunked_body_is_refused_while_it_is_still_being_sent(stack):
 
 def test_concurrent_connections_each_get_their_own_answers(stack):
     model = trained(stack, unique("server"))
-    test = split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+    test = digits_test_split()
     bodies = [{"instances": [image.tolist()], "model": model["id"], "top_k": 1 + i % 4}
               for i, image in enumerate(test.x.numpy()[:24, 0])]
     bodies.insert(9, {"instances": [[99.0] * 64], "model": model["id"]})

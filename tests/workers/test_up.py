@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tests.helpers import LOGREG_SPEC
-from tests.stack import Stack, listening_socket
+from tests.helpers import listening_socket
+from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
 
