@@ -22,7 +22,7 @@ from models.training import EpochMetrics, TrainConfig, TrainingCancelled, Traini
     seed_everything
 from service.artifacts import ArtifactStore, store_for
 from service.db import session_scope
-from service.jobs.plans import plan_for
+from service.jobs.plans import Plan, plan_for
 from service.jobs.spec import JobSpec
 from service.queue import enqueue_export, enqueue_job
 from service.registry import service as registry
@@ -152,7 +152,7 @@ def _headline(report: dict) -> str:
             f"{report['persistence']['rmse'] if report['persistence'] else float('nan'):.4g})")
 
 
-def _register(job: TrainingJob, spec: JobSpec, plan, model: torch.nn.Module, report: dict,
+def _register(job: TrainingJob, spec: JobSpec, plan: Plan, model: torch.nn.Module, report: dict,
               store: ArtifactStore) -> uuid.UUID:
     """Register the model as a new version and mark the job succeeded, in one transaction."""
     config = plan.final_config()
