@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
+from service.artifacts import ArtifactStore
 from service.db import get_engine
 from service.errors import Unavailable
 from service.queue import broker_reachable
@@ -26,13 +29,47 @@ def database_reachable() -> bool:
         return False
 
 
-@router.get("/readyz")
-async def readyz() -> dict:
-    """The database and the broker answer; 503 names the one that does not."""
-    checks = {"database": await run_in_threadpool(database_reachable),
-              "broker": await run_in_threadpool(broker_reachable)}
+CHECK_SECONDS = 3.0  # a dependency that has not answered by then counts as unreachable
+
+
+def artifacts_reachable(store: ArtifactStore) -> bool:
+    try:
+        store.exists("readyz")  # a missing key is an answer; an error or a hang is not
+        return True
+    except Exception:
+        return False
+
+
+async def _check(fn, *args) -> bool:
+    try:
+        return await asyncio.wait_for(run_in_threadpool(fn, *args), CHECK_SECONDS)
+    except asyncio.TimeoutError:
+        return False
+
+
+def _ready_or_503(checks: dict[str, bool], extra: dict | None = None) -> dict:
     if not all(checks.values()):
         down = [name for name, ok in checks.items() if not ok]
         raise Unavailable(f"not ready: {', '.join(down)} unreachable",
                           details=[{"field": k, "message": "ok" if v else "unreachable"} for k, v in checks.items()])
-    return {"status": "ready", "checks": {k: "ok" for k in checks}}
+    return {"status": "ready", "checks": {k: "ok" for k in checks}, **(extra or {})}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> dict:
+    """Ready to serve predictions: the database (the registry) and the artifact store answer; 503 names the
+    one that does not. The broker only carries training jobs, so it does not take inference out of service:
+    its state is reported under `jobs` (see `/readyz/jobs`)."""
+    database, artifacts, broker = await asyncio.gather(
+        _check(database_reachable), _check(artifacts_reachable, request.app.state.models.store),
+        _check(broker_reachable))
+    return _ready_or_503({"database": database, "artifacts": artifacts},
+                         {"jobs": {"broker": "ok" if broker else "unreachable"}})
+
+
+@router.get("/readyz/jobs")
+async def readyz_jobs() -> dict:
+    """Ready to accept training jobs: the database and the broker answer; 503 names the one that does not.
+    (A job submitted while the broker is down is still kept, queued, and sent once it is back.)"""
+    database, broker = await asyncio.gather(_check(database_reachable), _check(broker_reachable))
+    return _ready_or_503({"database": database, "broker": broker})

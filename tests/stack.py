@@ -73,7 +73,7 @@ class Stack:
                 if p.poll() is not None:
                     raise RuntimeError(f"a trainserve process exited early:\n{self.tail_logs()}")
             with contextlib.suppress(httpx.HTTPError):
-                if self.http.get("/readyz").status_code == 200:
+                if self.http.get("/readyz/jobs").status_code == 200:  # serving, and taking jobs
                     return
             time.sleep(0.3)
         raise TimeoutError(f"the API did not become ready:\n{self.tail_logs()}")

@@ -1,4 +1,5 @@
-"""/healthz and /readyz of a real API process whose database or broker cannot be reached."""
+"""/healthz, /readyz (serving predictions) and /readyz/jobs (taking jobs) of a real API process whose database,
+broker or artifact store cannot be reached."""
 
 from __future__ import annotations
 
@@ -58,19 +59,36 @@ def checks(response: httpx.Response) -> dict[str, str]:
     return {d["field"]: d["message"] for d in response.json()["error"]["details"]}
 
 
-def test_readyz_names_an_unreachable_broker(tmp_path):
+def test_a_broker_outage_keeps_inference_ready_and_stops_job_readiness(tmp_path):
+    """Readiness probes take pods out of a Service: a Redis outage must not take /predict with it."""
     with refused_port() as port, api(tmp_path, TRAINSERVE_BROKER_URL=f"redis://127.0.0.1:{port}/0") as client:
         r = client.get("/readyz")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "ready", "checks": {"database": "ok", "artifacts": "ok"},
+                            "jobs": {"broker": "unreachable"}}
+        r = client.get("/readyz/jobs")
         assert r.status_code == 503 and "not ready: broker unreachable" in r.json()["error"]["message"]
         assert checks(r) == {"database": "ok", "broker": "unreachable"}
 
 
 @pytest.mark.realstack
-def test_readyz_names_an_unreachable_database(tmp_path):
+def test_an_unreachable_database_takes_both_out(tmp_path):
     with refused_port() as port, api(tmp_path, TRAINSERVE_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:"
                                                                        f"{port}/test",
                                      TRAINSERVE_BROKER_URL="redis://127.0.0.1:6379/0") as client:
         assert client.get("/healthz").json() == {"status": "ok"}, "alive, though not ready"
+        for path, expected in (("/readyz", {"database": "unreachable", "artifacts": "ok"}),
+                               ("/readyz/jobs", {"database": "unreachable", "broker": "ok"})):
+            r = client.get(path)
+            assert r.status_code == 503 and "database unreachable" in r.json()["error"]["message"]
+            assert checks(r) == expected
+
+
+def test_an_unreachable_artifact_store_takes_inference_out(tmp_path):
+    from tests.azurite import connection_string
+
+    with refused_port() as port, api(tmp_path, TRAINSERVE_ARTIFACTS_URL="azure://artifacts",
+                                     TRAINSERVE_AZURE_STORAGE_CONNECTION_STRING=connection_string(port)) as client:
         r = client.get("/readyz")
-        assert r.status_code == 503 and "database unreachable" in r.json()["error"]["message"]
-        assert checks(r) == {"database": "unreachable", "broker": "ok"}
+        assert r.status_code == 503 and "artifacts unreachable" in r.json()["error"]["message"]
+        assert checks(r) == {"database": "ok", "artifacts": "unreachable"}

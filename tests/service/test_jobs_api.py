@@ -187,4 +187,6 @@ def test_openapi_documents_the_api(client):
 
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "checks": {"database": "ok", "artifacts": "ok"},
+                                            "jobs": {"broker": "ok"}}
+    assert client.get("/readyz/jobs").json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
