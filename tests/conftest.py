@@ -26,7 +26,7 @@ from service.main import create_app  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.settings import get_settings  # noqa: E402
 from tests import azurite  # noqa: E402
-from tests.helpers import REDIS_URL, new_postgres_database  # noqa: E402
+from tests.helpers import LOGREG_SPEC, REDIS_URL, new_postgres_database  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
 
@@ -85,6 +85,20 @@ def run_job():
     from service.jobs.runner import run_job as _run
 
     return lambda job_id: _run(uuid.UUID(str(job_id)), threading.Event())
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(migrated) -> dict:
+    """The digit classifier the serving tests share: logistic regression on `digits`, trained once per
+    database by the worker's own code. Its model record, as GET /v1/models/{id} answers it."""
+    from service.jobs.runner import run_job as _run
+
+    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
+        job = c.post("/v1/jobs", json=LOGREG_SPEC).json()
+        _run(uuid.UUID(job["id"]), threading.Event())
+        done = c.get(f"/v1/jobs/{job['id']}").json()
+        assert done["status"] == "succeeded", done["error"]
+        return c.get(f"/v1/models/{done['model']['id']}").json()
 
 
 @pytest.fixture(scope="session")

@@ -52,8 +52,8 @@ def outputs_in_each_runtime(files: dict[str, bytes], x: torch.Tensor, names: tup
 
 
 @pytest.fixture
-def model(client, run_job) -> dict:
-    return trained(client, run_job, {**LOGREG_SPEC, "name": unique("exp")})
+def model(trained_classifier) -> dict:
+    return trained_classifier
 
 
 def test_exports_are_made_recorded_and_downloadable(client, model):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
 import numpy as np
@@ -12,15 +11,12 @@ from fastapi.testclient import TestClient
 
 from service.main import create_app
 from tests.helpers import LOGREG_SPEC, assert_error, digits_test_split
-from service.jobs.runner import run_job
 
 
 @pytest.fixture(scope="module")
-def api(migrated):
+def api(trained_classifier):
     with TestClient(create_app(reconcile=False, tune_process=False)) as c:
-        job = c.post("/v1/jobs", json=LOGREG_SPEC).json()
-        run_job(uuid.UUID(job["id"]), threading.Event())
-        c.model_id = c.get(f"/v1/jobs/{job['id']}").json()["model"]["id"]
+        c.model_id = trained_classifier["id"]
         yield c
 
 

@@ -18,16 +18,12 @@ from service.predict.images import to_mnist
 from tests.helpers import LOGREG_SPEC, assert_error, digits_test_split, settings_with
 from service.jobs.runner import run_job
 
-NAME = f"img-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
-def api(migrated):
+def api(trained_classifier):
     with TestClient(create_app(reconcile=False, tune_process=False)) as c:
-        spec = {**LOGREG_SPEC, "architecture": {"type": "mlp", "hidden_sizes": [128]}, "optimizer": {"type": "adam"},
-                "training": {"epochs": 20, "learning_rate": 0.003}, "name": NAME}
-        job = c.post("/v1/jobs", json=spec).json()
-        run_job(uuid.UUID(job["id"]), threading.Event())
+        c.model = trained_classifier
         yield c
 
 
@@ -75,7 +71,7 @@ def grayscale_jpeg(digit: np.ndarray) -> bytes:
 
 def predict_files(client, files: list[bytes], **form) -> dict:
     r = client.post("/predict", files=[("images", (f"d{i}.png", f)) for i, f in enumerate(files)],
-                    data={"model": NAME, **form})
+                    data={"model": client.model["id"], **form})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -85,13 +81,13 @@ def predict_files(client, files: list[bytes], **form) -> dict:
                          ids=["8px", "64px", "dark-on-light-margin", "blue-on-yellow", "transparent", "jpeg"])
 def test_rendered_digits_agree_with_their_pixel_arrays(api, digits, render):
     images, labels = digits
-    by_pixels = api.post("/predict", json={"instances": images.tolist(), "model": NAME}).json()
+    by_pixels = api.post("/predict", json={"instances": images.tolist(), "model": api.model["id"]}).json()
     expected = np.array([p["label"] for p in by_pixels["predictions"]])
     answer = predict_files(api, [render(d) for d in images])
     got = np.array([p["label"] for p in answer["predictions"]])
     assert (got == expected).mean() >= 0.85, f"agreement {(got == expected).mean():.2f}"
     assert (got == labels).mean() >= 0.8
-    assert answer["model"]["name"] == NAME
+    assert answer["model"]["id"] == api.model["id"]
 
 
 def test_top_k_lists_the_likeliest_labels(api, digits):
@@ -99,7 +95,7 @@ def test_top_k_lists_the_likeliest_labels(api, digits):
     assert len(answer["top_k"]) == 4 and answer["top_k"][0]["label"] == answer["label"]
     probabilities = [t["probability"] for t in answer["top_k"]]
     assert probabilities == sorted(probabilities, reverse=True)
-    r = api.post("/predict", json={"instances": [digits[0][0].tolist()], "model": NAME, "top_k": 2}).json()
+    r = api.post("/predict", json={"instances": [digits[0][0].tolist()], "model": api.model["id"], "top_k": 2}).json()
     assert len(r["predictions"][0]["top_k"]) == 2
 
 
@@ -121,21 +117,21 @@ def test_mnist_geometry_fits_20x20_and_centres_the_mass():
     (png(Image.new("RGB", (40, 40), (10, 200, 10))), 422, "found no ink"),
 ])
 def test_bad_images_say_what_to_change(api, payload, status, fragment):
-    r = api.post("/predict", files=[("images", ("bad.png", payload))], data={"model": NAME})
+    r = api.post("/predict", files=[("images", ("bad.png", payload))], data={"model": api.model["id"]})
     assert_error(r, status, fragment)
 
 
 def test_form_without_images_or_with_a_bad_top_k(api, digits):
-    assert_error(api.post("/predict", data={"model": NAME}, files=[("other", ("x.png", b"x"))]), 422,
+    assert_error(api.post("/predict", data={"model": api.model["id"]}, files=[("other", ("x.png", b"x"))]), 422,
                  'form files named "images"')
     assert_error(api.post("/predict", files=[("images", ("d.png", light_on_dark(digits[0][0], 16)))],
-                          data={"model": NAME, "top_k": "0"}), 422, "top_k")
+                          data={"model": api.model["id"], "top_k": "0"}), 422, "top_k")
 
 
-def test_an_image_over_the_size_limit_is_refused(migrated, digits):
+def test_an_image_over_the_size_limit_is_refused(trained_classifier, digits):
     with TestClient(create_app(settings_with(max_image_bytes=100), reconcile=False, tune_process=False)) as client:
         r = client.post("/predict", files=[("images", ("big.png", light_on_dark(digits[0][0], 64)))],
-                        data={"model": NAME})
+                        data={"model": trained_classifier["id"]})
         assert_error(r, 413, "images may be at most 100 bytes")
 
 
