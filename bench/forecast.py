@@ -22,7 +22,7 @@ import torch
 
 from bench.report import write_section
 from models.architectures import ModelConfig, build_model
-from models.dataformats import parse_timeseries_csv
+from models.timeseries import parse_timeseries_csv
 from models.datasets import load_builtin
 from models.forecasting import (BASELINES, ForecastSetup, Prepared, calibrate_interval, forecast_report, predict_scaled,
                                 predict_windows, prepare)

@@ -1,8 +1,9 @@
 """Reading the data files people have into arrays, refusing broken ones with a message that says what to fix.
 
-Image formats become an :class:`ArrayDataset`; a CSV of readings becomes a
-:class:`TimeSeries`. Both have a canonical form (an ``.npz``) that workers load, and statistics.
-Nothing here touches a database or a web framework: a notebook can call these directly.
+Image formats (MNIST IDX, NPZ, a CSV of pixels, a ZIP of images) become an :class:`ArrayDataset`; a CSV of
+readings becomes a :class:`~models.timeseries.TimeSeries` (``models/timeseries.py``, which reads CSV files
+with the helpers here). Nothing here touches a database or a web framework: a notebook can call these
+directly.
 """
 
 from __future__ import annotations
@@ -21,24 +22,7 @@ import torch
 NUM_CLASSES = 10  # labels are class indices 0-9, as in every dataset the course uses
 FORMATS = ("idx", "npz", "image_csv", "image_zip", "timeseries_csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-TIMESTAMP_NAMES = ("time", "timestamp", "datetime", "date", "ds")
 LABEL_NAMES = ("label", "labels", "class", "target", "y")
-
-
-@dataclass(frozen=True)
-class TimeSeries:
-    """Readings at increasing wall-clock ``timestamps`` (datetime64[ns], no time zone); ``values`` is
-    (N, len(columns)) float64."""
-
-    timestamps: np.ndarray
-    values: np.ndarray
-    columns: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.timestamps)
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.values, index=pd.DatetimeIndex(self.timestamps), columns=list(self.columns))
 
 
 @dataclass(frozen=True)
@@ -206,7 +190,7 @@ def parse_npz(data: bytes, name: str) -> ArrayDataset:
     return _image_dataset(x, y, name)
 
 
-def _read_csv(data: bytes, name: str) -> pd.DataFrame:
+def read_csv(data: bytes, name: str) -> pd.DataFrame:
     if not data.strip():
         raise DataFormatError(f"{name}: the file is empty")
     try:
@@ -218,7 +202,7 @@ def _read_csv(data: bytes, name: str) -> pd.DataFrame:
     return frame
 
 
-def _numeric(frame: pd.DataFrame, columns: list[str], name: str) -> np.ndarray:
+def numeric_columns(frame: pd.DataFrame, columns: list[str], name: str) -> np.ndarray:
     """The columns as float64, or a DataFormatError naming the first cell that is not a number."""
     for column in columns:
         values = pd.to_numeric(frame[column], errors="coerce")
@@ -234,7 +218,7 @@ def _numeric(frame: pd.DataFrame, columns: list[str], name: str) -> np.ndarray:
 def parse_image_csv(data: bytes, name: str, *, label_column: str | None = None,
                     image_shape: tuple[int, int] | None = None) -> ArrayDataset:
     """One image a row: a label column and the pixels in row-major order (square unless ``image_shape``)."""
-    frame = _read_csv(data, name)
+    frame = read_csv(data, name)
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     label = label_column or next((c for c in columns if c.lower() in LABEL_NAMES), None)
@@ -252,7 +236,7 @@ def parse_image_csv(data: bytes, name: str, *, label_column: str | None = None,
     if image_shape[0] * image_shape[1] != len(pixels):
         raise DataFormatError(f"{name}: image_shape {image_shape[0]}x{image_shape[1]} needs "
                               f"{image_shape[0] * image_shape[1]} pixel columns; the file has {len(pixels)}")
-    values = _numeric(frame, [label, *pixels], name)
+    values = numeric_columns(frame, [label, *pixels], name)
     images = values[:, 1:].reshape(len(values), *image_shape)
     if images.min() >= 0 and images.max() <= 255 and np.all(images == np.round(images)):
         images = images.astype(np.uint8)
@@ -320,46 +304,6 @@ class ArchiveTooLarge(DataFormatError):
     """A ZIP that expands past the size limit."""
 
 
-# -- time series ------------------------------------------------------------------------------------------
-
-
-def wall_clock(timestamps: pd.Series) -> pd.Series:
-    """ISO 8601 text as wall-clock time, NaT where it does not parse. An offset is dropped, not applied, so
-    a reading at 07:00-07:00 and one at 07:00 in winter are both at 07:00 and a day is the day the readings
-    were taken (as the solar data needs)."""
-    text = timestamps.astype(str).str.strip().str.replace(r"(?:Z|[+-]\d{2}:?\d{2})$", "", regex=True)
-    return pd.to_datetime(text, errors="coerce", format="ISO8601")
-
-
-def parse_timeseries_csv(data: bytes, name: str, *, timestamp_column: str | None = None) -> TimeSeries:
-    """A timestamp column and one or more numeric columns, timestamps strictly increasing, read as
-    wall-clock time (see below)."""
-    frame = _read_csv(data, name)
-    frame.columns = [str(c) for c in frame.columns]
-    columns = list(frame.columns)
-    ts_col = timestamp_column or next((c for c in columns if c.lower() in TIMESTAMP_NAMES), None)
-    if ts_col is None or ts_col not in columns:
-        raise DataFormatError(f"{name}: no timestamp column; name it one of {', '.join(TIMESTAMP_NAMES)} (or pass "
-                              f"timestamp_column); columns are {', '.join(columns)}")
-    value_columns = [c for c in columns if c != ts_col]
-    if not value_columns:
-        raise DataFormatError(f"{name}: a time series needs at least one numeric column beside {ts_col!r}")
-    stamps = wall_clock(frame[ts_col])
-    if stamps.isna().any():
-        row = int(np.argmax(stamps.isna().to_numpy()))
-        raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}): timestamp {frame[ts_col].iloc[row]!r} "
-                              "does not parse; use ISO 8601, e.g. 2016-06-01 12:30:00 or 2016-06-01T12:30:00-07:00")
-    values = _numeric(frame, value_columns, name)
-    stamps_ns = stamps.to_numpy(dtype="datetime64[ns]")
-    steps = np.diff(stamps_ns)
-    if (steps <= np.timedelta64(0, "ns")).any():
-        row = int(np.argmax(steps <= np.timedelta64(0, "ns"))) + 1
-        raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}): timestamp {frame[ts_col].iloc[row]!r} is "
-                              f"not after the one before it ({frame[ts_col].iloc[row - 1]!r}); timestamps must "
-                              "be strictly increasing")
-    return TimeSeries(stamps_ns, values, tuple(value_columns))
-
-
 # -- statistics -------------------------------------------------------------------------------------------
 
 
@@ -371,66 +315,3 @@ def image_stats(data: ArrayDataset, classes: list[str] | None = None) -> dict:
             "class_histogram": histogram[: len(classes)] if classes else histogram,
             "pixel_mean": float(x.mean()), "pixel_std": float(x.std()) if len(data) > 1 else 0.0,
             "value_range": list(data.value_range)}
-
-
-def infer_frequency(timestamps: np.ndarray) -> pd.Timedelta | None:
-    """The most common step between readings (robust to gaps and to readings only in daylight)."""
-    if len(timestamps) < 2:
-        return None
-    steps, counts = np.unique(np.diff(timestamps), return_counts=True)
-    return pd.Timedelta(steps[int(np.argmax(counts))])
-
-
-def frequency_text(step: pd.Timedelta) -> str:
-    """``7D``, ``1h``, ``30min``, ``10s``: the largest unit that divides the step."""
-    seconds = step.total_seconds()
-    for unit, size in (("D", 86400), ("h", 3600), ("min", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def timeseries_stats(series: TimeSeries) -> dict:
-    freq = infer_frequency(series.timestamps)
-    gaps, missing = 0, 0
-    if freq is not None:
-        steps = np.diff(series.timestamps)
-        longer = steps > freq.to_timedelta64()
-        gaps = int(longer.sum())
-        missing = int((steps[longer] // freq.to_timedelta64() - 1).sum())
-    first, last = (pd.Timestamp(series.timestamps[i]).isoformat() for i in (0, -1))
-    return {"kind": "timeseries", "samples": len(series), "first_timestamp": first, "last_timestamp": last,
-            "frequency": frequency_text(freq) if freq is not None else None,
-            "frequency_seconds": freq.total_seconds() if freq is not None else None,
-            "gaps": gaps, "missing_steps": missing,
-            "columns": {c: {"min": float(series.values[:, i].min()), "max": float(series.values[:, i].max()),
-                            "mean": float(series.values[:, i].mean())} for i, c in enumerate(series.columns)}}
-
-
-# -- the canonical form workers load ------------------------------------------------------------------------
-
-
-def to_npz(data: ArrayDataset | TimeSeries) -> bytes:
-    buffer = io.BytesIO()
-    if isinstance(data, TimeSeries):
-        np.savez_compressed(buffer, timestamps=data.timestamps.astype("datetime64[ns]").astype(np.int64),
-                            values=data.values, columns=np.array(data.columns, dtype=str))
-    else:
-        x = data.x.numpy()
-        if data.value_range == (0.0, 255.0) and np.all(x == np.round(x)):
-            x = x.astype(np.uint8)
-        np.savez_compressed(buffer, x=x, y=data.y.numpy(), value_range=np.array(data.value_range),
-                            num_classes=np.array(data.num_classes))
-    return buffer.getvalue()
-
-
-def from_npz(data: bytes) -> ArrayDataset | TimeSeries:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        if "timestamps" in npz.files:
-            return TimeSeries(npz["timestamps"].astype("datetime64[ns]"), npz["values"],
-                              tuple(str(c) for c in npz["columns"]))
-        x = torch.from_numpy(npz["x"].astype(np.float32))
-        y = torch.from_numpy(npz["y"].astype(np.int64))
-        low, high = (float(v) for v in npz["value_range"])
-        num_classes = int(npz["num_classes"])
-    return ArrayDataset(x, y, num_classes=num_classes, value_range=(low, high))

@@ -1,4 +1,4 @@
-"""Built-in datasets and deterministic splits.
+"""Built-in datasets, deterministic splits, and the canonical form (an ``.npz``) every dataset is stored in.
 
 A dataset here is a few in-memory tensors: the training loop puts them on the device once and indexes
 them with a shuffled permutation, which is far cheaper than a per-step DataLoader for data this small.
@@ -7,6 +7,7 @@ them with a shuffled permutation, which is far cheaper than a per-step DataLoade
 from __future__ import annotations
 
 import gzip
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from models.dataformats import ArrayDataset, TimeSeries, images_and_labels, parse_timeseries_csv, read_idx
+from models.dataformats import ArrayDataset, images_and_labels, read_idx
+from models.timeseries import TimeSeries, parse_timeseries_csv
 
 
 @dataclass(frozen=True)
@@ -135,3 +137,32 @@ def builtin_splits(name: str, *, validation_split: float, test_split: float, see
     test = builtin.load_test() if builtin.load_test else None
     return split_dataset(load_builtin(name), validation_split=validation_split, test_split=test_split, seed=seed,
                          test=test)
+
+
+# -- the canonical form every dataset is stored in, that workers load ---------------------------------------
+
+
+def to_npz(data: ArrayDataset | TimeSeries) -> bytes:
+    buffer = io.BytesIO()
+    if isinstance(data, TimeSeries):
+        np.savez_compressed(buffer, timestamps=data.timestamps.astype("datetime64[ns]").astype(np.int64),
+                            values=data.values, columns=np.array(data.columns, dtype=str))
+    else:
+        x = data.x.numpy()
+        if data.value_range == (0.0, 255.0) and np.all(x == np.round(x)):
+            x = x.astype(np.uint8)
+        np.savez_compressed(buffer, x=x, y=data.y.numpy(), value_range=np.array(data.value_range),
+                            num_classes=np.array(data.num_classes))
+    return buffer.getvalue()
+
+
+def from_npz(data: bytes) -> ArrayDataset | TimeSeries:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        if "timestamps" in npz.files:
+            return TimeSeries(npz["timestamps"].astype("datetime64[ns]"), npz["values"],
+                              tuple(str(c) for c in npz["columns"]))
+        x = torch.from_numpy(npz["x"].astype(np.float32))
+        y = torch.from_numpy(npz["y"].astype(np.int64))
+        low, high = (float(v) for v in npz["value_range"])
+        num_classes = int(npz["num_classes"])
+    return ArrayDataset(x, y, num_classes=num_classes, value_range=(low, high))

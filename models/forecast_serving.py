@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.dataformats import wall_clock
+from models.timeseries import wall_clock
 from models.forecasting import ForecastSetup, day_window, feature_matrix, predict_scaled, relative_window
 
 

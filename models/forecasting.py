@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.dataformats import ArrayDataset, TimeSeries, infer_frequency
+from models.dataformats import ArrayDataset
+from models.timeseries import TimeSeries, infer_frequency
 
 BASELINES = ("persistence", "seasonal_naive")
 

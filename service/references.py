@@ -24,7 +24,6 @@ T = TypeVar("T")
 class Reference:
     """``id``: the reference is a UUID; otherwise ``name`` and the ``tag`` after '@' ("" when none)."""
 
-    text: str
     id: uuid.UUID | None
     name: str
     tag: str
@@ -36,10 +35,10 @@ class Reference:
 
 def parse_reference(text: str) -> Reference:
     try:
-        return Reference(text, uuid.UUID(text), "", "")
+        return Reference(uuid.UUID(text), "", "")
     except ValueError:
         name, _, tag = text.partition("@")
-        return Reference(text, None, name, tag)
+        return Reference(None, name, tag)
 
 
 def next_version(session: Session, table: type, name: str) -> int:

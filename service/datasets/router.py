@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status

@@ -17,8 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import dataformats
-from models.dataformats import ArchiveTooLarge, DataFormatError, TimeSeries
-from models.datasets import BUILTIN_DATASETS, builtin_missing, load_builtin
+from models import timeseries
+from models.dataformats import ArchiveTooLarge, DataFormatError
+from models.datasets import BUILTIN_DATASETS, builtin_missing, from_npz, load_builtin, to_npz
+from models.timeseries import TimeSeries
 from service.artifacts import ArtifactStore
 from service.datasets.schemas import DatasetFile, DatasetOut, ParseOptions
 from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
@@ -66,7 +68,7 @@ def resolve_dataset(session: Session, ref: str, field: str = "dataset") -> Datas
         raise InvalidInput(f"dataset {ref!r}: the part after '@' must be a version number, e.g. {name}@1",
                            details=[{"field": field, "message": "bad version"}])
     query = select(Dataset).where(Dataset.name == name)
-    query = query.where(Dataset.version == version) if version else query.order_by(Dataset.version.desc())
+    query = query.where(Dataset.version == version) if version is not None else query.order_by(Dataset.version.desc())
     row = session.scalars(query.limit(1)).first()
     if row is None and name in BUILTIN_DATASETS and version in (None, 1):
         row = _builtin_row(session, name)
@@ -112,7 +114,7 @@ def builtin_stats(session: Session, row: Dataset) -> None:
 
 def stats_of(data, classes: list[str] | None = None) -> dict:
     if isinstance(data, TimeSeries):
-        return dataformats.timeseries_stats(data)
+        return timeseries.timeseries_stats(data)
     return dataformats.image_stats(data, classes)
 
 
@@ -158,7 +160,7 @@ def parse_upload(upload: Upload, options: ParseOptions, max_bytes: int):
         elif fmt == "image_zip":
             parsed, classes = dataformats.parse_image_zip(data, name, max_bytes=max_bytes)
         else:
-            parsed = dataformats.parse_timeseries_csv(data, name, timestamp_column=options.timestamp_column)
+            parsed = timeseries.parse_timeseries_csv(data, name, timestamp_column=options.timestamp_column)
     except ArchiveTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from None
     except DataFormatError as exc:
@@ -186,7 +188,7 @@ def register_upload(session: Session, store: ArtifactStore, *, name: str, descri
     for i, (file_name, data) in enumerate(upload.files):
         key = f"{prefix}/files/{i}"
         files.append({"name": file_name, "key": key, "sha256": store.put(key, data), "size_bytes": len(data)})
-    canonical = dataformats.to_npz(parsed)
+    canonical = to_npz(parsed)
     data_key = f"{prefix}/data.npz"
     data_sha = store.put(data_key, canonical)
     task = "forecast" if isinstance(parsed, TimeSeries) else "classification"
@@ -242,4 +244,4 @@ def load_dataset(row: Dataset, store: ArtifactStore):
     """What a worker trains on: a built-in's data, or an upload's canonical form, checked against its hash."""
     if row.source == "builtin":
         return load_builtin(row.name)
-    return dataformats.from_npz(store.get(row.data_key, row.data_sha256))
+    return from_npz(store.get(row.data_key, row.data_sha256))

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from models.architectures import ModelConfig
-from models.dataformats import ArrayDataset, TimeSeries
+from models.dataformats import ArrayDataset
 from models.datasets import builtin_splits, split_dataset
 from models.forecasting import BASELINES, ForecastSetup, calibrate_interval, forecast_report, prepare
+from models.timeseries import TimeSeries
 from models.training import holdout_report
 from service.artifacts import ArtifactStore
 from service.datasets.service import load_dataset

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.dataformats import TimeSeries
+from models.timeseries import TimeSeries
 from models.forecasting import ForecastSetup, error_metrics, prepare, regular_grid
 
 

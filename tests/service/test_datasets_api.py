@@ -277,3 +277,12 @@ def test_delete_is_refused_while_a_job_or_model_needs_the_dataset(client, run_jo
     job = client.get(f"/v1/jobs/{cancelled['id']}").json()
     assert job["dataset"] is None and job["spec"]["dataset"] == other
     assert client.get(f"/v1/datasets/{other}").status_code == 404
+
+
+def test_a_version_that_does_not_exist_is_not_read_as_the_newest(client):
+    name = unique("versions")
+    assert upload(client, name, ("d.npz", datafiles.npz(SMALL_X, SMALL_Y))).status_code == 201
+    assert client.get(f"/v1/datasets/{name}@1").json()["version"] == 1
+    for missing in ("0", "2"):
+        r = client.get(f"/v1/datasets/{name}@{missing}")
+        assert r.status_code == 404 and f"unknown dataset '{name}@{missing}'" in r.json()["error"]["message"], r.text
