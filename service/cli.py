@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -20,21 +21,41 @@ def run_api(host: str | None, port: int | None, fd: int | None = None) -> None:
                 port=port or settings.api_port, fd=fd, log_level="info", access_log=settings.access_log)
 
 
-QUEUES = ("jobs", "exports")
+QUEUES = ("jobs", "gpu", "exports")
 
 
-def run_worker(concurrency: int, queues: list[str]) -> None:
+def default_queues() -> list[str]:
+    """What a worker takes unless told: CPU jobs and exports, and GPU jobs where this machine has a GPU."""
+    import torch
+
+    return ["jobs", "gpu", "exports"] if torch.cuda.is_available() else ["jobs", "exports"]
+
+
+def run_worker(concurrency: int, queues: list[str], max_tasks_per_child: int = 0) -> None:
     import service.jobs.runner  # noqa: F401  PyTorch and the data libraries load now, not inside the first job
     from service.queue import celery_app
 
     settings = get_settings()
-    names = {"jobs": settings.queue, "exports": settings.export_queue}
-    # solo pool: the task runs in the worker's main process, so CUDA is initialized after no fork and a
-    # cancelled or shut-down job is noticed at its next batch. Scale out with more worker processes.
+    names = {"jobs": settings.queue, "gpu": settings.gpu_queue, "exports": settings.export_queue}
+    if "gpu" in queues:
+        import torch
+
+        if not torch.cuda.is_available():
+            logging.getLogger("trainserve.worker").warning(
+                "this worker takes the GPU queue %s but sees no CUDA device: jobs with device cuda will fail "
+                "here (check the node's GPU driver and the nvidia.com/gpu limit)", settings.gpu_queue)
     argv = ["worker", "--loglevel=INFO", f"--queues={','.join(names[q] for q in queues)}",
-            f"--hostname=trainserve-{'-'.join(queues)}@%h",
-            "--pool=solo" if concurrency == 1 else f"--concurrency={concurrency}", "--without-gossip",
-            "--without-mingle"]
+            f"--hostname=trainserve-{'-'.join(queues)}@%h", "--without-gossip", "--without-mingle"]
+    if max_tasks_per_child:
+        # prefork: each job runs in a child process that exits after max_tasks_per_child jobs, which hands
+        # everything it held, CUDA memory and its context included, back to the device.
+        argv += [f"--concurrency={concurrency}", f"--max-tasks-per-child={max_tasks_per_child}"]
+    elif concurrency == 1:
+        # solo: the job runs in the worker's main process (no fork), and a cancel or a shutdown is noticed
+        # at its next batch. Scale out with more worker processes.
+        argv += ["--pool=solo"]
+    else:
+        argv += [f"--concurrency={concurrency}"]
     celery_app().worker_main(argv)
 
 
@@ -42,7 +63,7 @@ def _queues(text: str) -> list[str]:
     queues = [q.strip() for q in text.split(",") if q.strip()]
     unknown = [q for q in queues if q not in QUEUES]
     if not queues or unknown:
-        raise argparse.ArgumentTypeError(f"{text!r}: name one or both of {', '.join(QUEUES)}, comma-separated")
+        raise argparse.ArgumentTypeError(f"{text!r}: name one or more of {', '.join(QUEUES)}, comma-separated")
     return queues
 
 
@@ -54,14 +75,29 @@ def migrate() -> None:
     upgrade(settings.database_url)
 
 
+def wait_for_migrations(timeout: float) -> int:
+    from service.migrate import wait_until_migrated
+
+    try:
+        revision = wait_until_migrated(get_settings().database_url, timeout)
+    except TimeoutError as exc:
+        print(f"trainserve: {exc}", file=sys.stderr)
+        return 1
+    print(f"trainserve: the database is at revision {revision}")
+    return 0
+
+
 def up(host: str | None, port: int | None, fd: int | None = None) -> int:
     """Migrations, then a training worker and an export worker in the background and the API in the
     foreground; Ctrl-C stops them all."""
+    from service.queue import gpu_workers_present
+
     migrate()
     # Their own sessions, so Ctrl-C reaches only us; we then stop the workers ourselves, in order. Exports
     # have a worker of their own so that making one never delays the start of the next job.
-    workers = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", queue],
-                                start_new_session=True) for queue in QUEUES]
+    training = "jobs,gpu" if gpu_workers_present(get_settings()) else "jobs"
+    workers = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", queues],
+                                start_new_session=True) for queues in (training, "exports")]
     try:
         run_api(host, port, fd)
     finally:
@@ -87,10 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--fd", type=int, help="serve on this inherited, listening socket instead of host:port")
     w = sub.add_parser("worker", help="run a Celery worker that trains jobs")
     w.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1, one process)")
-    w.add_argument("--queues", type=_queues, default=list(QUEUES),
-                   help="what to take: jobs, exports or both (default jobs,exports); a worker that takes both makes "
-                        "exports between jobs, so give exports a worker of their own where start latency matters")
+    w.add_argument("--queues", type=_queues, default=None,
+                   help="what to take: jobs (CPU training), gpu (jobs for a GPU), exports; default jobs,exports, "
+                        "and gpu where this machine has a CUDA device. A worker that takes jobs and exports makes "
+                        "exports between jobs: give exports a worker of their own where start latency matters")
+    w.add_argument("--max-tasks-per-child", type=int, default=0, metavar="N",
+                   help="run jobs in child processes that exit after N jobs (GPU workers: 1, so that each job's "
+                        "CUDA memory is returned); default 0: jobs run in the worker process itself")
     sub.add_parser("migrate", help="apply the database migrations")
+    wait = sub.add_parser("wait-for-migrations",
+                          help="wait until the database is at this release's schema (a pod's init container, "
+                               "so that no new code serves before the migration Job has run)")
+    wait.add_argument("--timeout", type=float, default=600, help="seconds to wait before failing (default 600)")
     return parser
 
 
@@ -100,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api":
         run_api(args.host, args.port, args.fd)
     elif args.command == "worker":
-        run_worker(args.concurrency, args.queues)
+        run_worker(args.concurrency, args.queues or default_queues(), args.max_tasks_per_child)
     elif args.command == "migrate":
         migrate()
+    elif args.command == "wait-for-migrations":
+        return wait_for_migrations(args.timeout)
     elif args.command == "up":
         return up(args.host, args.port, args.fd)
     return 0

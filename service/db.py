@@ -14,7 +14,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.settings import get_settings
 
 
-def make_engine(url: str) -> Engine:
+# What Azure Database for PostgreSQL takes a Microsoft Entra token for, in place of a password.
+POSTGRES_ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+
+
+def use_entra_tokens(engine: Engine, credential=None) -> None:
+    """Each new connection logs in with a fresh Microsoft Entra token as its password: on AKS the pod's
+    workload identity (azure-identity's DefaultAzureCredential), so no database password exists anywhere.
+    The credential caches a token until shortly before it expires."""
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+
+    @event.listens_for(engine, "do_connect")
+    def _token_as_password(_dialect, _record, _cargs, cparams) -> None:
+        cparams["password"] = credential.get_token(POSTGRES_ENTRA_SCOPE).token
+
+
+def make_engine(url: str, credential=None) -> Engine:
+    """An engine for ``url``; with TRAINSERVE_DATABASE_AUTH=entra (or a ``credential``) PostgreSQL logins
+    use Microsoft Entra tokens."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -29,7 +49,10 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if credential is not None or get_settings().database_auth == "entra":
+        use_entra_tokens(engine, credential)
+    return engine
 
 
 @lru_cache

@@ -67,14 +67,33 @@ def celery_app() -> Celery:
     return make_celery(get_settings())
 
 
-def _send(task: str, row_id: uuid.UUID) -> None:
+def gpu_workers_present(settings: Settings) -> bool:
+    """Whether GPU workers take the GPU queue: TRAINSERVE_GPU_WORKERS, or else whether this machine has a
+    CUDA device (``trainserve up`` then runs a worker that takes the GPU queue too)."""
+    if settings.gpu_workers is not None:
+        return settings.gpu_workers
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def job_queue(device: str, settings: Settings) -> str | None:
+    """The queue a job for ``device`` goes to: cuda to the GPU queue, auto there too where GPU workers exist,
+    the rest to the CPU queue. None: the job asks for a GPU and no GPU worker takes jobs here."""
+    gpus = gpu_workers_present(settings)
+    if device == "cuda":
+        return settings.gpu_queue if gpus else None
+    return settings.gpu_queue if device == "auto" and gpus else settings.queue
+
+
+def _send(task: str, row_id: uuid.UUID, **options: object) -> None:
     celery_app().send_task(task, args=[str(row_id)], retry=True,
-                           retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+                           retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}, **options)
 
 
-def enqueue_job(job_id: uuid.UUID) -> None:
-    """Send the task for a committed job."""
-    _send(TRAIN_TASK, job_id)
+def enqueue_job(job_id: uuid.UUID, queue: str | None = None) -> None:
+    """Send the task for a committed job, to the queue it was given (the CPU queue when None)."""
+    _send(TRAIN_TASK, job_id, **({"queue": queue} if queue else {}))
 
 
 def enqueue_export(model_id: uuid.UUID) -> None:

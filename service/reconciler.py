@@ -25,8 +25,8 @@ def reconcile_once(settings: Settings) -> int:
     with session_scope() as session:
         job_ids = jobs_to_resend(session, utcnow(), timedelta(seconds=settings.stale_after_seconds),
                                  settings.max_attempts)
-    for job_id in job_ids:
-        enqueue_job(job_id)
+    for job_id, queue in job_ids:
+        enqueue_job(job_id, queue)
     if job_ids:
         log.info("reconciler: sent %d job(s) again", len(job_ids))
     return len(job_ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -25,11 +26,18 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path("var"), description="Folder for the embedded database, broker and artifacts.")
     database_url: str = ""
+    database_auth: Literal["password", "entra"] = Field(
+        "password", description="entra: log in to Azure Database for PostgreSQL with the pod's workload "
+                                "identity (a Microsoft Entra token), no password in the URL.")
     broker_url: str = ""
     artifacts_url: str = ""
     azure_storage_connection_string: SecretStr | None = Field(
         None, description="For TRAINSERVE_ARTIFACTS_URL=azure://<container> (Azurite, an account key).")
-    queue: str = "trainserve"
+    queue: str = Field("trainserve", description="The training queue CPU workers take; GPU jobs go to "
+                                                 "<queue>-gpu, exports to <queue>-exports.")
+    gpu_workers: bool | None = Field(None, description="Whether GPU workers take <queue>-gpu: jobs with device "
+                                     "cuda are accepted and auto jobs go there. Unset: whether this machine "
+                                     "has a CUDA device.")
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
@@ -95,6 +103,13 @@ class Settings(BaseSettings):
         return url
 
     @model_validator(mode="after")
+    def _entra_is_for_postgresql(self) -> "Settings":
+        if self.database_auth == "entra" and not self.database_url.startswith("postgresql"):
+            raise ValueError("TRAINSERVE_DATABASE_AUTH=entra logs in to Azure Database for PostgreSQL; set "
+                             "TRAINSERVE_DATABASE_URL to postgresql+psycopg://<identity>@<server>/<database>")
+        return self
+
+    @model_validator(mode="after")
     def _azure_needs_a_secret(self) -> "Settings":
         if urlparse(self.artifacts_url).scheme == "azure" and not self.azure_storage_connection_string:
             raise ValueError("TRAINSERVE_ARTIFACTS_URL azure://<container> needs "
@@ -105,6 +120,11 @@ class Settings(BaseSettings):
     def export_queue(self) -> str:
         """Where "export this model" messages go: beside the training queue, never in it."""
         return f"{self.queue}-exports"
+
+    @property
+    def gpu_queue(self) -> str:
+        """Where jobs that train on a GPU go: only GPU workers take it, so a CPU worker never fails one."""
+        return f"{self.queue}-gpu"
 
     @property
     def broker_folder(self) -> Path | None:

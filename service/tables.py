@@ -78,6 +78,9 @@ class TrainingJob(Base):
     epochs_done: Mapped[int] = mapped_column(default=0)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     attempts: Mapped[int] = mapped_column(default=0)
+    # The broker queue the job was sent to: the CPU queue or the GPU queue (NULL: sent before queues had a
+    # choice, i.e. the CPU queue).
+    queue: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -6,18 +6,26 @@ whose ``include`` names this module. Importing it builds nothing and connects no
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+import time
 import uuid
 
 from celery import shared_task
 from celery.exceptions import Reject
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import worker_ready, worker_shutting_down
 
 from service.queue import EXPORT_TASK, TRAIN_TASK
+from service.settings import get_settings
+
+ALIVE_FILE = "worker.alive"  # in TRAINSERVE_HOME; deploy/k8s's liveness probe reads its age
+ALIVE_EVERY = 10.0
 
 # Set when the worker begins a warm shutdown, so the job in hand stops at its next batch and goes back to
-# the queue, to resume from its last checkpoint, instead of holding the shutdown for hours.
-shutting_down = threading.Event()
+# the queue, to resume from its last checkpoint, instead of holding the shutdown for hours. A process-shared
+# event: the main process gets the signal, and under the prefork pool (a GPU worker's one job per child) the
+# job runs in a child forked after this module was imported.
+shutting_down = multiprocessing.get_context("fork").Event()
 
 
 @worker_shutting_down.connect
@@ -25,9 +33,19 @@ def _on_shutdown(**_: object) -> None:
     shutting_down.set()
 
 
-@worker_process_init.connect
-def _on_process_init(**_: object) -> None:
-    shutting_down.clear()
+@worker_ready.connect
+def _start_alive_file(**_: object) -> None:
+    """Touch TRAINSERVE_HOME/worker.alive every 10 s from the worker's main process once it consumes: a
+    liveness probe restarts a worker whose file grows old (a hung process), without asking the broker."""
+    path = get_settings().home / ALIVE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def beat() -> None:
+        while True:
+            path.touch()
+            time.sleep(ALIVE_EVERY)
+
+    threading.Thread(target=beat, name="trainserve-alive", daemon=True).start()
 
 
 @shared_task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from service.db import SessionDep
 from service.errors import parse_id
@@ -18,12 +18,12 @@ JobId = Annotated[uuid.UUID, Depends(lambda job_id: parse_id(job_id, "job"))]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
-def submit_job(spec: JobSpec, session: SessionDep, response: Response) -> JobOut:
+def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: Response) -> JobOut:
     """Queue a training job. Poll the URL in `Location` until `status` is `succeeded`, `failed` or `cancelled`."""
-    job = service.create_job(session, spec)
+    job = service.create_job(session, spec, request.app.state.settings)
     session.commit()  # the row exists before any worker can receive its id
     try:
-        enqueue_job(job.id)
+        enqueue_job(job.id, job.queue)
     except Exception:  # the job stays queued; the reconciler sends it once the broker is back
         service.log.exception("job %s: broker unavailable, it will be sent again later", job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"

@@ -132,11 +132,11 @@ def _record_epoch(job: TrainingJob, metrics: EpochMetrics) -> None:
         session.add(JobMetric(job_id=job.id, **metrics.to_dict()))
 
 
-def _send_again(job_id: uuid.UUID) -> None:
+def _send_again(job_id: uuid.UUID, queue: str | None) -> None:
     """A job put back in the queue by a stopping worker goes to the next free worker at once; if the broker
     cannot take it now, the reconciler sends it (its enqueued_at stays empty)."""
     try:
-        enqueue_job(job_id)
+        enqueue_job(job_id, queue)
     except Exception:
         log.warning("job %s: could not send it again; the reconciler will", job_id, exc_info=True)
         return
@@ -236,7 +236,7 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
             requeued = session.execute(update(TrainingJob).where(_ours(job))
                                        .values(status=JobStatus.queued, heartbeat_at=None, enqueued_at=None)).rowcount
         if requeued:
-            _send_again(job_id)
+            _send_again(job_id, job.queue)
         log.info("job %s: worker shutting down; back in the queue, it resumes from its last checkpoint", job_id)
     except (TrainingDiverged, ValueError, FileNotFoundError) as exc:  # the message says what to change
         _finish(job, JobStatus.failed, error=str(exc))

@@ -45,6 +45,8 @@ class JobOut(BaseModel):
     error: str | None
     cancel_requested: bool
     attempts: int
+    queue: str | None = Field(description="The broker queue the job was sent to: the CPU queue, or the GPU "
+                                          "queue (device cuda, or auto where GPU workers exist)")
     model: ModelRef | None
     created_at: datetime
     started_at: datetime | None

@@ -13,6 +13,8 @@ from service.datasets.service import builtin_stats, resolve_dataset
 from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs.spec import JobSpec
 from service.pagination import newest_first
+from service.queue import job_queue
+from service.settings import Settings
 from service.datasets.schemas import DatasetRef
 from service.jobs.schemas import EpochMetricsOut, JobOut, ModelRef, Progress
 from service.tables import Dataset, JobMetric, JobStatus, TrainingJob, utcnow
@@ -20,11 +22,16 @@ from service.tables import Dataset, JobMetric, JobStatus, TrainingJob, utcnow
 log = logging.getLogger(__name__)
 
 
-def create_job(session: Session, spec: JobSpec) -> TrainingJob:
+def create_job(session: Session, spec: JobSpec, settings: Settings) -> TrainingJob:
     dataset = resolve_dataset(session, spec.dataset)
     _check_dataset_fits(session, spec, dataset)
+    queue = job_queue(spec.training.device, settings)
+    if queue is None:
+        raise InvalidInput("training.device cuda: no GPU worker takes jobs in this deployment; use device auto "
+                           "(a GPU where there is one) or cpu, or run GPU workers and set TRAINSERVE_GPU_WORKERS=true",
+                           details=[{"field": "training.device", "message": "no GPU workers"}])
     job = TrainingJob(spec=spec.model_dump(mode="json"), dataset=dataset, epochs_total=spec.training.epochs,
-                      status=JobStatus.queued, enqueued_at=utcnow())
+                      status=JobStatus.queued, enqueued_at=utcnow(), queue=queue)
     session.add(job)
     session.flush()
     return job
@@ -106,6 +113,7 @@ def job_out(session: Session, job: TrainingJob) -> JobOut:
         error=job.error,
         cancel_requested=job.cancel_requested,
         attempts=job.attempts,
+        queue=job.queue,
         model=ModelRef(id=model.id, name=model.name, version=model.version) if model else None,
         created_at=job.created_at,
         started_at=job.started_at,
@@ -113,8 +121,10 @@ def job_out(session: Session, job: TrainingJob) -> JobOut:
     )
 
 
-def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta, max_attempts: int) -> list[uuid.UUID]:
-    """Find the work the broker may have lost and put it back in order; returns the job ids to send again.
+def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta,
+                   max_attempts: int) -> list[tuple[uuid.UUID, str | None]]:
+    """Find the work the broker may have lost and put it back in order; returns the jobs to send again, each
+    with its queue.
 
     - A queued job whose message was sent longer than ``stale_after`` ago is sent again (a duplicate
       message is harmless: only one worker can claim a queued job).
@@ -134,9 +144,10 @@ def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta, max_
             job.status, job.enqueued_at = JobStatus.queued, cutoff  # resend it in this same pass
             log.warning("job %s: worker silent since %s, queueing it again", job.id, job.heartbeat_at)
     session.flush()
-    lost = list(session.scalars(select(TrainingJob.id).where(
+    lost = [(row.id, row.queue) for row in session.execute(select(TrainingJob.id, TrainingJob.queue).where(
         TrainingJob.status == JobStatus.queued,
-        TrainingJob.enqueued_at.is_(None) | (TrainingJob.enqueued_at <= cutoff))))
+        TrainingJob.enqueued_at.is_(None) | (TrainingJob.enqueued_at <= cutoff)))]
     if lost:
-        session.execute(update(TrainingJob).where(TrainingJob.id.in_(lost)).values(enqueued_at=now))
+        session.execute(update(TrainingJob).where(TrainingJob.id.in_([job_id for job_id, _ in lost]))
+                        .values(enqueued_at=now))
     return lost

@@ -32,7 +32,7 @@ def get_job(job_id: str) -> TrainingJob:
 
 def resend(now) -> list[str]:
     with session_scope() as session:
-        return [str(i) for i in jobs_to_resend(session, now, STALE, max_attempts=3)]
+        return [str(i) for i, _ in jobs_to_resend(session, now, STALE, max_attempts=3)]
 
 
 def test_queued_job_is_sent_again_only_once_its_message_is_old(client):
