@@ -21,8 +21,15 @@ def env_file() -> str | None:
     return os.environ.get("TRAINSERVE_ENV_FILE", ".env") or None
 
 
+def secrets_dir() -> str | None:
+    """A folder of secret files, one a setting, named like its variable (``trainserve_broker_url``): on
+    AKS the Key Vault secrets the Secrets Store CSI driver mounts. TRAINSERVE_SECRETS_DIR; unset: none."""
+    return os.environ.get("TRAINSERVE_SECRETS_DIR") or None
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRAINSERVE_", env_file=env_file(), extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TRAINSERVE_", env_file=env_file(), secrets_dir=secrets_dir(),
+                                      extra="ignore")
 
     home: Path = Field(Path("var"), description="Folder for the embedded database, broker and artifacts.")
     database_url: str = ""
@@ -135,7 +142,7 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings(_env_file=env_file())
+    return Settings(_env_file=env_file(), _secrets_dir=secrets_dir())
 
 
 def worker_threads(settings: Settings) -> int:

@@ -33,3 +33,14 @@ def test_this_test_process_reads_no_dotenv():
     assert os.environ["TRAINSERVE_ENV_FILE"] == ""
     assert not any(k.startswith("TRAINSERVE_") and k not in ("TRAINSERVE_HOME", "TRAINSERVE_ENV_FILE")
                    and not k.startswith("TRAINSERVE_TEST_") and k != "TRAINSERVE_REQUIRE_AZURITE" for k in os.environ)
+
+
+@pytest.mark.slow  # two fresh Python processes
+def test_secrets_are_read_from_files_in_the_secrets_folder(tmp_path):
+    """On AKS the Secrets Store CSI driver mounts Key Vault secrets as files (deploy/k8s/components/azure):
+    the broker URL, which holds Redis's key, never passes through an environment variable."""
+    secrets = tmp_path / "secrets-store"
+    secrets.mkdir()
+    (secrets / "trainserve_queue").write_text("from-key-vault")
+    assert queue_seen(tmp_path, TRAINSERVE_ENV_FILE="", TRAINSERVE_SECRETS_DIR=str(secrets)) == "from-key-vault"
+    assert queue_seen(tmp_path, TRAINSERVE_ENV_FILE="") == "trainserve"
