@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast test-slow lint-imports migrate bench clean
+.PHONY: run test test-fast test-slow test-deploy lint-imports migrate bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ node_modules/.installed: package.json package-lock.json
 	if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "npm not found: the Azure Blob storage tests will be skipped"; fi
 
+# checkov, the static security scan of deploy/ (tests/test_deploy_k8s.py), in a venv of its own: its pins
+# differ from the service's.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q checkov==3.3.30
+	touch $@
+
 run: $(VENV)/.installed
 	$(BIN)/trainserve up
 
@@ -32,8 +40,12 @@ migrate: $(VENV)/.installed
 lint-imports: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
-test: $(VENV)/.installed-dev node_modules/.installed lint-imports
+test: $(VENV)/.installed-dev node_modules/.installed $(CHECKOV_VENV)/.installed lint-imports
 	$(BIN)/pytest
+
+# deploy/ alone: kustomize, strict validation, checkov (a few seconds).
+test-deploy: $(VENV)/.installed-dev $(CHECKOV_VENV)/.installed
+	$(BIN)/pytest tests/test_deploy.py tests/test_deploy_k8s.py
 
 # No training end to end and no server: the in-process tests on SQLite, in about a minute.
 test-fast: $(VENV)/.installed-dev lint-imports
@@ -41,6 +53,14 @@ test-fast: $(VENV)/.installed-dev lint-imports
 
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/pytest -m slow
+
+# deploy/requirements.lock: the image's Python dependencies with their hashes (torch comes from PyTorch's index).
+lock:
+	$(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools
+	.venv-lock/bin/pip-compile --quiet --extra mnist --generate-hashes --unsafe-package torch --strip-extras \
+		--no-emit-index-url --no-emit-find-links --no-header -o deploy/requirements.lock.new pyproject.toml
+	(sed -n '1,3p' deploy/requirements.lock; cat deploy/requirements.lock.new) > deploy/requirements.lock.tmp
+	mv deploy/requirements.lock.tmp deploy/requirements.lock && rm deploy/requirements.lock.new
 
 clean:
 	rm -rf var .pytest_cache
