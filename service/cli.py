@@ -68,11 +68,11 @@ def _queues(text: str) -> list[str]:
 
 
 def migrate() -> None:
-    from service.migrate import upgrade
+    from service.migrate import migrate_to_head
 
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    print(f"trainserve: {migrate_to_head(settings.database_url)}")
 
 
 def wait_for_migrations(timeout: float) -> int:

@@ -73,3 +73,11 @@ def test_image_runs_as_a_non_root_user():
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     assert "torch==2.13.0" in dockerfile
+
+
+def test_the_api_scales_without_a_host_port_conflict(compose):
+    """`docker compose up --scale api=3`: each replica takes the next free port of a range on the host."""
+    (port,) = compose["services"]["api"]["ports"]
+    assert port["host_ip"] == "127.0.0.1" and port["target"] == 8000
+    first, last = map(int, port["published"].split("-"))
+    assert first == 8000 and last - first + 1 >= 5

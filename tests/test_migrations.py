@@ -95,3 +95,22 @@ def test_entra_login_asks_for_a_postgresql_token_on_every_new_connection(postgre
 def test_entra_login_needs_postgresql():
     with pytest.raises(ValueError, match="TRAINSERVE_DATABASE_AUTH=entra"):
         Settings(database_url="sqlite:///x.db", database_auth="entra", _env_file=None)
+
+
+def test_after_a_rollback_the_older_release_runs_on_the_newer_schema(database_url):
+    """A later release's migration is additive: rolling back to this release (its migration Job, then its
+    pods' wait) leaves the later schema alone and starts serving on it."""
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_later_release'")
+        out, err = (process := _cli("migrate", database_url=database_url)).communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert "9999_later_release, a later release's schema" in out
+        out, err = (process := _cli("wait-for-migrations", "--timeout", "30", database_url=database_url)).communicate(timeout=120)
+        assert process.returncode == 0, err
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{head_revision()}'")
+        engine.dispose()
