@@ -7,8 +7,9 @@ FROM python:3.11.14-slim-bookworm
 
 # cpu, or the CUDA build of PyTorch's index (cu126, cu128, ...) that matches the GPU nodes' driver.
 ARG TORCH_VARIANT=cpu
+# XDG_CACHE_HOME: on Kubernetes the image is read-only and /tmp is the pod's scratch folder.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    TRAINSERVE_HOME=/app/var TRAINSERVE_API_HOST=0.0.0.0 TRAINSERVE_ENV_FILE=
+    XDG_CACHE_HOME=/tmp/.cache TRAINSERVE_HOME=/app/var TRAINSERVE_API_HOST=0.0.0.0 TRAINSERVE_ENV_FILE=
 
 WORKDIR /app
 RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" torch==2.13.0

@@ -67,6 +67,19 @@ def _queues(text: str) -> list[str]:
     return queues
 
 
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
 def migrate() -> None:
     from service.migrate import migrate_to_head
 
@@ -122,12 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int)
         p.add_argument("--fd", type=int, help="serve on this inherited, listening socket instead of host:port")
     w = sub.add_parser("worker", help="run a Celery worker that trains jobs")
-    w.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1, one process)")
+    w.add_argument("--concurrency", type=_at_least(1), default=1, help="jobs at once (default 1, one process)")
     w.add_argument("--queues", type=_queues, default=None,
                    help="what to take: jobs (CPU training), gpu (jobs for a GPU), exports; default jobs,exports, "
                         "and gpu where this machine has a CUDA device. A worker that takes jobs and exports makes "
                         "exports between jobs: give exports a worker of their own where start latency matters")
-    w.add_argument("--max-tasks-per-child", type=int, default=0, metavar="N",
+    w.add_argument("--max-tasks-per-child", type=_at_least(0), default=0, metavar="N",
                    help="run jobs in child processes that exit after N jobs (GPU workers: 1, so that each job's "
                         "CUDA memory is returned); default 0: jobs run in the worker process itself")
     sub.add_parser("migrate", help="apply the database migrations")
