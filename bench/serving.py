@@ -3,7 +3,7 @@
     python -m bench.serving            # needs wrk (apt-get install wrk) and Fashion-MNIST
 
 Measures requests/s, p50 and p99 at concurrency 1, 8 and 32 for JSON bodies of 784 pixels and for PNG
-uploads, and in the same run a bare endpoint on the same HTTP stack that only parses the same JSON body,
+uploads, the JSON bodies again on a second API process that requires an API key (sent with each request), and in the same run a bare endpoint on the same HTTP stack that only parses the same JSON body,
 the ceiling (and the same endpoint on /predict's lighter route class). Then times the parts of one
 request in-process: what the time goes to.
 """
@@ -38,11 +38,12 @@ LUA = """
 wrk.method = "POST"
 wrk.body = io.open("{body}", "rb"):read("*all")
 wrk.headers["Content-Type"] = "{content_type}"
-"""
+{extra_headers}"""
 
 
-def start(args: list[str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+def start(args: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {})})
     for _ in range(300):
         try:
             httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
@@ -52,10 +53,12 @@ def start(args: list[str], port: int) -> subprocess.Popen:
     raise SystemExit(f"{args} did not start")
 
 
-def wrk(url: str, body: bytes, content_type: str, connections: int, seconds: int) -> dict:
+def wrk(url: str, body: bytes, content_type: str, connections: int, seconds: int,
+        headers: dict[str, str] | None = None) -> dict:
     folder = Path(tempfile.mkdtemp())
     (folder / "body").write_bytes(body)
-    (folder / "post.lua").write_text(LUA.format(body=folder / "body", content_type=content_type))
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+    (folder / "post.lua").write_text(LUA.format(body=folder / "body", content_type=content_type, extra_headers=extra))
     out = subprocess.run(["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--latency",
                           "-s", str(folder / "post.lua"), url], capture_output=True, text=True, check=True).stdout
     def ms(label: str) -> float:
@@ -83,6 +86,35 @@ def train_model(api: str) -> str:
     job = httpx.post(f"{api}/v1/jobs", json=spec, timeout=30).json()
     run_job(uuid.UUID(job["id"]), __import__("threading").Event())
     return httpx.get(f"{api}/v1/jobs/{job['id']}", timeout=30).json()["model"]["id"]
+
+
+def key_check():
+    """authorize() on /predict for a key in the process's cache: what requiring keys adds to a request."""
+    from types import SimpleNamespace
+
+    from starlette.requests import Request
+
+    from service.auth import KeyCache, Principal, authorize
+    from service.keys.service import digest
+    from service.settings import get_settings
+
+    token = "tsk_" + "x" * 43
+    cache = KeyCache(ttl=3600)
+    cache._entries[digest(token)] = (time.monotonic(), Principal(uuid.uuid4(), "bench", frozenset({"predict"})))
+    app = SimpleNamespace(state=SimpleNamespace(settings=get_settings().model_copy(update={"auth": "required"}),
+                                                keys=cache))
+    scope = {"type": "http", "method": "POST", "path": "/predict", "app": app,
+             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode())]}
+
+    def check() -> None:
+        coroutine = authorize(Request(scope), "predict")
+        try:
+            coroutine.send(None)  # a cached key never waits: the coroutine finishes in this one step
+        except StopIteration:
+            return
+        raise RuntimeError("the key check waited: the key was not in the cache")
+
+    return check
 
 
 def breakdown(json_body: bytes, png: bytes, model_id: str) -> list[str]:
@@ -117,7 +149,8 @@ def breakdown(json_body: bytes, png: bytes, model_id: str) -> list[str]:
              ("the same, 8 requests in one pass, per request", lambda: service.classify(model, batch8, 3), 8),
              ("response -> JSON (orjson)", lambda: orjson.dumps(response), 1),
              ("PNG -> 28x28 (decode, crop, fit, centre)",
-              lambda: images.preprocess(png, "x.png", model.input_shape, model.value_range), 1)]
+              lambda: images.preprocess(png, "x.png", model.input_shape, model.value_range), 1),
+             ("API key check (a key this process has looked up)", key_check(), 1)]
     return [f"| {name} | {median_us(fn) / requests:.0f} µs |" for name, fn, requests in parts]
 
 
@@ -128,8 +161,14 @@ def main() -> None:
     args = parser.parse_args()
     ensure_fashion_mnist()
     subprocess.run([sys.executable, "-m", "service.cli", "migrate"], check=True)
-    api_port, bare_port = 8781, 8782
+    api_port, bare_port, keyed_port = 8781, 8782, 8783
     api = start([sys.executable, "-m", "service.cli", "api", "--port", str(api_port)], api_port)
+    # The same API on the same database, with keys required: every request sends one.
+    keyed = start([sys.executable, "-m", "service.cli", "api", "--port", str(keyed_port)], keyed_port,
+                  env={"TRAINSERVE_AUTH": "required"})
+    token = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--name", "bench", "--scopes",
+                            "predict"], check=True, capture_output=True, text=True).stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
     bare = start([sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port), "--no-access-log",
                   "--log-level", "warning"], bare_port)
     try:
@@ -143,6 +182,8 @@ def main() -> None:
         png_body, png_type = multipart(buffer.getvalue(), model_id)
         httpx.post(f"http://127.0.0.1:{api_port}/predict", content=json_body,
                    headers={"Content-Type": "application/json"}, timeout=30).raise_for_status()  # load + warm
+        httpx.post(f"http://127.0.0.1:{keyed_port}/predict", content=json_body,
+                   headers={"Content-Type": "application/json", **auth}, timeout=30).raise_for_status()
 
         rows = ["| endpoint | body | concurrency | requests/s | p50 | p99 | share of ceiling | share of lean ceiling |",
                 "|---|---|---|---|---|---|---|---|"]
@@ -151,11 +192,19 @@ def main() -> None:
             lean = wrk(f"http://127.0.0.1:{bare_port}/parse-lean", json_body, "application/json", c, args.seconds)
             json_run = wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c, args.seconds)
             png_run = wrk(f"http://127.0.0.1:{api_port}/predict", png_body, png_type, c, args.seconds)
+            keyed_run = wrk(f"http://127.0.0.1:{keyed_port}/predict", json_body, "application/json", c, args.seconds,
+                            auth)
+            # Keys off again after the keyed run: the ratio compares it with both neighbours' mean.
+            again = wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c, args.seconds)
+            keys_off_rps = (json_run["rps"] + again["rps"]) / 2
             for name, body, run in (("bare parse (ceiling)", "JSON, 784 pixels", ceiling),
                                     ("bare parse, /predict's route class (lean ceiling)", "JSON, 784 pixels", lean),
-                                    ("/predict", "JSON, 784 pixels", json_run), ("/predict", "PNG upload", png_run)):
-                shares = (f"{run['rps'] / ceiling['rps']:.0%} | {run['rps'] / lean['rps']:.0%}" if name == "/predict"
-                          else "100% | " if run is ceiling else " | 100%")
+                                    ("/predict", "JSON, 784 pixels", json_run), ("/predict", "PNG upload", png_run),
+                                    ("/predict, API key required", "JSON, 784 pixels", keyed_run)):
+                shares = (f"{run['rps'] / ceiling['rps']:.0%} | {run['rps'] / lean['rps']:.0%}"
+                          if name.startswith("/predict") else "100% | " if run is ceiling else " | 100%")
+                if run is keyed_run:
+                    shares += f" (x{keyed_run['rps'] / keys_off_rps:.2f} of keys off)"
                 rows.append(f"| {name} | {body} | {c} | {run['rps']:,.0f} | {run['p50']:.1f} ms | {run['p99']:.1f} ms "
                             f"| {shares} |")
                 print(rows[-1], flush=True)
@@ -164,7 +213,7 @@ def main() -> None:
         if not args.no_write:
             write_section("serving-cpu", "Serving: /predict under load (cpu)", "\n".join(rows) + "\n\n" + "\n".join(parts))
     finally:
-        for process in (api, bare):
+        for process in (api, bare, keyed):
             process.terminate()
             process.wait(timeout=30)
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -16,6 +17,12 @@ def run_api(host: str | None, port: int | None, fd: int | None = None) -> None:
     import uvicorn
 
     settings = get_settings()
+    # Whether keys are required depends on where the API listens (service/auth.py): tell the app.
+    if fd is not None:
+        with socket.socket(fileno=os.dup(fd)) as inherited:
+            settings.api_host = str(inherited.getsockname()[0])
+    elif host:
+        settings.api_host = host
     # fd: a socket already bound and listening, handed over by whoever started us (socket activation, tests).
     uvicorn.run("service.main:create_app", factory=True, host=host or settings.api_host,
                 port=port or settings.api_port, fd=fd, log_level="info", access_log=settings.access_log)
@@ -88,6 +95,63 @@ def migrate() -> None:
     print(f"trainserve: {migrate_to_head(settings.database_url)}")
 
 
+def keys_command(args: argparse.Namespace) -> int:
+    """``trainserve keys create|list|revoke``: API keys, straight in the database (for the first admin key)."""
+    import uuid
+    from datetime import timedelta
+
+    from service.audit import record
+    from service.db import session_scope
+    from service.errors import AppError
+    from service.keys import service
+    from service.tables import utcnow
+
+    try:
+        with session_scope() as session:
+            if args.keys_command == "create":
+                expires = utcnow() + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+                row, token = service.create_key(session, args.name, args.scopes, expires)
+                record(session, None, "key.create", f"key {row.id}",
+                       after={"name": row.name, "scopes": row.scopes, "prefix": row.prefix})
+                print(f"key {row.id} ({row.name}; scopes {', '.join(row.scopes)}"
+                      f"{'; expires ' + f'{expires:%Y-%m-%d %H:%M} UTC' if expires else ''}). "
+                      "Store it now; it is not shown again:", file=sys.stderr)
+                print(token)
+            elif args.keys_command == "list":
+                rows, _ = service.list_keys(session, 1000, 0)
+                print(f"{'id':36}  {'prefix':12}  {'name':20}  {'scopes':24}  state")
+                for row in rows:
+                    state = ("revoked" if row.revoked_at else
+                             "expired" if row.expires_at and row.expires_at <= utcnow() else "active")
+                    print(f"{row.id}  {row.prefix:12}  {row.name[:20]:20}  {','.join(row.scopes):24}  {state}")
+            else:
+                try:
+                    key_id = uuid.UUID(args.key_id)
+                except ValueError:
+                    raise AppError(f"{args.key_id!r} is not a key id; `trainserve keys list` shows them") from None
+                row = service.get_key(session, key_id)
+                if row.revoked_at is None:
+                    service.revoke_key(session, key_id)
+                    record(session, None, "key.revoke", f"key {row.id}", before={"name": row.name, "revoked": False},
+                           after={"name": row.name, "revoked": True})
+                print(f"key {row.id} ({row.name}) is revoked; every API process refuses it within "
+                      f"{get_settings().auth_cache_seconds:g} s")
+    except AppError as exc:
+        print(f"trainserve: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _scopes(text: str) -> list[str]:
+    from service.keys.service import Scope
+
+    scopes = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in scopes if s not in {m.value for m in Scope}]
+    if not scopes or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: name one or more of predict, train, read, admin, comma-separated")
+    return scopes
+
+
 def wait_for_migrations(timeout: float) -> int:
     from service.migrate import wait_until_migrated
 
@@ -143,6 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-tasks-per-child", type=_at_least(0), default=0, metavar="N",
                    help="run jobs in child processes that exit after N jobs (GPU workers: 1, so that each job's "
                         "CUDA memory is returned); default 0: jobs run in the worker process itself")
+    keys = sub.add_parser("keys", help="make, list and revoke API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="make a key and print it (once)")
+    create.add_argument("--name", required=True, help="who uses it, e.g. web-app")
+    create.add_argument("--scopes", type=_scopes, required=True,
+                        help="comma-separated: predict (inference, model reads), train (datasets, jobs), read "
+                             "(every GET), admin (everything: aliases, deletes, keys, the audit log)")
+    create.add_argument("--expires-in-days", type=_at_least(1), default=None, metavar="DAYS")
+    keys_sub.add_parser("list", help="every key, without the keys themselves")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
     sub.add_parser("migrate", help="apply the database migrations")
     wait = sub.add_parser("wait-for-migrations",
                           help="wait until the database is at this release's schema (a pod's init container, "
@@ -158,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         run_api(args.host, args.port, args.fd)
     elif args.command == "worker":
         run_worker(args.concurrency, args.queues or default_queues(), args.max_tasks_per_child)
+    elif args.command == "keys":
+        return keys_command(args)
     elif args.command == "migrate":
         migrate()
     elif args.command == "wait-for-migrations":

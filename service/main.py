@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service import health
+from service import audit, health
+from service.auth import KeyCache
 from service.artifacts import store_for
 from service.datasets.router import router as datasets_router
 from service.errors import install_error_handlers
 from service.forecast.router import router as forecast_router
 from service.inference_v2.router import router as v2_router
 from service.jobs.router import router as jobs_router
+from service.keys.router import router as keys_router
 from service.predict.batching import Batcher
 from service.predict.router import router as predict_router
 from service.serving import ModelCache
@@ -23,6 +25,8 @@ from service.reconciler import reconcile_forever
 from service.registry.router import router as models_router
 from service.runtime import api_process_settings
 from service.settings import Settings, get_settings
+
+log = logging.getLogger("trainserve.api")
 
 
 def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune_process: bool = True) -> FastAPI:
@@ -32,6 +36,11 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.keys_required:
+            log.info("API keys required (TRAINSERVE_AUTH=%s, listening on %s)", settings.auth, settings.api_host)
+        else:
+            log.warning("API keys are NOT required: the API listens on %s (loopback) only and TRAINSERVE_AUTH=%s; "
+                        "set TRAINSERVE_AUTH=required to require them", settings.api_host, settings.auth)
         with api_process_settings(settings.api_torch_threads) if tune_process else contextlib.nullcontext():
             task = asyncio.create_task(reconcile_forever(settings)) if reconcile else None
             yield
@@ -50,10 +59,11 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     app.state.models = ModelCache(store_for(settings), settings.model_cache_size,
                                   settings.ref_cache_seconds)
     app.state.batcher = Batcher()
+    app.state.keys = KeyCache(settings.auth_cache_seconds)
     install_error_handlers(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,
-                   datasets_router):
+                   datasets_router, keys_router, audit.router):
         app.include_router(router)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app

@@ -21,6 +21,17 @@ def env_file() -> str | None:
     return os.environ.get("TRAINSERVE_ENV_FILE", ".env") or None
 
 
+def listens_on_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def secrets_dir() -> str | None:
     """A folder of secret files, one a setting, named like its variable (``trainserve_broker_url``): on
     AKS the Key Vault secrets the Secrets Store CSI driver mounts. TRAINSERVE_SECRETS_DIR; unset: none."""
@@ -46,6 +57,10 @@ class Settings(BaseSettings):
                                      "cuda are accepted and auto jobs go there. Unset: whether this machine "
                                      "has a CUDA device.")
 
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto", description="API keys: required, off, or auto: required unless the API listens on loopback only.")
+    auth_cache_seconds: float = Field(5.0, ge=0, description="How long an API process trusts a key it has looked "
+                                                             "up; a revoked key is refused after at most this.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     access_log: bool = Field(True, description="Log every request (uvicorn's access log).")
@@ -67,8 +82,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it is failed.")
     max_upload_bytes: int = Field(200_000_000, ge=1, description="Largest dataset upload or import, and the "
                                                                  "most a ZIP of images may expand to.")
-    import_allowed_hosts: str = Field("", description="Comma-separated hosts a dataset import may fetch from; "
-                                      "empty: any host except link-local addresses (cloud metadata endpoints).")
+    import_allowed_hosts: str = Field("", description="Comma-separated host names a dataset import may fetch from "
+                                      "although they have private, loopback or link-local addresses; public hosts "
+                                      "are always allowed.")
     import_timeout_seconds: float = Field(60.0, gt=0, description="Longest a dataset import from a URL may take.")
     export_tolerance: float = Field(1e-4, ge=0, description="Largest difference in output probabilities between "
                                                             "an export and the eager model.")
@@ -127,6 +143,12 @@ class Settings(BaseSettings):
     def export_queue(self) -> str:
         """Where "export this model" messages go: beside the training queue, never in it."""
         return f"{self.queue}-exports"
+
+    @property
+    def keys_required(self) -> bool:
+        """API keys are required where the API listens beyond loopback, whatever TRAINSERVE_AUTH says, and on
+        loopback unless TRAINSERVE_AUTH is auto or off."""
+        return self.auth == "required" or not listens_on_loopback(self.api_host)
 
     @property
     def gpu_queue(self) -> str:

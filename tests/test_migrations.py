@@ -18,7 +18,8 @@ from service.migrate import downgrade, head_revision, upgrade
 from service.settings import Settings
 from service.tables import Base
 
-TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "models", "model_aliases"}
+TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "models", "model_aliases", "api_keys",
+          "audit_events", "idempotent_requests"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -10,6 +10,9 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.audit import record_request
+from service.auth import allow
+from service.keys.service import Scope
 from service.artifacts import store_for
 from service.datasets import service
 from service.datasets.schemas import DatasetImport, DatasetOut, DatasetPage, UploadForm
@@ -53,6 +56,7 @@ async def _upload_form(request: Request, max_bytes: int) -> AsyncIterator[FormDa
 
 
 @router.post("", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_FORM,
+             dependencies=[allow(Scope.train)],
              responses={200: {"description": "the same content was already uploaded under this name"}})
 async def upload_dataset(request: Request, response: Response, session: SessionDep) -> DatasetOut:
     """Upload a dataset as multipart form data: MNIST IDX (images + labels, gzipped or raw), NPZ (`x`, `y`),
@@ -75,7 +79,7 @@ async def upload_dataset(request: Request, response: Response, session: SessionD
     return _answer(row, created, response)
 
 
-@router.post("/import", response_model=DatasetOut, status_code=status.HTTP_201_CREATED,
+@router.post("/import", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, dependencies=[allow(Scope.train)],
              responses={200: {"description": "the same content was already imported under this name"}})
 def import_dataset(spec: DatasetImport, request: Request, response: Response, session: SessionDep) -> DatasetOut:
     """Download a dataset from an http(s) URL (size-capped, with a deadline) and register it as an upload."""
@@ -89,7 +93,7 @@ def import_dataset(spec: DatasetImport, request: Request, response: Response, se
     return _answer(row, created, response)
 
 
-@router.get("", response_model=DatasetPage)
+@router.get("", response_model=DatasetPage, dependencies=[allow(Scope.train, Scope.read)])
 def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   offset: Annotated[int, Query(ge=0)] = 0) -> DatasetPage:
     """Built-in and uploaded datasets, newest first."""
@@ -97,7 +101,7 @@ def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)
     return DatasetPage(items=[service.dataset_out(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{ref}", response_model=DatasetOut)
+@router.get("/{ref}", response_model=DatasetOut, dependencies=[allow(Scope.train, Scope.read)])
 def get_dataset(ref: str, session: SessionDep) -> DatasetOut:
     """One dataset by `name` (its newest version), `name@version` or id, with its statistics."""
     row = service.get_dataset(session, ref)
@@ -105,10 +109,14 @@ def get_dataset(ref: str, session: SessionDep) -> DatasetOut:
     return service.dataset_out(row)
 
 
-@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)])
 def delete_dataset(ref: str, request: Request, session: SessionDep) -> Response:
     """Delete one version; refused (409) while a model trained on it exists or a job still needs it."""
+    row = service.get_dataset(session, ref)
+    target = f"{row.name}@{row.version}"
+    before = {"id": str(row.id), "name": row.name, "version": row.version, "sha256": row.sha256}
     keys = service.delete_dataset(session, ref)
+    record_request(request, session, "dataset.delete", target, before=before, after=None)
     session.commit()
     store = store_for(request.app.state.settings)
     for key in keys:

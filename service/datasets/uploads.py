@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
+import certifi
+import httpcore
 import httpx
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -63,34 +66,62 @@ async def read_files(files: list[UploadFile], limit: int) -> Upload:
     return Upload(read)
 
 
-def check_host(url: str, allowed_hosts: str) -> None:
-    """Refuse hosts outside the operator's allow-list, and link-local addresses (169.254.169.254 answers
-    cloud credentials on Azure and elsewhere) whatever the list says, unless it names them."""
-    host = (urlparse(url).hostname or "").lower()
-    allowed = {h.strip().lower() for h in allowed_hosts.split(",") if h.strip()}
-    if allowed and host not in allowed:
-        raise ImportFailed(f"{host} is not among the hosts imports may fetch from (TRAINSERVE_IMPORT_ALLOWED_HOSTS: "
-                           f"{', '.join(sorted(allowed))})")
-    if host in allowed:
-        return
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError as exc:
-        raise ImportFailed(f"could not resolve {host}: {exc}") from None
-    if any(ipaddress.ip_address(a.split("%")[0]).is_link_local for a in addresses):
-        raise ImportFailed(f"{host} is a link-local address (such as a cloud metadata endpoint); imports do not "
-                           "fetch from there")
+def _allowed(allowed_hosts: str) -> set[str]:
+    return {h.strip().lower() for h in allowed_hosts.split(",") if h.strip()}
+
+
+def refusal(address: str) -> str | None:
+    """Why an import must not connect to ``address``: loopback, private networks (the cluster, the virtual
+    network), link-local (169.254.169.254 answers cloud credentials), and every other non-public range."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    for kind, test in (("a loopback address", ip.is_loopback),
+                       ("a link-local address (such as a cloud metadata endpoint)", ip.is_link_local),
+                       ("a private address", ip.is_private), ("not a public address", not ip.is_global)):
+        if test:
+            return f"{address} is {kind}"
+    return None
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """Connects only to public addresses, checked on the address it really connects to, after DNS resolution
+    and for every connection a redirect opens, so that a name that resolves to an internal address, or
+    changes its answer between a check and the connection, cannot reach inside. The hosts the operator
+    opened (TRAINSERVE_IMPORT_ALLOWED_HOSTS) may have any address."""
+
+    def __init__(self, allowed_hosts: str) -> None:
+        self.allowed = _allowed(allowed_hosts)
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options=None) -> httpcore.NetworkStream:
+        if host.lower() in self.allowed:
+            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+        try:
+            addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        except OSError as exc:
+            raise ImportFailed(f"could not resolve {host}: {exc}") from None
+        for address in addresses:
+            if (reason := refusal(address)) is not None:
+                raise ImportFailed(f"{host}: {reason}; imports fetch only from public addresses. An operator can "
+                                   "open a host with TRAINSERVE_IMPORT_ALLOWED_HOSTS")
+        return super().connect_tcp(addresses[0], port, timeout, local_address, socket_options)
+
+
+def guarded_client(timeout: float, allowed_hosts: str) -> httpx.Client:
+    transport = httpx.HTTPTransport(trust_env=False)
+    # httpx builds its connection pool with the default network backend; this one checks every address.
+    transport._pool = httpcore.ConnectionPool(ssl_context=ssl.create_default_context(cafile=certifi.where()),
+                                              network_backend=GuardedBackend(allowed_hosts))
+    return httpx.Client(transport=transport, timeout=httpx.Timeout(timeout), follow_redirects=True, trust_env=False)
 
 
 def download(url: str, limit: int, timeout: float, allowed_hosts: str = "") -> tuple[str, bytes]:
     """The file at ``url`` (http or https) and its name; refused past ``limit`` bytes or ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     name = PurePosixPath(urlparse(url).path).name or "download"
-    # Every request, redirects included, is checked before it is sent.
-    hooks = {"request": [lambda request: check_host(str(request.url), allowed_hosts)]}
     try:
-        with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True, event_hooks=hooks) as client, \
-                client.stream("GET", url) as response:
+        with guarded_client(timeout, allowed_hosts) as client, client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise ImportFailed(f"{url} answered HTTP {response.status_code}; the URL must serve the file itself")
             declared = response.headers.get("content-length")

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from service.auth import allow
+from service.keys.service import Scope
 from service.errors import Unavailable
 from service.health import database_reachable
 from service.inference_v2 import service
@@ -31,22 +33,22 @@ async def ready() -> dict:
     return {"ready": True}
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}", dependencies=[allow(Scope.predict, Scope.read)])
+@router.get("/models/{name}/versions/{version}", dependencies=[allow(Scope.predict, Scope.read)])
 async def model_metadata(request: Request, name: str, version: str | None = None) -> dict:
     return await run_in_threadpool(service.metadata, request.app.state.models, name, version)
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
+@router.get("/models/{name}/ready", dependencies=[allow(Scope.predict, Scope.read)])
+@router.get("/models/{name}/versions/{version}/ready", dependencies=[allow(Scope.predict, Scope.read)])
 async def model_ready(request: Request, name: str, version: str | None = None) -> dict:
     """Ready once the model is loaded in this process (loading it if need be)."""
     model = await run_in_threadpool(resolve, request.app.state.models, service.model_ref(name, version), None)
     return {"name": model.name, "ready": True}
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
+@router.post("/models/{name}/infer", dependencies=[allow(Scope.predict)])
+@router.post("/models/{name}/versions/{version}/infer", dependencies=[allow(Scope.predict)])
 async def infer(request: Request, name: str, version: str | None = None) -> JSONResponse:
     body = await request.body()
     result = await run_in_threadpool(service.infer, body, request.app.state.models, name, version,

@@ -5,6 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from service.auth import allow
+from service.keys.service import Scope
 from service.db import SessionDep
 from service.errors import parse_id
 from service.jobs import service
@@ -17,7 +19,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[uuid.UUID, Depends(lambda job_id: parse_id(job_id, "job"))]
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, dependencies=[allow(Scope.train)])
 def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: Response) -> JobOut:
     """Queue a training job. Poll the URL in `Location` until `status` is `succeeded`, `failed` or `cancelled`."""
     job = service.create_job(session, spec, request.app.state.settings)
@@ -30,7 +32,7 @@ def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: R
     return service.job_out(session, job)
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, dependencies=[allow(Scope.train, Scope.read)])
 def list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
@@ -42,19 +44,20 @@ def list_jobs(
     return JobPage(items=[service.job_out(session, j) for j in jobs], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, dependencies=[allow(Scope.train, Scope.read)])
 def get_job(job_id: JobId, session: SessionDep) -> JobOut:
     return service.job_out(session, service.get_job(session, job_id))
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsOut)
+@router.get("/{job_id}/metrics", response_model=MetricsOut, dependencies=[allow(Scope.train, Scope.read)])
 def get_metrics(job_id: JobId, session: SessionDep) -> MetricsOut:
     """One row per finished epoch."""
     rows = service.job_metrics(session, job_id)
     return MetricsOut(job_id=job_id, items=[EpochMetricsOut.model_validate(r) for r in rows])
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+             dependencies=[allow(Scope.train)])
 def cancel_job(job_id: JobId, session: SessionDep) -> JobOut:
     """A queued job never starts; a running one stops at its next batch and keeps the metrics it recorded."""
     return service.job_out(session, service.cancel_job(session, job_id))

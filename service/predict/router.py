@@ -11,6 +11,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
+from service.auth import authorize, openapi_security
+from service.keys.service import Scope
 from service.errors import InvalidInput
 from service.predict.service import DEFAULT_TOP_K, SMALL_BODY, answer, check_ref, check_top_k, \
     checked_images_inline, checked_inline, parse_request, predict, predict_images, predict_parsed
@@ -53,11 +55,12 @@ class PredictResponse(BaseModel):
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictRequest.model_json_schema()},
         "multipart/form-data": {"schema": PredictImages.model_json_schema()},
-    }}},
+    }}, **openapi_security(Scope.predict)},
 )
 async def predict_digits(request: Request) -> Response:
     """Classify handwritten digits: JSON pixel arrays (the TensorFlow Serving / KServe v1 `instances`
     convention), or image files as multipart form data (field `images`, repeated for a batch)."""
+    await authorize(request, Scope.predict.value)
     settings, cache = request.app.state.settings, request.app.state.models
     default, inline = settings.default_classifier, None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):

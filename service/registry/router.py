@@ -4,6 +4,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
+from service.audit import record_request
+from service.auth import allow
+from service.keys.service import Scope
 from service.db import SessionDep
 from service.registry import service
 from service.registry.schemas import ALIAS_PATTERN, AliasIn, AliasOut, ModelOut, ModelPage
@@ -14,7 +17,7 @@ AliasName = Annotated[str, Path(pattern=ALIAS_PATTERN, description="Lower-case l
                                                                    "starts with a letter, e.g. production.")]
 
 
-@router.get("", response_model=ModelPage)
+@router.get("", response_model=ModelPage, dependencies=[allow(Scope.predict, Scope.read)])
 def list_models(
     session: SessionDep,
     name: str | None = None,
@@ -26,7 +29,7 @@ def list_models(
     return ModelPage(items=[service.model_out(m) for m in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{ref}", response_model=ModelOut)
+@router.get("/{ref}", response_model=ModelOut, dependencies=[allow(Scope.predict, Scope.read)])
 def get_model(ref: str, session: SessionDep) -> ModelOut:
     """One model version by id, `name` (newest), `name@3` or `name@production`, with the input shape and pixel
     value range that `/predict` expects."""
@@ -34,7 +37,7 @@ def get_model(ref: str, session: SessionDep) -> ModelOut:
 
 
 @router.get("/{ref}/download", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+            responses={200: {"content": {"application/octet-stream": {}}}}, dependencies=[allow(Scope.predict, Scope.read)])
 def download(ref: str, session: SessionDep, request: Request,
              format: Literal["pt", "torchscript", "onnx"] = "pt") -> Response:
     """The model file: `pt` (state_dict and config, for `torch.load(weights_only=True)`), `torchscript`
@@ -46,7 +49,8 @@ def download(ref: str, session: SessionDep, request: Request,
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@router.post("/{ref}/exports", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut)
+@router.post("/{ref}/exports", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut,
+             dependencies=[allow(Scope.train)])
 def request_exports(ref: str, session: SessionDep) -> ModelOut:
     """Make the TorchScript and ONNX exports again (those not already made)."""
     model = service.resolve(session, ref)
@@ -54,24 +58,29 @@ def request_exports(ref: str, session: SessionDep) -> ModelOut:
     return service.model_out(model)
 
 
-@router.get("/{name}/versions/{version}", response_model=ModelOut)
+@router.get("/{name}/versions/{version}", response_model=ModelOut, dependencies=[allow(Scope.predict, Scope.read)])
 def get_version(name: str, version: Annotated[int, Path(ge=1)], session: SessionDep) -> ModelOut:
     return service.model_out(service.get_version(session, name, version))
 
 
-@router.put("/{name}/aliases/{alias}", response_model=AliasOut)
+@router.put("/{name}/aliases/{alias}", response_model=AliasOut, dependencies=[allow(Scope.admin)])
 def set_alias(name: str, alias: AliasName, body: AliasIn, session: SessionDep, request: Request) -> AliasOut:
     """Point `name@alias` at one version. `/predict` sees the move at once in this process, and within
     `TRAINSERVE_REF_CACHE_SECONDS` in every other."""
+    before = service.alias_version(session, name, alias)
     row = service.set_alias(session, name, alias, body.version)
+    record_request(request, session, "alias.set", f"{name}@{alias}", before={"version": before},
+                   after={"version": body.version})
     session.commit()
     request.app.state.models.forget_refs()
     return service.alias_out(row)
 
 
-@router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)])
 def delete_alias(name: str, alias: AliasName, session: SessionDep, request: Request) -> Response:
+    before = service.alias_version(session, name, alias)
     service.delete_alias(session, name, alias)
+    record_request(request, session, "alias.delete", f"{name}@{alias}", before={"version": before}, after=None)
     session.commit()
     request.app.state.models.forget_refs()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

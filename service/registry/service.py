@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from models.architectures import ModelConfig
 from models.portable import FILE_SUFFIX
+from service.audit import record
 from service.artifacts import ArtifactStore
 from service.db import session_scope
 from service.errors import Conflict, NotFound
@@ -90,6 +91,12 @@ def set_alias(session: Session, name: str, alias: str, version: int) -> ModelAli
     return row
 
 
+def alias_version(session: Session, name: str, alias: str) -> int | None:
+    """The version ``name@alias`` points at now; None if the alias does not exist."""
+    row = session.get(ModelAlias, (name, alias))
+    return row.model.version if row is not None else None
+
+
 def delete_alias(session: Session, name: str, alias: str) -> None:
     row = session.get(ModelAlias, (name, alias))
     if row is None:
@@ -117,6 +124,9 @@ def promote(session: Session, model: TrainedModel, alias: str, metric: str, mini
             if current else "and no version held the alias"
         set_alias(session, model.name, alias, model.version)
         decision.update(moved=True, reason=f"{metric} {value:.4f} clears {minimum} {before}")
+        record(session, None, "model.promote", f"{model.name}@{alias}",
+               before={"version": current.model.version if current else None},
+               after={"version": model.version, "job_id": str(model.job_id), metric: value})
     return decision
 
 

@@ -1,4 +1,5 @@
-"""Importing a dataset from a URL, served by an HTTP server this test starts on 127.0.0.1."""
+"""Importing a dataset from a URL, served by an HTTP server this test starts on 127.0.0.1. Imports fetch only
+from public addresses unless the operator opens a host, so the tests open 127.0.0.1 (and localhost)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if self.path in ("/metadata", "/moved.npz"):  # a redirect: to the cloud metadata endpoint, or home
+        if self.path.startswith("/redirect/") or self.path == "/moved.npz":  # elsewhere, or home
             self.send_response(302)
-            self.send_header("Location", "http://169.254.169.254/latest" if self.path == "/metadata" else "/digits.npz")
+            target = self.path.removeprefix("/redirect/")
+            self.send_header("Location", "/digits.npz" if self.path == "/moved.npz" else
+                             f"http://{target.replace('PORT', str(self.server.server_address[1]))}/digits.npz")
             self.end_headers()
             return
         if self.path == "/slow.npz":  # a trickle: one byte every 0.2 s
@@ -79,8 +82,15 @@ def server() -> Iterator[str]:
 
 
 @pytest.fixture
+def importing(migrated) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_with(import_allowed_hosts="127.0.0.1"), reconcile=False,
+                               tune_process=False)) as c:
+        yield c
+
+
+@pytest.fixture
 def limited_client(migrated) -> Iterator[TestClient]:
-    settings = settings_with(max_upload_bytes=200_000, import_timeout_seconds=2)
+    settings = settings_with(max_upload_bytes=200_000, import_timeout_seconds=2, import_allowed_hosts="127.0.0.1")
     with TestClient(create_app(settings, reconcile=False, tune_process=False)) as c:
         yield c
 
@@ -89,7 +99,8 @@ def name() -> str:
     return f"imported-{uuid.uuid4().hex[:8]}"
 
 
-def test_import_npz_idx_pair_and_time_series(client, server, run_job):
+def test_import_npz_idx_pair_and_time_series(importing, server, run_job):
+    client = importing
     npz_name = name()
     response = client.post("/v1/datasets/import", json={"name": npz_name, "url": f"{server}/digits.npz"})
     assert response.status_code == 201, response.text
@@ -126,7 +137,8 @@ def test_import_refuses_what_it_cannot_take(limited_client, server, path, status
     assert artifact_files() == before
 
 
-def test_import_needs_an_http_url(client):
+def test_import_needs_an_http_url(importing):
+    client = importing
     response = client.post("/v1/datasets/import", json={"name": name(), "url": "file:///etc/passwd"})
     assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "url"
     with socket.socket() as closed:  # bound, not listening: connections to it are refused, and the port is ours
@@ -136,17 +148,29 @@ def test_import_needs_an_http_url(client):
     assert response.status_code == 400 and "could not download" in response.json()["error"]["message"]
 
 
-def test_import_refuses_link_local_addresses_and_hosts_outside_the_allow_list(migrated, server):
-    with TestClient(create_app(settings_with(), reconcile=False, tune_process=False)) as client:
-        response = client.post("/v1/datasets/import", json={"name": name(), "url": "http://169.254.169.254/x.npz"})
-        assert response.status_code == 400 and "link-local" in response.json()["error"]["message"]
-        response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/metadata"})
-        assert response.status_code == 400 and "link-local" in response.json()["error"]["message"]
-        response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/moved.npz"})
-        assert response.status_code == 201 and response.json()["stats"]["samples"] == 300
-    with TestClient(create_app(settings_with(import_allowed_hosts="data.example.org"), reconcile=False, tune_process=False)) as client:
-        response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/digits.npz"})
-        assert response.status_code == 400 and "TRAINSERVE_IMPORT_ALLOWED_HOSTS" in response.json()["error"]["message"]
-    with TestClient(create_app(settings_with(import_allowed_hosts="127.0.0.1"), reconcile=False, tune_process=False)) as client:
-        response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/digits.npz"})
-        assert response.status_code == 201
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/digits.npz", "http://10.20.30.40/x.npz",
+                                 "http://169.254.169.254/latest/x.npz", "http://[::1]:{port}/digits.npz"])
+def test_import_refuses_internal_addresses(client, server, url):
+    """Loopback, private and link-local addresses are refused before any connection is made."""
+    port = server.rsplit(":", 1)[1]
+    before = artifact_files()
+    response = client.post("/v1/datasets/import", json={"name": name(), "url": url.format(port=port)})
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert "imports fetch only from public addresses" in message and "TRAINSERVE_IMPORT_ALLOWED_HOSTS" in message
+    assert artifact_files() == before
+
+
+@pytest.mark.parametrize(("target", "kind"), [("127.0.0.1:PORT", "loopback"), ("10.20.30.40", "private"),
+                                              ("169.254.169.254", "link-local")])
+def test_a_redirect_to_an_internal_address_is_refused(migrated, server, target, kind):
+    """The first hop is a host the operator opened (localhost); its redirect to an internal address is not."""
+    port = server.rsplit(":", 1)[1]
+    with TestClient(create_app(settings_with(import_allowed_hosts="localhost"), reconcile=False,
+                               tune_process=False)) as client:
+        response = client.post("/v1/datasets/import",
+                               json={"name": name(), "url": f"http://localhost:{port}/redirect/{target}"})
+        assert response.status_code == 400, response.text
+        assert f"a {kind} address" in response.json()["error"]["message"]
+        home = client.post("/v1/datasets/import", json={"name": name(), "url": f"http://localhost:{port}/moved.npz"})
+        assert home.status_code == 201 and home.json()["stats"]["samples"] == 300, "a redirect within it is followed"

@@ -1,0 +1,64 @@
+"""The audit log: alias moves, promotions, deletes and key changes, each with who (the key), when, and what
+it was before and after. Written in the same transaction as the change it records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import uuid
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.auth import Principal, allow, principal_of
+from service.db import SessionDep
+from service.keys.service import Scope
+from service.pagination import newest_first
+from service.tables import AuditEvent
+
+
+def record(session: Session, who: Principal | None, action: str, target: str, before: dict[str, Any] | None = None,
+           after: dict[str, Any] | None = None) -> None:
+    session.add(AuditEvent(action=action, target=target, key_id=who.key_id if who else None,
+                           key_name=who.name if who and who.key_id else None, before=before, after=after))
+
+
+def record_request(request: Request, session: Session, action: str, target: str, before: dict[str, Any] | None = None,
+                   after: dict[str, Any] | None = None) -> None:
+    record(session, principal_of(request), action, target, before, after)
+
+
+class AuditEventOut(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    action: str
+    target: str
+    key_id: uuid.UUID | None
+    key_name: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    total: int
+    limit: int
+    offset: int
+
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("", response_model=AuditPage, dependencies=[allow(Scope.admin)])
+def list_events(session: SessionDep, action: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0) -> AuditPage:
+    """Alias moves, promotions, deletes and key changes, newest first; `action` filters (e.g. `alias.set`)."""
+    query = select(AuditEvent)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    rows, total = newest_first(session, query, AuditEvent, limit, offset)
+    return AuditPage(items=[AuditEventOut.model_validate(r, from_attributes=True) for r in rows], total=total,
+                     limit=limit, offset=offset)
