@@ -1,17 +1,22 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.audit import record_request
-from service.auth import allow
+from service import idempotency
+from service.auth import allow, principal_of
+from service.idempotency import IdempotencyKey
 from service.keys.service import Scope
 from service.artifacts import store_for
 from service.datasets import service
@@ -39,6 +44,21 @@ def _answer(row, created: bool, response: Response) -> DatasetOut:
     return service.dataset_out(row)
 
 
+def _remembered(session, retry: idempotency.Attempt | None, answer: DatasetOut,
+                response: Response) -> DatasetOut | JSONResponse:
+    """Commit the dataset with the answer kept for a retry; a retry that committed first gets its own answer."""
+    idempotency.remember(session, retry, response.status_code, answer.model_dump(mode="json"),
+                         response.headers.get("Location"))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if (earlier := idempotency.earlier_answer(session, retry)) is not None:
+            return earlier
+        raise
+    return answer
+
+
 @contextlib.asynccontextmanager
 async def _upload_form(request: Request, max_bytes: int) -> AsyncIterator[FormData]:
     """The multipart form, at most two files; the form parser's own refusal of a third says what to send."""
@@ -58,7 +78,8 @@ async def _upload_form(request: Request, max_bytes: int) -> AsyncIterator[FormDa
 @router.post("", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_FORM,
              dependencies=[allow(Scope.train)],
              responses={200: {"description": "the same content was already uploaded under this name"}})
-async def upload_dataset(request: Request, response: Response, session: SessionDep) -> DatasetOut:
+async def upload_dataset(request: Request, response: Response, session: SessionDep,
+                         idempotency_key: IdempotencyKey = None) -> DatasetOut | JSONResponse:
     """Upload a dataset as multipart form data: MNIST IDX (images + labels, gzipped or raw), NPZ (`x`, `y`),
     a CSV of images (a label column and pixel columns), a ZIP of PNG/JPEG images in one folder per class, or
     a CSV of time series (a timestamp column and numeric columns). 201 with a new version; 200 with the
@@ -73,24 +94,33 @@ async def upload_dataset(request: Request, response: Response, session: SessionD
             raise InvalidInput("; ".join(f"{d['field']}: {d['message']}" for d in details), details=details)
         upload = await read_files([f for f in form.getlist("file") if isinstance(f, UploadFile)],
                                   settings.max_upload_bytes)
+    retry = idempotency.attempt(principal_of(request).owner, "/v1/datasets", idempotency_key, fields,
+                                [(name, hashlib.sha256(data).hexdigest()) for name, data in upload.files])
+    if (earlier := idempotency.earlier_answer(session, retry)) is not None:
+        return earlier
     row, created = await run_in_threadpool(
         service.register_upload, session, store_for(settings), name=spec.name, description=spec.description,
         upload=upload, options=spec, max_bytes=settings.max_upload_bytes)
-    return _answer(row, created, response)
+    return _remembered(session, retry, _answer(row, created, response), response)
 
 
 @router.post("/import", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, dependencies=[allow(Scope.train)],
              responses={200: {"description": "the same content was already imported under this name"}})
-def import_dataset(spec: DatasetImport, request: Request, response: Response, session: SessionDep) -> DatasetOut:
+def import_dataset(spec: DatasetImport, request: Request, response: Response, session: SessionDep,
+                   idempotency_key: IdempotencyKey = None) -> DatasetOut | JSONResponse:
     """Download a dataset from an http(s) URL (size-capped, with a deadline) and register it as an upload."""
     settings = request.app.state.settings
+    retry = idempotency.attempt(principal_of(request).owner, "/v1/datasets/import", idempotency_key,
+                                spec.model_dump(mode="json"))
+    if (earlier := idempotency.earlier_answer(session, retry)) is not None:
+        return earlier
     urls = [str(spec.url)] + ([str(spec.labels_url)] if spec.labels_url else [])
     files = [download(u, settings.max_upload_bytes, settings.import_timeout_seconds, settings.import_allowed_hosts)
              for u in urls]
     row, created = service.register_upload(
         session, store_for(settings), name=spec.name, description=spec.description, upload=service.Upload(files),
         options=spec, max_bytes=settings.max_upload_bytes, source="import", source_url=", ".join(urls))
-    return _answer(row, created, response)
+    return _remembered(session, retry, _answer(row, created, response), response)
 
 
 @router.get("", response_model=DatasetPage, dependencies=[allow(Scope.train, Scope.read)])

@@ -4,8 +4,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 
-from service.auth import allow
+from service import idempotency
+from service.auth import allow, principal_of
+from service.idempotency import IdempotencyKey
 from service.keys.service import Scope
 from service.db import SessionDep
 from service.errors import parse_id
@@ -20,16 +24,29 @@ JobId = Annotated[uuid.UUID, Depends(lambda job_id: parse_id(job_id, "job"))]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, dependencies=[allow(Scope.train)])
-def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: Response) -> JobOut:
-    """Queue a training job. Poll the URL in `Location` until `status` is `succeeded`, `failed` or `cancelled`."""
+def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: Response,
+               idempotency_key: IdempotencyKey = None) -> JobOut | JSONResponse:
+    """Queue a training job. Poll the URL in `Location` until `status` is `succeeded`, `failed` or `cancelled`.
+    Send an `Idempotency-Key` to retry safely: the retry gets this answer again and no second job."""
+    retry = idempotency.attempt(principal_of(request).owner, "/v1/jobs", idempotency_key, spec.model_dump(mode="json"))
+    if (earlier := idempotency.earlier_answer(session, retry)) is not None:
+        return earlier
     job = service.create_job(session, spec, request.app.state.settings)
-    session.commit()  # the row exists before any worker can receive its id
+    answer = service.job_out(session, job)
+    idempotency.remember(session, retry, status.HTTP_202_ACCEPTED, answer.model_dump(mode="json"), f"/v1/jobs/{job.id}")
+    try:
+        session.commit()  # the row exists before any worker can receive its id
+    except IntegrityError:  # the same retry, at the same moment, committed first: its answer, not a second job
+        session.rollback()
+        if (earlier := idempotency.earlier_answer(session, retry)) is not None:
+            return earlier
+        raise
     try:
         enqueue_job(job.id, job.queue)
     except Exception:  # the job stays queued; the reconciler sends it once the broker is back
         service.log.exception("job %s: broker unavailable, it will be sent again later", job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return service.job_out(session, job)
+    return answer
 
 
 @router.get("", response_model=JobPage, dependencies=[allow(Scope.train, Scope.read)])
