@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def error_body(code: str, message: str, details: list[dict[str, Any]] | None = N
 
 
 OPEN_INFERENCE_PREFIX = "/v2"
+DATABASE_RETRY_AFTER = 5  # seconds
 
 
 def error_response(request: Request, status: int, code: str, message: str,
@@ -111,6 +113,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # The connection pool checks connections before use, so the next request after the database is back
+        # works: no restart needed.
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        return error_response(request, 503, "unavailable", "the database does not answer; try again in a few "
+                              "seconds", headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

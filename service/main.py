@@ -21,7 +21,7 @@ from service.keys.router import router as keys_router
 from service.predict.batching import Batcher
 from service.predict.router import router as predict_router
 from service.serving import ModelCache
-from service.reconciler import reconcile_forever
+from service.reconciler import Reconciler, reconcile_forever
 from service.registry.router import router as models_router
 from service.runtime import api_process_settings
 from service.settings import Settings, get_settings
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
             log.warning("API keys are NOT required: the API listens on %s (loopback) only and TRAINSERVE_AUTH=%s; "
                         "set TRAINSERVE_AUTH=required to require them", settings.api_host, settings.auth)
         with api_process_settings(settings.api_torch_threads) if tune_process else contextlib.nullcontext():
-            task = asyncio.create_task(reconcile_forever(settings)) if reconcile else None
+            task = asyncio.create_task(reconcile_forever(settings, app.state.reconciler)) if reconcile else None
             yield
             if task is not None:
                 task.cancel()
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
                                   settings.ref_cache_seconds)
     app.state.batcher = Batcher()
     app.state.keys = KeyCache(settings.auth_cache_seconds)
+    app.state.reconciler = Reconciler(settings)
     install_error_handlers(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,

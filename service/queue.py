@@ -108,3 +108,17 @@ def broker_reachable(timeout: float = 2.0) -> bool:
         return True
     except Exception:
         return False
+
+
+def broker_identity(timeout: float = 2.0) -> str | None:
+    """Which broker instance answers: Redis's run id (new after every restart or failover), else the
+    transport's name; None when it does not answer. The reconciler sends every queued job again when it
+    changes, or when the broker comes back after an outage."""
+    try:
+        with celery_app().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+            if conn.transport.driver_type == "redis":
+                return str(conn.default_channel.client.info("server")["run_id"])
+            return conn.transport.driver_type
+    except Exception:
+        return None

@@ -16,26 +16,56 @@ from service.db import session_scope
 from service.jobs.service import jobs_to_resend
 from service.settings import Settings
 from service.tables import utcnow
-from service.queue import enqueue_job
+from service.queue import broker_identity, enqueue_job
 
 log = logging.getLogger(__name__)
 
 
+class Reconciler:
+    """One per API process. Each pass sends again the queued jobs whose messages may be lost: any that has
+    not started a while after it was sent (jobs_to_resend), and every one at once when the broker restarted
+    (a new Redis run id: an empty Redis, or a failover) or is back after an outage."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker: str | None = None  # the broker's identity in the last pass; None: did not answer
+        self.passes = 0
+        self.resent = 0  # messages sent again by this process, in all
+
+    def once(self) -> int:
+        settings, before = self.settings, self.broker
+        self.broker = broker_identity()
+        self.passes += 1
+        if self.broker is None:
+            if before is not None or self.passes == 1:
+                log.warning("reconciler: the broker does not answer; queued jobs are kept and sent once it is back")
+            return 0
+        everything = self.passes > 1 and before != self.broker
+        with session_scope() as session:
+            jobs = jobs_to_resend(session, utcnow(), timedelta(seconds=settings.stale_after_seconds),
+                                  settings.max_attempts, timedelta(seconds=settings.resend_after_seconds),
+                                  every_queued_job=everything)
+        for job_id, queue in jobs:
+            enqueue_job(job_id, queue)
+        self.resent += len(jobs)
+        if jobs:
+            why = ("the broker is back after an outage" if before is None else "the broker restarted") if everything \
+                else "not started in time"
+            log.warning("reconciler: sent %d queued job(s) again (%s); %d in all by this process", len(jobs), why,
+                        self.resent)
+        return len(jobs)
+
+
 def reconcile_once(settings: Settings) -> int:
-    with session_scope() as session:
-        job_ids = jobs_to_resend(session, utcnow(), timedelta(seconds=settings.stale_after_seconds),
-                                 settings.max_attempts)
-    for job_id, queue in job_ids:
-        enqueue_job(job_id, queue)
-    if job_ids:
-        log.info("reconciler: sent %d job(s) again", len(job_ids))
-    return len(job_ids)
+    """One pass of a new reconciler (the tests, and a process that wants one now)."""
+    return Reconciler(settings).once()
 
 
-async def reconcile_forever(settings: Settings) -> None:
+async def reconcile_forever(settings: Settings, reconciler: Reconciler | None = None) -> None:
+    reconciler = reconciler or Reconciler(settings)
     while True:
         try:
-            await run_in_threadpool(reconcile_once, settings)
+            await run_in_threadpool(reconciler.once)
         except Exception:
             log.exception("reconciler pass failed; trying again in %.0f s", settings.reconcile_seconds)
         await asyncio.sleep(settings.reconcile_seconds)

@@ -77,7 +77,10 @@ class Settings(BaseSettings):
     max_batch: int = Field(1024, ge=1, description="Most instances one /predict call may send.")
     max_image_bytes: int = Field(10_000_000, ge=1, description="Largest image file /predict takes.")
     cancel_check_seconds: float = Field(0.5, gt=0, description="How often a training job looks for a cancel.")
-    reconcile_seconds: float = Field(30.0, gt=0, description="How often queued jobs the broker lost are resent.")
+    reconcile_seconds: float = Field(10.0, gt=0, description="How often the API looks for jobs the broker lost.")
+    resend_after_seconds: float = Field(60.0, gt=0, description="A queued job not started this long after its "
+                                                                "message was sent is sent again (then after "
+                                                                "twice as long, up to stale_after_seconds).")
     stale_after_seconds: float = Field(600.0, gt=0, description="A running job silent this long is re-queued.")
     max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it is failed.")
     max_upload_bytes: int = Field(200_000_000, ge=1, description="Largest dataset upload or import, and the "

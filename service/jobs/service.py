@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -121,16 +121,21 @@ def job_out(session: Session, job: TrainingJob) -> JobOut:
     )
 
 
-def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta,
-                   max_attempts: int) -> list[tuple[uuid.UUID, str | None]]:
+def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta, max_attempts: int,
+                   resend_after: timedelta | None = None,
+                   every_queued_job: bool = False) -> list[tuple[uuid.UUID, str | None]]:
     """Find the work the broker may have lost and put it back in order; returns the jobs to send again, each
     with its queue.
 
-    - A queued job whose message was sent longer than ``stale_after`` ago is sent again (a duplicate
-      message is harmless: only one worker can claim a queued job).
+    - A queued job that has not started ``resend_after`` (default: ``stale_after``) after its message was
+      sent is sent again, and again after twice as long, up to every ``stale_after``: a broker that lost its
+      messages costs a minute, while a job that merely waits in a long queue gets few duplicates. A
+      duplicate is harmless: only one worker can claim a queued job.
+    - ``every_queued_job``: all of them now (the broker restarted, or is back after an outage).
     - A running job whose worker has not written a heartbeat for ``stale_after`` is queued again, to resume
       from its last checkpoint, or failed once it has used up ``max_attempts`` deliveries.
     """
+    resend_after = resend_after or stale_after
     cutoff = now - stale_after
     stale_running = session.scalars(select(TrainingJob).where(
         TrainingJob.status == JobStatus.running, TrainingJob.heartbeat_at < cutoff)).unique()
@@ -141,13 +146,24 @@ def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta,
                          f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); check the worker logs for crashes or "
                          "out-of-memory kills, then submit the job again")
         else:
-            job.status, job.enqueued_at = JobStatus.queued, cutoff  # resend it in this same pass
+            job.status, job.enqueued_at = JobStatus.queued, None  # resend it in this same pass
             log.warning("job %s: worker silent since %s, queueing it again", job.id, job.heartbeat_at)
     session.flush()
-    lost = [(row.id, row.queue) for row in session.execute(select(TrainingJob.id, TrainingJob.queue).where(
-        TrainingJob.status == JobStatus.queued,
-        TrainingJob.enqueued_at.is_(None) | (TrainingJob.enqueued_at <= cutoff)))]
+    query = select(TrainingJob.id, TrainingJob.queue, TrainingJob.created_at, TrainingJob.enqueued_at).where(
+        TrainingJob.status == JobStatus.queued)
+    if not every_queued_job:
+        query = query.where(TrainingJob.enqueued_at.is_(None) | (TrainingJob.enqueued_at <= now - resend_after))
+    lost = []
+    for row in session.execute(query):
+        sent, created = _aware(row.enqueued_at), _aware(row.created_at)
+        wait = min(stale_after, max(resend_after, sent - created)) if sent is not None else timedelta(0)
+        if every_queued_job or sent is None or now - sent >= wait:
+            lost.append((row.id, row.queue))
     if lost:
         session.execute(update(TrainingJob).where(TrainingJob.id.in_([job_id for job_id, _ in lost]))
                         .values(enqueued_at=now))
     return lost
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment

@@ -106,3 +106,52 @@ def test_the_heartbeat_goes_on_while_the_training_loop_does_not_ask(client):
             time.sleep(0.05)
         assert monitor() is True, "the cancel was not seen"
     assert not monitor._thread.is_alive()
+
+
+def test_a_queued_job_is_sent_again_after_a_minute_then_less_and_less_often(client):
+    job = client.post("/v1/jobs", json=LOGREG_SPEC).json()["id"]
+    with session_scope() as session:
+        t0 = session.get(TrainingJob, uuid.UUID(job)).enqueued_at
+
+    def resent_at(seconds: float) -> bool:
+        with session_scope() as session:
+            jobs = jobs_to_resend(session, t0 + timedelta(seconds=seconds), STALE, 3, timedelta(seconds=60))
+        return job in [str(i) for i, _ in jobs]
+
+    # Sent at 0; again at 61 (a minute passed), at 123 (it had waited 61), at 247, ... never less often than
+    # every 10 minutes.
+    assert [s for s in (59, 61, 100, 123, 200, 247, 400, 495) if resent_at(s)] == [61, 123, 247, 495]
+    assert resent_at(495 + 600) and not resent_at(495 + 600 + 599)
+
+
+def test_every_queued_job_is_sent_again_when_the_broker_restarted(client):
+    job = client.post("/v1/jobs", json=LOGREG_SPEC).json()["id"]
+    with session_scope() as session:
+        jobs = jobs_to_resend(session, utcnow(), STALE, 3, timedelta(seconds=60), every_queued_job=True)
+    assert job in [str(i) for i, _ in jobs]
+
+
+def test_the_api_answers_503_with_retry_after_while_the_database_is_down(migrated):
+    from fastapi.testclient import TestClient
+
+    from service.db import get_engine, get_sessionmaker
+    from service.main import create_app
+    from tests.helpers import free_port, settings_with
+
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()
+    from service.settings import get_settings
+
+    settings, saved = get_settings(), get_settings().database_url
+    settings.database_url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none?connect_timeout=2"
+    try:
+        with TestClient(create_app(settings_with(), reconcile=False, tune_process=False)) as down:
+            r = down.get("/v1/jobs")
+            assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+            assert "database does not answer" in r.json()["error"]["message"]
+            assert down.post("/v1/jobs", json=LOGREG_SPEC).status_code == 503
+    finally:
+        get_engine().dispose()
+        settings.database_url = saved
+        get_engine.cache_clear()
+        get_sessionmaker.cache_clear()
