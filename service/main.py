@@ -21,6 +21,7 @@ from service.keys.router import router as keys_router
 from service.predict.batching import Batcher
 from service.predict.router import router as predict_router
 from service.serving import ModelCache
+from service.ratelimit import Limit, RateLimiter
 from service.reconciler import Reconciler, reconcile_forever
 from service.registry.router import router as models_router
 from service.runtime import api_process_settings
@@ -61,6 +62,9 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     app.state.batcher = Batcher()
     app.state.keys = KeyCache(settings.auth_cache_seconds)
     app.state.reconciler = Reconciler(settings)
+    app.state.limiter = RateLimiter(settings.broker_url, settings.queue)
+    app.state.limits = {"inference": Limit.parse(settings.rate_limit_inference),
+                        "jobs": Limit.parse(settings.rate_limit_jobs)}
     install_error_handlers(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,

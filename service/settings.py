@@ -21,6 +21,9 @@ def env_file() -> str | None:
     return os.environ.get("TRAINSERVE_ENV_FILE", ".env") or None
 
 
+RATE = r"^(|0|\d+/(second|minute|hour)s?)$"  # service/ratelimit.py reads it
+
+
 def listens_on_loopback(host: str) -> bool:
     import ipaddress
 
@@ -61,6 +64,11 @@ class Settings(BaseSettings):
         "auto", description="API keys: required, off, or auto: required unless the API listens on loopback only.")
     auth_cache_seconds: float = Field(5.0, ge=0, description="How long an API process trusts a key it has looked "
                                                              "up; a revoked key is refused after at most this.")
+    rate_limit_inference: str = Field("6000/minute", pattern=RATE, description="Requests to /predict, /forecast "
+                                      "and /v2 inference per API key, shared by all API processes; empty: none.")
+    rate_limit_jobs: str = Field("60/minute", pattern=RATE, description="Job submissions per API key; empty: none.")
+    max_queued_jobs_per_key: int = Field(100, ge=0, description="Jobs one API key may have queued at once; 0: "
+                                                                "no cap.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     access_log: bool = Field(True, description="Log every request (uvicorn's access log).")

@@ -81,6 +81,7 @@ class TrainingJob(Base):
     # The broker queue the job was sent to: the CPU queue or the GPU queue (NULL: sent before queues had a
     # choice, i.e. the CPU queue).
     queue: Mapped[str | None] = mapped_column(String(200))
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)  # the API key that submitted it
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

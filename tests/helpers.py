@@ -89,3 +89,13 @@ def digits_test_split():
     from models.datasets import load_builtin, split_dataset
 
     return split_dataset(load_builtin("digits"), validation_split=0.1, test_split=0.2, seed=0).test
+
+
+def away_from_a_window_edge(window: int = 3600, margin: float = 60) -> None:
+    """Rate-limit windows are fixed (a second, a minute, an hour): a test that counts requests starts at
+    least ``margin`` seconds before the current window ends, waiting for the next window if need be."""
+    import time
+
+    left = window - time.time() % window
+    if left < margin:
+        time.sleep(left + 0.1)

@@ -1,4 +1,4 @@
-"""API keys (hashed), the audit log, and the first answers to idempotent POSTs
+"""API keys (hashed), the audit log, the first answers to idempotent POSTs, and the key behind each job
 
 Revision ID: 0006
 Revises: 0005
@@ -58,9 +58,15 @@ def upgrade() -> None:
         sa.UniqueConstraint('owner', 'path', 'key'),
     )
     op.create_index(op.f('ix_idempotent_requests_created_at'), 'idempotent_requests', ['created_at'], unique=False)
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('key_id', sa.Uuid(), nullable=True))
+        batch_op.create_index(batch_op.f('ix_jobs_key_id'), ['key_id'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_jobs_key_id'))
+        batch_op.drop_column('key_id')
     op.drop_table('idempotent_requests')
     op.drop_table('audit_events')
     op.drop_table('api_keys')

@@ -3,11 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.auth import allow
+from service.ratelimit import limited
 from service.keys.service import Scope
 from service.forecast import service
 from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest, Readings
 
-router = APIRouter(prefix="/forecast", tags=["forecast"], dependencies=[allow(Scope.predict)])
+router = APIRouter(prefix="/forecast", tags=["forecast"], dependencies=[allow(Scope.predict), limited("inference")])
 
 
 @router.post("", response_model=ForecastOut)

@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from service.auth import allow
+from service.ratelimit import limited
 from service.keys.service import Scope
 from service.errors import Unavailable
 from service.health import database_reachable
@@ -47,8 +48,11 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
     return {"name": model.name, "ready": True}
 
 
-@router.post("/models/{name}/infer", dependencies=[allow(Scope.predict)])
-@router.post("/models/{name}/versions/{version}/infer", dependencies=[allow(Scope.predict)])
+INFER = [allow(Scope.predict), limited("inference")]
+
+
+@router.post("/models/{name}/infer", dependencies=INFER)
+@router.post("/models/{name}/versions/{version}/infer", dependencies=INFER)
 async def infer(request: Request, name: str, version: str | None = None) -> JSONResponse:
     body = await request.body()
     result = await run_in_threadpool(service.infer, body, request.app.state.models, name, version,

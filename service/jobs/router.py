@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from service import idempotency
 from service.auth import allow, principal_of
 from service.idempotency import IdempotencyKey
+from service.ratelimit import spend
 from service.keys.service import Scope
 from service.db import SessionDep
 from service.errors import parse_id
@@ -31,7 +32,10 @@ def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: R
     retry = idempotency.attempt(principal_of(request).owner, "/v1/jobs", idempotency_key, spec.model_dump(mode="json"))
     if (earlier := idempotency.earlier_answer(session, retry)) is not None:
         return earlier
-    job = service.create_job(session, spec, request.app.state.settings)
+    settings, principal = request.app.state.settings, principal_of(request)
+    spend(request, "jobs")
+    service.check_queued_cap(session, principal.key_id, settings.max_queued_jobs_per_key)
+    job = service.create_job(session, spec, settings, principal.key_id)
     answer = service.job_out(session, job)
     idempotency.remember(session, retry, status.HTTP_202_ACCEPTED, answer.model_dump(mode="json"), f"/v1/jobs/{job.id}")
     try:

@@ -6,13 +6,14 @@ import logging
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.datasets.service import builtin_stats, resolve_dataset
 from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs.spec import JobSpec
 from service.pagination import newest_first
+from service.ratelimit import RateLimited
 from service.queue import job_queue
 from service.settings import Settings
 from service.datasets.schemas import DatasetRef
@@ -22,7 +23,7 @@ from service.tables import Dataset, JobMetric, JobStatus, TrainingJob, utcnow
 log = logging.getLogger(__name__)
 
 
-def create_job(session: Session, spec: JobSpec, settings: Settings) -> TrainingJob:
+def create_job(session: Session, spec: JobSpec, settings: Settings, key_id: uuid.UUID | None = None) -> TrainingJob:
     dataset = resolve_dataset(session, spec.dataset)
     _check_dataset_fits(session, spec, dataset)
     queue = job_queue(spec.training.device, settings)
@@ -31,10 +32,21 @@ def create_job(session: Session, spec: JobSpec, settings: Settings) -> TrainingJ
                            "(a GPU where there is one) or cpu, or run GPU workers and set TRAINSERVE_GPU_WORKERS=true",
                            details=[{"field": "training.device", "message": "no GPU workers"}])
     job = TrainingJob(spec=spec.model_dump(mode="json"), dataset=dataset, epochs_total=spec.training.epochs,
-                      status=JobStatus.queued, enqueued_at=utcnow(), queue=queue)
+                      status=JobStatus.queued, enqueued_at=utcnow(), queue=queue, key_id=key_id)
     session.add(job)
     session.flush()
     return job
+
+
+def check_queued_cap(session: Session, key_id: uuid.UUID | None, cap: int) -> None:
+    """One key may have at most ``cap`` jobs queued at once (0: no cap); a key's backlog cannot starve others."""
+    if key_id is None or cap == 0:
+        return
+    queued = session.scalar(select(func.count()).select_from(TrainingJob).where(
+        TrainingJob.key_id == key_id, TrainingJob.status == JobStatus.queued)) or 0
+    if queued >= cap:
+        raise RateLimited(f"this key has {queued} jobs queued, the most it may (TRAINSERVE_MAX_QUEUED_JOBS_PER_KEY); "
+                          "wait for some to start, or cancel some", headers={"Retry-After": "60"})
 
 
 def _check_dataset_fits(session: Session, spec: JobSpec, dataset: Dataset) -> None:

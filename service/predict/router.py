@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.auth import authorize, openapi_security
+from service.ratelimit import spend
 from service.keys.service import Scope
 from service.errors import InvalidInput
 from service.predict.service import DEFAULT_TOP_K, SMALL_BODY, answer, check_ref, check_top_k, \
@@ -61,6 +62,7 @@ async def predict_digits(request: Request) -> Response:
     """Classify handwritten digits: JSON pixel arrays (the TensorFlow Serving / KServe v1 `instances`
     convention), or image files as multipart form data (field `images`, repeated for a batch)."""
     await authorize(request, Scope.predict.value)
+    spend(request, "inference")
     settings, cache = request.app.state.settings, request.app.state.models
     default, inline = settings.default_classifier, None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
