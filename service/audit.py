@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from service.auth import Principal, allow, principal_of
 from service.db import SessionDep
 from service.keys.service import Scope
-from service.pagination import newest_first
+from service.pagination import PageLimit, PageOffset, newest_first
 from service.tables import AuditEvent
 
 
@@ -52,9 +52,9 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 @router.get("", response_model=AuditPage, dependencies=[allow(Scope.admin)])
-def list_events(session: SessionDep, action: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0) -> AuditPage:
+def list_events(session: SessionDep, action: Annotated[str | None, Query(max_length=50)] = None,
+                limit: PageLimit = 50,
+                offset: PageOffset = 0) -> AuditPage:
     """Alias moves, promotions, deletes and key changes, newest first; `action` filters (e.g. `alias.set`)."""
     query = select(AuditEvent)
     if action:

@@ -12,8 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,47 @@ class Unavailable(AppError):
     status_code, code = 503, "unavailable"
 
 
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable, for programs: not_found, conflict, invalid_input, unauthorized, ...")
+    message: str = Field(description="For people: what went wrong and what to change.")
+    details: list[ErrorDetail]
+
+
+class ErrorBody(BaseModel):
+    """Every error trainserve answers outside /v2."""
+
+    error: ErrorInfo
+
+
+class V2Error(BaseModel):
+    """Errors under /v2, as the Open Inference Protocol defines them."""
+
+    error: str
+
+
+WHY = {
+    400: "The request cannot be used (under /v2: any invalid request; elsewhere: a URL import that failed).",
+    401: "No API key, or one that is unknown, revoked or expired.",
+    403: "The API key lacks the scope this route needs.",
+    404: "What the request names does not exist.",
+    409: "The request conflicts with the current state (the message says which, and what to do).",
+    413: "The body, a file or an image is larger than the server takes.",
+    422: "The request breaks a rule of the schema or of the route; `details` names the fields.",
+    429: "A rate limit or the queued-jobs cap; wait `Retry-After` seconds.",
+    503: "The database (or, for /readyz, a dependency) does not answer; retry after `Retry-After` seconds.",
+}
+
+
+def errors(*codes: int, v2: bool = False) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: the error statuses it can answer, each with the error shape."""
+    return {code: {"model": V2Error if v2 else ErrorBody, "description": WHY[code]} for code in codes}
+
+
 def parse_id(value: str, kind: str) -> uuid.UUID:
     """Ids in paths are UUIDs; anything else names no such resource."""
     try:
@@ -98,6 +141,15 @@ def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for e in errors]
 
 
+def allowed_methods(request: Request) -> str:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -111,8 +163,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            return error_response(request, 422, "invalid_input", "the request body is not valid JSON (or not the "
+                                  "form this route takes); the schema at /docs shows what to send")
+        if exc.status_code == 405:  # every method of every route at this path, not only the first route's
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+            message = f"{request.method} is not allowed here; this path takes {headers['Allow']}"
+            return error_response(request, 405, "method_not_allowed", message, headers=headers)
+        code = {404: "not_found"}.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        return error_response(request, 422, "invalid_input", "a value in the request cannot be stored or looked up "
+                              "(a NUL character, or a number out of range); remove it")
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

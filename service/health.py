@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from service.artifacts import ArtifactStore
 from service.db import get_engine
-from service.errors import Unavailable
+from service.errors import Unavailable, errors
 from service.queue import broker_reachable
 
 router = APIRouter(tags=["health"])
@@ -55,7 +55,7 @@ def _ready_or_503(checks: dict[str, bool], extra: dict | None = None) -> dict:
     return {"status": "ready", "checks": {k: "ok" for k in checks}, **(extra or {})}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(503))
 async def readyz(request: Request) -> dict:
     """Ready to serve predictions: the database (the registry) and the artifact store answer; 503 names the
     one that does not. The broker only carries training jobs, so it does not take inference out of service:
@@ -67,7 +67,7 @@ async def readyz(request: Request) -> dict:
                          {"jobs": {"broker": "ok" if broker else "unreachable"}})
 
 
-@router.get("/readyz/jobs")
+@router.get("/readyz/jobs", responses=errors(503))
 async def readyz_jobs() -> dict:
     """Ready to accept training jobs: the database and the broker answer; 503 names the one that does not.
     (A job submitted while the broker is down is still kept, queued, and sent once it is back.)"""

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service import audit, health
+from service import audit, health, openapi
 from service.auth import KeyCache
 from service.artifacts import store_for
 from service.datasets.router import router as datasets_router
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     app.state.limits = {"inference": Limit.parse(settings.rate_limit_inference),
                         "jobs": Limit.parse(settings.rate_limit_jobs)}
     install_error_handlers(app)
+    openapi.install(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,
                    datasets_router, keys_router, audit.router):

@@ -30,7 +30,7 @@ class Reference:
 
     @property
     def version(self) -> int | None:
-        return int(self.tag) if self.tag.isdigit() else None
+        return int(self.tag) if self.tag.isdigit() and int(self.tag) <= 2**31 - 1 else None
 
 
 def parse_reference(text: str) -> Reference:

@@ -17,3 +17,14 @@ class RequestRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return self.endpoint
+
+
+def form_properties(model) -> dict:
+    """A model's fields as multipart form fields: a form has no null, only a field left out."""
+    properties = {}
+    for name, schema in model.model_json_schema()["properties"].items():
+        options = [o for o in schema.get("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            schema = {**{k: v for k, v in schema.items() if k not in ("anyOf", "default")}, **options[0]}
+        properties[name] = schema
+    return properties

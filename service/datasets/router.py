@@ -13,9 +13,11 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.pagination import PageLimit, PageOffset
 from service.audit import record_request
 from service import idempotency
 from service.auth import allow, principal_of
+from service.routing import form_properties
 from service.idempotency import IdempotencyKey
 from service.keys.service import Scope
 from service.artifacts import store_for
@@ -23,7 +25,7 @@ from service.datasets import service
 from service.datasets.schemas import DatasetImport, DatasetOut, DatasetPage, UploadForm
 from service.datasets.uploads import download, limited, read_files
 from service.db import SessionDep
-from service.errors import InvalidInput, validation_details
+from service.errors import InvalidInput, errors, validation_details
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -33,7 +35,7 @@ UPLOAD_FORM = {
         "properties": {
             "file": {"type": "array", "items": {"type": "string", "format": "binary"},
                      "description": "one file; two for IDX (images and labels)"},
-            **UploadForm.model_json_schema()["properties"],
+            **form_properties(UploadForm),
         }}}}},
 }
 
@@ -77,7 +79,8 @@ async def _upload_form(request: Request, max_bytes: int) -> AsyncIterator[FormDa
 
 @router.post("", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_FORM,
              dependencies=[allow(Scope.train)],
-             responses={200: {"description": "the same content was already uploaded under this name"}})
+             responses={200: {"description": "the same content was already uploaded under this name"},
+                        **errors(409, 413, 422)})
 async def upload_dataset(request: Request, response: Response, session: SessionDep,
                          idempotency_key: IdempotencyKey = None) -> DatasetOut | JSONResponse:
     """Upload a dataset as multipart form data: MNIST IDX (images + labels, gzipped or raw), NPZ (`x`, `y`),
@@ -105,7 +108,8 @@ async def upload_dataset(request: Request, response: Response, session: SessionD
 
 
 @router.post("/import", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, dependencies=[allow(Scope.train)],
-             responses={200: {"description": "the same content was already imported under this name"}})
+             responses={200: {"description": "the same content was already imported under this name"},
+                        **errors(400, 409, 413)})
 def import_dataset(spec: DatasetImport, request: Request, response: Response, session: SessionDep,
                    idempotency_key: IdempotencyKey = None) -> DatasetOut | JSONResponse:
     """Download a dataset from an http(s) URL (size-capped, with a deadline) and register it as an upload."""
@@ -124,14 +128,14 @@ def import_dataset(spec: DatasetImport, request: Request, response: Response, se
 
 
 @router.get("", response_model=DatasetPage, dependencies=[allow(Scope.train, Scope.read)])
-def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> DatasetPage:
+def list_datasets(session: SessionDep, limit: PageLimit = 50,
+                  offset: PageOffset = 0) -> DatasetPage:
     """Built-in and uploaded datasets, newest first."""
     rows, total = service.list_datasets(session, limit, offset)
     return DatasetPage(items=[service.dataset_out(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{ref}", response_model=DatasetOut, dependencies=[allow(Scope.train, Scope.read)])
+@router.get("/{ref}", response_model=DatasetOut, dependencies=[allow(Scope.train, Scope.read)], responses=errors(404))
 def get_dataset(ref: str, session: SessionDep) -> DatasetOut:
     """One dataset by `name` (its newest version), `name@version` or id, with its statistics."""
     row = service.get_dataset(session, ref)
@@ -139,7 +143,8 @@ def get_dataset(ref: str, session: SessionDep) -> DatasetOut:
     return service.dataset_out(row)
 
 
-@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)])
+@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)],
+               responses=errors(404, 409))
 def delete_dataset(ref: str, request: Request, session: SessionDep) -> Response:
     """Delete one version; refused (409) while a model trained on it exists or a job still needs it."""
     row = service.get_dataset(session, ref)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from service.errors import errors
 from service.auth import allow
 from service.ratelimit import limited
 from service.keys.service import Scope
@@ -11,7 +12,7 @@ from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest,
 router = APIRouter(prefix="/forecast", tags=["forecast"], dependencies=[allow(Scope.predict), limited("inference")])
 
 
-@router.post("", response_model=ForecastOut)
+@router.post("", response_model=ForecastOut, responses=errors(404, 429))
 def forecast(body: ForecastRequest, request: Request) -> ForecastOut:
     """The next values after the most recent readings, with a prediction interval, from a forecaster (the
     one `model` names, else TRAINSERVE_DEFAULT_FORECASTER, else the newest). A `day_total` model answers
@@ -19,7 +20,7 @@ def forecast(body: ForecastRequest, request: Request) -> ForecastOut:
     return service.forecast_next(body, request.app.state.models, request.app.state.settings.default_forecaster)
 
 
-@router.post("/anomalies", response_model=AnomaliesOut)
+@router.post("/anomalies", response_model=AnomaliesOut, responses=errors(404, 429))
 def forecast_anomalies(body: Readings, request: Request) -> AnomaliesOut:
     """Flag each reading outside the interval of the one-step forecast made from the readings before it."""
     return service.check_anomalies(body, request.app.state.models, request.app.state.settings.default_forecaster)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from service.auth import allow
 from service.ratelimit import limited
 from service.keys.service import Scope
-from service.errors import Unavailable
+from service.errors import Unavailable, errors
 from service.health import database_reachable
 from service.inference_v2 import service
 from service.serving import resolve
@@ -27,34 +29,63 @@ async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=errors(503, v2=True))
 async def ready() -> dict:
     if not await run_in_threadpool(database_reachable):
         raise Unavailable("the model registry's database is unreachable")
     return {"ready": True}
 
 
-@router.get("/models/{name}", dependencies=[allow(Scope.predict, Scope.read)])
-@router.get("/models/{name}/versions/{version}", dependencies=[allow(Scope.predict, Scope.read)])
-async def model_metadata(request: Request, name: str, version: str | None = None) -> dict:
+MODEL_READ = {"dependencies": [allow(Scope.predict, Scope.read)], "responses": errors(404, v2=True)}
+INFER = {"dependencies": [allow(Scope.predict), limited("inference")], "responses": errors(400, 404, 429, v2=True)}
+Version = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,9}$", description="A version number of the model, e.g. 3.")]
+
+
+async def _metadata(request: Request, name: str, version: str | None) -> dict:
     return await run_in_threadpool(service.metadata, request.app.state.models, name, version)
 
 
-@router.get("/models/{name}/ready", dependencies=[allow(Scope.predict, Scope.read)])
-@router.get("/models/{name}/versions/{version}/ready", dependencies=[allow(Scope.predict, Scope.read)])
-async def model_ready(request: Request, name: str, version: str | None = None) -> dict:
+async def _ready(request: Request, name: str, version: str | None) -> dict:
     """Ready once the model is loaded in this process (loading it if need be)."""
     model = await run_in_threadpool(resolve, request.app.state.models, service.model_ref(name, version), None)
     return {"name": model.name, "ready": True}
 
 
-INFER = [allow(Scope.predict), limited("inference")]
-
-
-@router.post("/models/{name}/infer", dependencies=INFER)
-@router.post("/models/{name}/versions/{version}/infer", dependencies=INFER)
-async def infer(request: Request, name: str, version: str | None = None) -> JSONResponse:
+async def _infer(request: Request, name: str, version: str | None) -> JSONResponse:
     body = await request.body()
     result = await run_in_threadpool(service.infer, body, request.app.state.models, name, version,
                                      request.app.state.settings.max_batch)
     return JSONResponse(result)
+
+
+@router.get("/models/{name}", **MODEL_READ)
+async def model_metadata(request: Request, name: str) -> dict:
+    """The model's inputs, outputs and versions (its newest version, or `name@alias`)."""
+    return await _metadata(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}", **MODEL_READ)
+async def version_metadata(request: Request, name: str, version: Version) -> dict:
+    return await _metadata(request, name, version)
+
+
+@router.get("/models/{name}/ready", **MODEL_READ)
+async def model_ready(request: Request, name: str) -> dict:
+    """Ready once the model is loaded in this process (loading it if need be)."""
+    return await _ready(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", **MODEL_READ)
+async def version_ready(request: Request, name: str, version: Version) -> dict:
+    return await _ready(request, name, version)
+
+
+@router.post("/models/{name}/infer", **INFER)
+async def infer(request: Request, name: str) -> JSONResponse:
+    """Inference with the Open Inference Protocol's request and response."""
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", **INFER)
+async def version_infer(request: Request, name: str, version: Version) -> JSONResponse:
+    return await _infer(request, name, version)

@@ -7,13 +7,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
+from service.pagination import PageLimit, PageOffset
 from service import idempotency
 from service.auth import allow, principal_of
 from service.idempotency import IdempotencyKey
 from service.ratelimit import spend
 from service.keys.service import Scope
 from service.db import SessionDep
-from service.errors import parse_id
+from service.errors import errors, parse_id
 from service.jobs import service
 from service.jobs.spec import JobSpec
 from service.jobs.schemas import EpochMetricsOut, JobOut, JobPage, MetricsOut
@@ -24,7 +25,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[uuid.UUID, Depends(lambda job_id: parse_id(job_id, "job"))]
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, dependencies=[allow(Scope.train)])
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, dependencies=[allow(Scope.train)],
+             responses=errors(404, 409, 429))
 def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: Response,
                idempotency_key: IdempotencyKey = None) -> JobOut | JSONResponse:
     """Queue a training job. Poll the URL in `Location` until `status` is `succeeded`, `failed` or `cancelled`.
@@ -57,27 +59,28 @@ def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: R
 def list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> JobPage:
     """Jobs, newest first."""
     jobs, total = service.list_jobs(session, status, limit, offset)
     return JobPage(items=[service.job_out(session, j) for j in jobs], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobOut, dependencies=[allow(Scope.train, Scope.read)])
+@router.get("/{job_id}", response_model=JobOut, dependencies=[allow(Scope.train, Scope.read)], responses=errors(404))
 def get_job(job_id: JobId, session: SessionDep) -> JobOut:
     return service.job_out(session, service.get_job(session, job_id))
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsOut, dependencies=[allow(Scope.train, Scope.read)])
+@router.get("/{job_id}/metrics", response_model=MetricsOut, dependencies=[allow(Scope.train, Scope.read)],
+            responses=errors(404))
 def get_metrics(job_id: JobId, session: SessionDep) -> MetricsOut:
     """One row per finished epoch."""
     rows = service.job_metrics(session, job_id)
     return MetricsOut(job_id=job_id, items=[EpochMetricsOut.model_validate(r) for r in rows])
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses=errors(404, 409),
              dependencies=[allow(Scope.train)])
 def cancel_job(job_id: JobId, session: SessionDep) -> JobOut:
     """A queued job never starts; a running one stops at its next batch and keeps the metrics it recorded."""

@@ -13,8 +13,28 @@ from service.registry.schemas import ALIAS_PATTERN
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
+def _numeric(annotation: object) -> bool:
+    """int or float, alone or inside Optional, a list or a tuple."""
+    return annotation in (int, float) or any(_numeric(a) for a in getattr(annotation, "__args__", ()))
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: object) -> object:
+        """true and false are not numbers here, nor 0 and 1 booleans (pydantic would read either as the
+        other): the server takes what the schema says."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                values = value if isinstance(value, (list, tuple)) else [value]
+                if field is not None and _numeric(field.annotation) and any(isinstance(v, bool) for v in values):
+                    raise ValueError(f"{name}: numbers are needed here, not true or false")
+                if field is not None and field.annotation is bool and not isinstance(value, bool):
+                    raise ValueError(f"{name}: true or false is needed here, not {value!r}")
+        return data
 
 
 # Architectures ----------------------------------------------------------------------------------------

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
+from service.pagination import PageLimit, PageOffset
 from service.audit import record_request
 from service.auth import allow
 from service.db import SessionDep
-from service.errors import parse_id
+from service.errors import errors, parse_id
 from service.keys import service
 from service.keys.service import Scope
 from service.tables import ApiKey
@@ -63,14 +64,14 @@ def create_key(body: KeyIn, session: SessionDep, request: Request) -> NewKey:
 
 
 @router.get("", response_model=KeyPage)
-def list_keys(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0) -> KeyPage:
+def list_keys(session: SessionDep, limit: PageLimit = 50,
+              offset: PageOffset = 0) -> KeyPage:
     """Every key, newest first, without the keys themselves."""
     rows, total = service.list_keys(session, limit, offset)
     return KeyPage(items=[KeyOut(**_out(r)) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 def revoke_key(key_id: KeyId, session: SessionDep, request: Request) -> Response:
     """Revoke a key. Every API process refuses it within TRAINSERVE_AUTH_CACHE_SECONDS (5 s)."""
     row = service.get_key(session, key_id)

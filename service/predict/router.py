@@ -14,10 +14,10 @@ from starlette.datastructures import UploadFile
 from service.auth import authorize, openapi_security
 from service.ratelimit import spend
 from service.keys.service import Scope
-from service.errors import InvalidInput
+from service.errors import InvalidInput, errors
 from service.predict.service import DEFAULT_TOP_K, SMALL_BODY, answer, check_ref, check_top_k, \
     checked_images_inline, checked_inline, parse_request, predict, predict_images, predict_parsed
-from service.routing import RequestRoute
+from service.routing import RequestRoute, form_properties
 
 router = APIRouter(tags=["predict"], route_class=RequestRoute)
 
@@ -34,7 +34,8 @@ class PredictRequest(BaseModel):
 
 
 class PredictImages(BaseModel):
-    images: list[bytes] = Field(description="One or more PNG or JPEG files, any size and colour depth.")
+    images: list[bytes] = Field(min_length=1, description="One or more PNG or JPEG files, any size and colour "
+                                                          "depth.")
     model: str | None = None
     top_k: int = DEFAULT_TOP_K
 
@@ -52,10 +53,12 @@ class PredictResponse(BaseModel):
 
 @router.post(
     "/predict",
+    responses=errors(404, 413, 422, 429),
     response_model=PredictResponse,
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictRequest.model_json_schema()},
-        "multipart/form-data": {"schema": PredictImages.model_json_schema()},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["images"],
+                                           "properties": form_properties(PredictImages)}},
     }}, **openapi_security(Scope.predict)},
 )
 async def predict_digits(request: Request) -> Response:

@@ -4,6 +4,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
+from service.errors import errors
+from service.pagination import MAX_INT, PageLimit, PageOffset
 from service.audit import record_request
 from service.auth import allow
 from service.keys.service import Scope
@@ -21,15 +23,15 @@ AliasName = Annotated[str, Path(pattern=ALIAS_PATTERN, description="Lower-case l
 def list_models(
     session: SessionDep,
     name: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> ModelPage:
     """Registered model versions, newest first; `name` filters to one model's versions."""
     rows, total = service.list_models(session, name, limit, offset)
     return ModelPage(items=[service.model_out(m) for m in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{ref}", response_model=ModelOut, dependencies=[allow(Scope.predict, Scope.read)])
+@router.get("/{ref}", response_model=ModelOut, dependencies=[allow(Scope.predict, Scope.read)], responses=errors(404))
 def get_model(ref: str, session: SessionDep) -> ModelOut:
     """One model version by id, `name` (newest), `name@3` or `name@production`, with the input shape and pixel
     value range that `/predict` expects."""
@@ -37,7 +39,7 @@ def get_model(ref: str, session: SessionDep) -> ModelOut:
 
 
 @router.get("/{ref}/download", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}}}, dependencies=[allow(Scope.predict, Scope.read)])
+            responses={200: {"content": {"application/octet-stream": {}}}, **errors(404, 409)}, dependencies=[allow(Scope.predict, Scope.read)])
 def download(ref: str, session: SessionDep, request: Request,
              format: Literal["pt", "torchscript", "onnx"] = "pt") -> Response:
     """The model file: `pt` (state_dict and config, for `torch.load(weights_only=True)`), `torchscript`
@@ -49,7 +51,7 @@ def download(ref: str, session: SessionDep, request: Request,
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@router.post("/{ref}/exports", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut,
+@router.post("/{ref}/exports", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut, responses=errors(404),
              dependencies=[allow(Scope.train)])
 def request_exports(ref: str, session: SessionDep) -> ModelOut:
     """Make the TorchScript and ONNX exports again (those not already made)."""
@@ -58,12 +60,13 @@ def request_exports(ref: str, session: SessionDep) -> ModelOut:
     return service.model_out(model)
 
 
-@router.get("/{name}/versions/{version}", response_model=ModelOut, dependencies=[allow(Scope.predict, Scope.read)])
-def get_version(name: str, version: Annotated[int, Path(ge=1)], session: SessionDep) -> ModelOut:
+@router.get("/{name}/versions/{version}", response_model=ModelOut, dependencies=[allow(Scope.predict, Scope.read)],
+            responses=errors(404))
+def get_version(name: str, version: Annotated[int, Path(ge=1, le=MAX_INT)], session: SessionDep) -> ModelOut:
     return service.model_out(service.get_version(session, name, version))
 
 
-@router.put("/{name}/aliases/{alias}", response_model=AliasOut, dependencies=[allow(Scope.admin)])
+@router.put("/{name}/aliases/{alias}", response_model=AliasOut, dependencies=[allow(Scope.admin)], responses=errors(404))
 def set_alias(name: str, alias: AliasName, body: AliasIn, session: SessionDep, request: Request) -> AliasOut:
     """Point `name@alias` at one version. `/predict` sees the move at once in this process, and within
     `TRAINSERVE_REF_CACHE_SECONDS` in every other."""
@@ -76,7 +79,8 @@ def set_alias(name: str, alias: AliasName, body: AliasIn, session: SessionDep, r
     return service.alias_out(row)
 
 
-@router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)])
+@router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)],
+               responses=errors(404))
 def delete_alias(name: str, alias: AliasName, session: SessionDep, request: Request) -> Response:
     before = service.alias_version(session, name, alias)
     service.delete_alias(session, name, alias)

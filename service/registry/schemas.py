@@ -39,7 +39,7 @@ class ModelPage(BaseModel):
 
 
 class AliasIn(BaseModel):
-    version: int = Field(ge=1, description="The version of the model the alias should point at.")
+    version: int = Field(ge=1, le=2**31 - 1, description="The version of the model the alias should point at.")
 
 
 class AliasOut(BaseModel):
