@@ -119,11 +119,12 @@ class RateLimiter:
 
 
 def spend(request: Request, what: str) -> None:
-    """Count this request against its caller's limit on ``what`` ("inference" or "jobs")."""
+    """Count this request against its key's limit on ``what`` ("inference" or "jobs")."""
     from service.auth import principal_of
 
-    state = request.app.state
-    state.limiter.hit(what, principal_of(request).owner, state.limits[what])
+    principal, state = principal_of(request), request.app.state
+    if principal.key_id is not None:  # limits are per key: where keys are not required (loopback), none apply
+        state.limiter.hit(what, principal.owner, state.limits[what])
 
 
 def limited(what: str):
