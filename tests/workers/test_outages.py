@@ -74,13 +74,17 @@ def test_jobs_queued_when_redis_restarts_empty_all_succeed(tmp_path):
         assert r.status_code in (200, 404), "predictions do not need Redis"  # 404: no model yet, not 5xx
         assert stack.http.get("/readyz").status_code == 200, "a Redis outage keeps the API in service"
         back = datetime.now(timezone.utc)
-        resources.enter_context(redis_server(port))  # the same address, empty
+        restarted = resources.enter_context(redis_server(port))  # the same address, empty
         jobs = [stack.wait_for(job_id, timeout=180) for job_id in (running, *queued, during.json()["id"])]
         assert [j["status"] for j in jobs] == ["succeeded"] * 4, f"{jobs}\n{stack.tail_logs()}"
         recovery = max((started(j) - back).total_seconds() for j in jobs[1:])
         assert recovery < 45, f"the jobs waited {recovery:.0f} s after Redis came back"
         log = "\n".join(p.read_text() for p in stack.logs if p.name.startswith("api"))
         assert "sent 3 queued job(s) again (the broker" in log, stack.tail_logs()
+        restarted.kill()  # and down again: the trained models keep answering
+        restarted.wait()
+        r = stack.http.post("/predict", json={"instances": [[0.0] * 64]})
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"] in range(10), r.text
 
 
 @contextlib.contextmanager
