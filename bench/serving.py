@@ -3,7 +3,8 @@
     python -m bench.serving            # needs wrk (apt-get install wrk) and Fashion-MNIST
 
 Measures requests/s, p50 and p99 at concurrency 1, 8 and 32 for JSON bodies of 784 pixels and for PNG
-uploads, the JSON bodies again on a second API process that requires an API key (sent with each request), and in the same run a bare endpoint on the same HTTP stack that only parses the same JSON body,
+uploads, the JSON bodies again on a second API process configured as deployments ship it (an API key sent
+with each request, a per-key rate limit) against the first with both off, and in the same run a bare endpoint on the same HTTP stack that only parses the same JSON body,
 the ceiling (and the same endpoint on /predict's lighter route class). Then times the parts of one
 request in-process: what the time goes to.
 """
@@ -162,10 +163,10 @@ def main() -> None:
     ensure_fashion_mnist()
     subprocess.run([sys.executable, "-m", "service.cli", "migrate"], check=True)
     api_port, bare_port, keyed_port = 8781, 8782, 8783
+    # The bare API: no keys (loopback), no rate limit.
     api = start([sys.executable, "-m", "service.cli", "api", "--port", str(api_port)], api_port)
-    # The same API on the same database, with keys required: every request sends one.
-    # Keys required, and the per-key rate limit counting every request (set too high to refuse any): what a
-    # deployment's /predict does on top of the keyless one.
+    # The same API on the same database as deployments ship it: keys required, and the per-key rate limit
+    # counting every request (set too high to refuse any). Metrics are off in both, as shipped.
     keyed = start([sys.executable, "-m", "service.cli", "api", "--port", str(keyed_port)], keyed_port,
                   env={"TRAINSERVE_AUTH": "required", "TRAINSERVE_RATE_LIMIT_INFERENCE": "1000000000/hour"})
     token = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--name", "bench", "--scopes",
@@ -196,13 +197,13 @@ def main() -> None:
             png_run = wrk(f"http://127.0.0.1:{api_port}/predict", png_body, png_type, c, args.seconds)
             keyed_run = wrk(f"http://127.0.0.1:{keyed_port}/predict", json_body, "application/json", c, args.seconds,
                             auth)
-            # Keys off again after the keyed run: the ratio compares it with both neighbours' mean.
+            # The bare API again after the deployed one: the ratio compares it with both neighbours' mean.
             again = wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c, args.seconds)
             keys_off_rps = (json_run["rps"] + again["rps"]) / 2
             for name, body, run in (("bare parse (ceiling)", "JSON, 784 pixels", ceiling),
                                     ("bare parse, /predict's route class (lean ceiling)", "JSON, 784 pixels", lean),
                                     ("/predict", "JSON, 784 pixels", json_run), ("/predict", "PNG upload", png_run),
-                                    ("/predict, API key and rate limit", "JSON, 784 pixels", keyed_run)):
+                                    ("/predict, as deployed: key and rate limit", "JSON, 784 pixels", keyed_run)):
                 shares = (f"{run['rps'] / ceiling['rps']:.0%} | {run['rps'] / lean['rps']:.0%}"
                           if name.startswith("/predict") else "100% | " if run is ceiling else " | 100%")
                 if run is keyed_run:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service import audit, health, openapi
+from service import audit, health, metrics, openapi
 from service.auth import KeyCache
 from service.artifacts import store_for
 from service.datasets.router import router as datasets_router
@@ -62,6 +62,9 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     app.state.batcher = Batcher()
     app.state.keys = KeyCache(settings.auth_cache_seconds)
     app.state.reconciler = Reconciler(settings)
+    app.state.metrics = metrics.Metrics(app.state) if settings.metrics else None
+    if app.state.metrics is not None:
+        app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     app.state.limiter = RateLimiter(settings.broker_url, settings.queue)
     app.state.limits = {"inference": Limit.parse(settings.rate_limit_inference),
                         "jobs": Limit.parse(settings.rate_limit_jobs)}
@@ -69,7 +72,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     openapi.install(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,
-                   datasets_router, keys_router, audit.router):
+                   datasets_router, keys_router, audit.router, metrics.router):
         app.include_router(router)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app

@@ -110,15 +110,22 @@ def broker_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def broker_identity(timeout: float = 2.0) -> str | None:
-    """Which broker instance answers: Redis's run id (new after every restart or failover), else the
-    transport's name; None when it does not answer. The reconciler sends every queued job again when it
-    changes, or when the broker comes back after an outage."""
+def broker_state(queues: list[str] = (), timeout: float = 2.0) -> tuple[str | None, dict[str, int]]:
+    """Which broker instance answers, and how many messages wait in each of ``queues``.
+
+    The identity is Redis's run id (new after every restart or failover), else the transport's name; None
+    when the broker does not answer. The reconciler sends every queued job again when it changes, or when
+    the broker comes back after an outage. Depths are Redis list lengths (none for other transports)."""
     try:
         with celery_app().connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
-            if conn.transport.driver_type == "redis":
-                return str(conn.default_channel.client.info("server")["run_id"])
-            return conn.transport.driver_type
+            if conn.transport.driver_type != "redis":
+                return conn.transport.driver_type, {}
+            client = conn.default_channel.client
+            return str(client.info("server")["run_id"]), {q: int(client.llen(q)) for q in queues}
     except Exception:
-        return None
+        return None, {}
+
+
+def broker_identity(timeout: float = 2.0) -> str | None:
+    return broker_state((), timeout)[0]

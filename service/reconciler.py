@@ -13,10 +13,10 @@ from datetime import timedelta
 from fastapi.concurrency import run_in_threadpool
 
 from service.db import session_scope
-from service.jobs.service import jobs_to_resend
+from service.jobs.service import job_counts, jobs_to_resend
 from service.settings import Settings
 from service.tables import utcnow
-from service.queue import broker_identity, enqueue_job
+from service.queue import broker_state, enqueue_job
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,16 @@ class Reconciler:
         self.broker: str | None = None  # the broker's identity in the last pass; None: did not answer
         self.passes = 0
         self.resent = 0  # messages sent again by this process, in all
+        # Gauged every pass, for /metrics: a scrape reads these and runs no query.
+        self.jobs_by_status: dict[str, int] = {}
+        self.queue_depths: dict[str, int] = {}
 
     def once(self) -> int:
         settings, before = self.settings, self.broker
-        self.broker = broker_identity()
+        self.broker, self.queue_depths = broker_state([settings.queue, settings.gpu_queue, settings.export_queue])
         self.passes += 1
+        with session_scope() as session:
+            self.jobs_by_status = job_counts(session)
         if self.broker is None:
             if before is not None or self.passes == 1:
                 log.warning("reconciler: the broker does not answer; queued jobs are kept and sent once it is back")

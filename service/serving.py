@@ -63,6 +63,8 @@ class ModelCache:
         self._models: OrderedDict[uuid.UUID, LoadedModel] = OrderedDict()
         self._refs: dict[str, tuple[uuid.UUID, float]] = {}
         self._lock = threading.Lock()
+        self.hits = self.misses = self.loads = 0  # for /metrics: counted here, read at scrape time
+        self.load_seconds = 0.0
 
     def ref(self, ref: str) -> uuid.UUID | None:
         hit = self._refs.get(ref)
@@ -80,11 +82,15 @@ class ModelCache:
             model = self._models.get(model_id)
             if model is not None:
                 self._models.move_to_end(model_id)
+                self.hits += 1
+            else:
+                self.misses += 1
             return model
 
     def load(self, row: TrainedModel) -> LoadedModel:
         if (hit := self.cached(row.id)) is not None:
             return hit
+        started = time.perf_counter()
         module, config = model_from_bytes(self.store.get(row.artifact_key, row.sha256))
         with torch.inference_mode():  # warm up, so the first request is not the slow one
             module(torch.zeros((1, *config.input_shape)))
@@ -92,6 +98,7 @@ class ModelCache:
                             config.num_classes, module, config.forecast,
                             dense_forward(module) if config.forecast is None else None)
         with self._lock:
+            self.loads, self.load_seconds = self.loads + 1, self.load_seconds + time.perf_counter() - started
             self._models[row.id] = model
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)

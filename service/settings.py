@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     rate_limit_jobs: str = Field("60/minute", pattern=RATE, description="Job submissions per API key; empty: none.")
     max_queued_jobs_per_key: int = Field(100, ge=0, description="Jobs one API key may have queued at once; 0: "
                                                                 "no cap.")
+    metrics: bool = Field(False, description="Count and time requests for Prometheus at /metrics (off by default: "
+                                             "it costs /predict 6-8 % of its throughput, docs/benchmarks.md).")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     access_log: bool = Field(True, description="Log every request (uvicorn's access log).")

@@ -133,6 +133,12 @@ def job_out(session: Session, job: TrainingJob) -> JobOut:
     )
 
 
+def job_counts(session: Session) -> dict[str, int]:
+    """How many jobs are in each status (every status, zeros included)."""
+    counts = dict(session.execute(select(TrainingJob.status, func.count()).group_by(TrainingJob.status)).all())
+    return {status.value: counts.get(status, 0) for status in JobStatus}
+
+
 def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta, max_attempts: int,
                    resend_after: timedelta | None = None,
                    every_queued_job: bool = False) -> list[tuple[uuid.UUID, str | None]]:

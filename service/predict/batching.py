@@ -11,6 +11,7 @@ rows at once read the first layer's weights once instead of once per request (do
 from __future__ import annotations
 
 import asyncio
+import bisect
 import uuid
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ import numpy as np
 from service.serving import LoadedModel, probabilities
 
 Rows = list[list[float]]
+PASS_SIZES = (1, 2, 4, 8, 16, 32, 64, float("inf"))
 Queued = tuple[LoadedModel, np.ndarray, "asyncio.Future[Rows]"]
 
 
@@ -27,6 +29,7 @@ class Batcher:
         self.max_rows, self._run = max_rows, run
         self._queued: list[Queued] = []
         self.requests = self.passes = 0  # how many requests were answered in how many forward passes
+        self.pass_sizes = [0] * len(PASS_SIZES)  # passes of at most 1, 2, 4, ... requests (for /metrics)
 
     def probabilities(self, model: LoadedModel, batch: np.ndarray) -> asyncio.Future[Rows]:
         """``probabilities(model, batch)``, computed together with the other requests queued by then."""
@@ -54,6 +57,7 @@ class Batcher:
 
     def _answer(self, items: list[Queued]) -> None:
         self.requests, self.passes = self.requests + len(items), self.passes + 1
+        self.pass_sizes[bisect.bisect_left(PASS_SIZES, len(items))] += 1
         model = items[0][0]
         try:
             rows = self._run(model, items[0][1] if len(items) == 1 else np.concatenate([i[1] for i in items]))

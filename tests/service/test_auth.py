@@ -43,7 +43,7 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/datasets"): {TRAIN, READ}, ("GET", "/v1/datasets/{ref}"): {TRAIN, READ},
     ("DELETE", "/v1/datasets/{ref}"): {ADMIN},
     ("POST", "/v1/keys"): {ADMIN}, ("GET", "/v1/keys"): {ADMIN}, ("DELETE", "/v1/keys/{key_id}"): {ADMIN},
-    ("GET", "/v1/audit"): {ADMIN},
+    ("GET", "/v1/audit"): {ADMIN}, ("GET", "/metrics"): {READ},
 }
 PLACEHOLDERS = {"name": "no-such-model", "version": "1", "ref": "no-such-thing", "alias": "production",
                 "job_id": "00000000-0000-4000-8000-000000000000", "key_id": "00000000-0000-4000-8000-000000000000"}
