@@ -24,6 +24,7 @@ from models.dataformats import ArrayDataset
 from models.metrics import classification_report
 from models.optimizers import is_full_batch
 from models.schedules import ScheduleConfig, build_scheduler
+from models.usage import UsageMeter
 
 @dataclass
 class EarlyStopping:
@@ -71,6 +72,11 @@ class EpochMetrics:
     seconds: float
     learning_rate: float
     samples_per_second: float
+    cpu_seconds: float | None = None  # the process's CPU time during the epoch, every thread
+    peak_rss_bytes: int | None = None  # the process's peak resident memory so far
+    gpu_name: str | None = None
+    gpu_peak_memory_bytes: int | None = None  # peak allocated by PyTorch during the epoch
+    gpu_utilization: float | None = None  # percent, NVML's last sample at the epoch's end
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -234,9 +240,11 @@ def fit(
         }
 
     epoch = start_epoch
+    meter = UsageMeter(device)
     while epoch < config.epochs and not result.stopped_early:
         epoch += 1
         model.train()
+        meter.start()
         started = time.perf_counter()
         perm = torch.randperm(n, generator=order_rng).to(device)
         loss_sum = torch.zeros((), device=device)
@@ -274,6 +282,7 @@ def fit(
             seconds=seconds,
             learning_rate=current_lr,
             samples_per_second=n / seconds if seconds > 0 else math.inf,
+            **meter.read(),
         )
         result.history.append(metrics)
         if stopper is not None:

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text, TypeDecorator, \
+from sqlalchemy import JSON, BigInteger, DateTime, Enum, Float, ForeignKey, Integer, String, Text, TypeDecorator, \
     UniqueConstraint, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -109,6 +109,11 @@ class JobMetric(Base):
     learning_rate: Mapped[float] = mapped_column(Float)
     samples_per_second: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)
+    peak_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    gpu_name: Mapped[str | None] = mapped_column(String(200))
+    gpu_peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    gpu_utilization: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

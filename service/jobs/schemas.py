@@ -27,6 +27,12 @@ class EpochMetricsOut(BaseModel):
     learning_rate: float
     samples_per_second: float
     seconds: float
+    cpu_seconds: float | None = Field(description="The worker process's CPU time in the epoch, every thread.")
+    peak_rss_bytes: int | None = Field(description="The worker process's peak resident memory so far.")
+    gpu_name: str | None = Field(description="On CUDA: the GPU.")
+    gpu_peak_memory_bytes: int | None = Field(description="On CUDA: the most PyTorch had allocated in the epoch.")
+    gpu_utilization: float | None = Field(description="On CUDA: percent busy, NVML's sample at the epoch's end "
+                                                       "(null without NVML).")
 
 
 class Progress(BaseModel):

@@ -92,3 +92,10 @@ def test_a_forecaster_trains_on_the_gpu_and_forecasts_the_same_on_the_cpu():
     loaded, _ = model_from_bytes(model_to_bytes(model, config), device="cpu")
     on_gpu, on_cpu = predict_windows(model, setup, prepared.test), predict_windows(loaded, setup, prepared.test)
     assert abs(on_gpu - on_cpu).max() < 1e-2 * abs(on_cpu).max()
+
+
+def test_an_epoch_on_the_gpu_records_the_gpu_and_its_peak_memory(splits):
+    model, opt, _ = make(splits, "mlp", None)
+    history = fit(model, opt, splits.train, None, TrainConfig(epochs=1, device="cuda")).history
+    assert history[0].gpu_name and history[0].gpu_peak_memory_bytes > 0
+    assert history[0].cpu_seconds > 0

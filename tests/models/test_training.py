@@ -97,3 +97,11 @@ def test_cuda_request_without_a_gpu_is_explained():
     else:
         with pytest.raises(ValueError, match="no usable GPU"):
             resolve_device("cuda")
+
+
+def test_each_epoch_reports_its_cpu_time_and_the_peak_memory(splits):
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [64]})
+    history = fit(model, opt, splits.train, None, TrainConfig(epochs=2, device="cpu")).history
+    for epoch in history:
+        assert 0 < epoch.cpu_seconds < 60 and epoch.peak_rss_bytes > 50 * 2**20
+        assert epoch.gpu_name is None and epoch.gpu_peak_memory_bytes is None and epoch.gpu_utilization is None

@@ -190,3 +190,16 @@ def test_health_and_readiness(client):
     assert client.get("/readyz").json() == {"status": "ready", "checks": {"database": "ok", "artifacts": "ok"},
                                             "jobs": {"broker": "ok"}}
     assert client.get("/readyz/jobs").json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_each_epoch_records_what_it_cost_the_machine(client, run_job):
+    job = client.post("/v1/jobs", json={**LOGREG_SPEC, "training": {**LOGREG_SPEC["training"], "epochs": 3,
+                                                                    "device": "cpu"}}).json()
+    run_job(job["id"])
+    items = client.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
+    assert len(items) == 3
+    for epoch in items:
+        assert 0 < epoch["cpu_seconds"] < 60, epoch
+        assert epoch["peak_rss_bytes"] > 50 * 2**20, "PyTorch alone holds more than 50 MB"
+        assert epoch["gpu_name"] is None and epoch["gpu_peak_memory_bytes"] is None and epoch["gpu_utilization"] is None
+    assert items[-1]["peak_rss_bytes"] >= items[0]["peak_rss_bytes"], "a peak so far never falls"
