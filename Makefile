@@ -45,7 +45,7 @@ test: $(VENV)/.installed-dev node_modules/.installed $(CHECKOV_VENV)/.installed 
 
 # deploy/ alone: kustomize, strict validation, checkov (a few seconds).
 test-deploy: $(VENV)/.installed-dev $(CHECKOV_VENV)/.installed
-	$(BIN)/pytest tests/test_deploy.py tests/test_deploy_k8s.py
+	$(BIN)/pytest tests/test_deploy.py tests/test_deploy_k8s.py tests/test_deploy_azure.py
 
 # No training end to end and no server: the in-process tests on SQLite, in about a minute.
 test-fast: $(VENV)/.installed-dev lint-imports

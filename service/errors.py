@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,17 @@ def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def allowed_methods(request: Request) -> str:
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    """The methods the API documents for this path, across every route at it (Starlette's own 405 names only
+    the first route's). Worked out from the OpenAPI document once per app."""
+    table = getattr(request.app.state, "allowed_methods", None)
+    if table is None:
+        table = request.app.state.allowed_methods = [
+            (compile_path(path)[0], path.count("{"), {method.upper() for method in item})
+            for path, item in request.app.openapi()["paths"].items()]
+    matches = [(params, methods) for pattern, params, methods in table if pattern.match(request.url.path)]
+    # The most literal template names the resource: /v1/datasets/import, not /v1/datasets/{ref}.
+    fewest = min((params for params, _ in matches), default=0)
+    return ", ".join(sorted(set().union(*(methods for params, methods in matches if params == fewest))))
 
 
 def install_error_handlers(app: FastAPI) -> None:

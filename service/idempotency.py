@@ -14,6 +14,7 @@ import orjson
 from fastapi import Header
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.errors import InvalidInput
@@ -56,6 +57,21 @@ def earlier_answer(session: Session, attempt: Attempt | None) -> JSONResponse | 
                            "for a new request", details=[{"field": "Idempotency-Key", "message": "reused"}])
     headers = {"Idempotent-Replayed": "true", **({"Location": row.location} if row.location else {})}
     return JSONResponse(row.body, status_code=row.status_code, headers=headers)
+
+
+def commit_with_answer(session: Session, attempt: Attempt | None, status_code: int, body: dict,
+                       location: str | None) -> JSONResponse | None:
+    """Commit what the request created together with its answer, kept for a retry. None when committed; the
+    earlier answer when the same retry, at the same moment, committed first (then nothing is created twice)."""
+    remember(session, attempt, status_code, body, location)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if (earlier := earlier_answer(session, attempt)) is not None:
+            return earlier
+        raise
+    return None
 
 
 def remember(session: Session, attempt: Attempt | None, status_code: int, body: dict, location: str | None) -> None:

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from service.auth import allow
 from service.errors import NotFound, errors
 from service.keys.service import Scope
+from service.predict.batching import PASS_SIZES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -40,8 +41,6 @@ class State(Collector):
         yield CounterMetricFamily("trainserve_model_loads", "Models loaded from the artifact store.", value=cache.loads)
         yield CounterMetricFamily("trainserve_model_load_seconds", "Time spent loading models.",
                                   value=cache.load_seconds)
-        from service.predict.batching import PASS_SIZES
-
         buckets, total = [], 0
         for bound, count in zip(PASS_SIZES, batcher.pass_sizes):
             total += count

@@ -126,6 +126,3 @@ def broker_state(queues: list[str] = (), timeout: float = 2.0) -> tuple[str | No
     except Exception:
         return None, {}
 
-
-def broker_identity(timeout: float = 2.0) -> str | None:
-    return broker_state((), timeout)[0]

@@ -61,11 +61,6 @@ class Reconciler:
         return len(jobs)
 
 
-def reconcile_once(settings: Settings) -> int:
-    """One pass of a new reconciler (the tests, and a process that wants one now)."""
-    return Reconciler(settings).once()
-
-
 async def reconcile_forever(settings: Settings, reconciler: Reconciler | None = None) -> None:
     reconciler = reconciler or Reconciler(settings)
     while True:

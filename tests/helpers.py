@@ -99,3 +99,16 @@ def away_from_a_window_edge(window: int = 3600, margin: float = 60) -> None:
     left = window - time.time() % window
     if left < margin:
         time.sleep(left + 0.1)
+
+
+def wait_until(value, what: str, timeout: float = 120, details=lambda: ""):
+    """Poll ``value()`` until it returns something other than None, and return that; ``details()`` is added
+    to the error when it never does."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (result := value()) is not None:
+            return result
+        time.sleep(0.2)
+    raise TimeoutError(f"waited {timeout:.0f} s for {what}\n{details()}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import listening_socket
+from tests.helpers import listening_socket, wait_until
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 CLI = [sys.executable, "-m", "service.cli"]
@@ -115,12 +115,7 @@ class Stack:
 
     def wait_until(self, value, what: str, timeout: float = 120):
         """Poll ``value()`` until it returns something other than None, and return that."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (result := value()) is not None:
-                return result
-            time.sleep(0.2)
-        raise TimeoutError(f"waited {timeout:.0f} s for {what}:\n{self.tail_logs()}")
+        return wait_until(value, what, timeout, self.tail_logs)
 
     def wait_for(self, job_id: str, statuses: set[str] = TERMINAL, timeout: float = 240,
                  predicate=None) -> dict:

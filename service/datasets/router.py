@@ -3,12 +3,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -49,16 +47,9 @@ def _answer(row, created: bool, response: Response) -> DatasetOut:
 def _remembered(session, retry: idempotency.Attempt | None, answer: DatasetOut,
                 response: Response) -> DatasetOut | JSONResponse:
     """Commit the dataset with the answer kept for a retry; a retry that committed first gets its own answer."""
-    idempotency.remember(session, retry, response.status_code, answer.model_dump(mode="json"),
-                         response.headers.get("Location"))
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        if (earlier := idempotency.earlier_answer(session, retry)) is not None:
-            return earlier
-        raise
-    return answer
+    earlier = idempotency.commit_with_answer(session, retry, response.status_code, answer.model_dump(mode="json"),
+                                             response.headers.get("Location"))
+    return answer if earlier is None else earlier
 
 
 @contextlib.asynccontextmanager

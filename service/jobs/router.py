@@ -3,9 +3,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
 
 from service.pagination import PageLimit, PageOffset
 from service import idempotency
@@ -39,14 +38,11 @@ def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: R
     service.check_queued_cap(session, principal.key_id, settings.max_queued_jobs_per_key)
     job = service.create_job(session, spec, settings, principal.key_id)
     answer = service.job_out(session, job)
-    idempotency.remember(session, retry, status.HTTP_202_ACCEPTED, answer.model_dump(mode="json"), f"/v1/jobs/{job.id}")
-    try:
-        session.commit()  # the row exists before any worker can receive its id
-    except IntegrityError:  # the same retry, at the same moment, committed first: its answer, not a second job
-        session.rollback()
-        if (earlier := idempotency.earlier_answer(session, retry)) is not None:
-            return earlier
-        raise
+    # Committed before any worker can receive its id; a retry that committed first answers instead.
+    earlier = idempotency.commit_with_answer(session, retry, status.HTTP_202_ACCEPTED, answer.model_dump(mode="json"),
+                                             f"/v1/jobs/{job.id}")
+    if earlier is not None:
+        return earlier
     try:
         enqueue_job(job.id, job.queue)
     except Exception:  # the job stays queued; the reconciler sends it once the broker is back

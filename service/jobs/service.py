@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -173,15 +173,11 @@ def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta, max_
         query = query.where(TrainingJob.enqueued_at.is_(None) | (TrainingJob.enqueued_at <= now - resend_after))
     lost = []
     for row in session.execute(query):
-        sent, created = _aware(row.enqueued_at), _aware(row.created_at)
-        wait = min(stale_after, max(resend_after, sent - created)) if sent is not None else timedelta(0)
+        sent = row.enqueued_at
+        wait = min(stale_after, max(resend_after, sent - row.created_at)) if sent is not None else timedelta(0)
         if every_queued_job or sent is None or now - sent >= wait:
             lost.append((row.id, row.queue))
     if lost:
         session.execute(update(TrainingJob).where(TrainingJob.id.in_([job_id for job_id, _ in lost]))
                         .values(enqueued_at=now))
     return lost
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment

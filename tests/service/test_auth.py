@@ -17,7 +17,7 @@ from service.db import session_scope
 from service.keys.service import Scope, create_key, digest, revoke_key
 from service.main import create_app
 from service.tables import ApiKey, utcnow
-from tests.helpers import LOGREG_SPEC, assert_error, settings_with
+from tests.helpers import assert_error, settings_with
 
 PREDICT, TRAIN, READ, ADMIN = "predict", "train", "read", "admin"
 OPEN = "open"

@@ -203,3 +203,12 @@ def test_each_epoch_records_what_it_cost_the_machine(client, run_job):
         assert epoch["peak_rss_bytes"] > 50 * 2**20, "PyTorch alone holds more than 50 MB"
         assert epoch["gpu_name"] is None and epoch["gpu_peak_memory_bytes"] is None and epoch["gpu_utilization"] is None
     assert items[-1]["peak_rss_bytes"] >= items[0]["peak_rss_bytes"], "a peak so far never falls"
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PATCH", "/v1/jobs", "GET, POST"), ("PUT", "/v1/datasets/digits", "DELETE, GET"), ("POST", "/healthz", "GET"),
+    ("PUT", "/v1/datasets/import", "POST")])
+def test_a_method_the_path_does_not_take_is_refused_with_every_method_it_does(client, method, path, allowed):
+    r = client.request(method, path)
+    assert r.status_code == 405 and r.headers["allow"] == allowed
+    assert f"this path takes {allowed}" in r.json()["error"]["message"]

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.helpers import LOGREG_SPEC, REDIS_URL, free_port, new_postgres_database, unique
+from tests.helpers import LOGREG_SPEC, REDIS_URL, free_port, new_postgres_database, unique, wait_until
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.realstack]
@@ -26,21 +25,12 @@ RUNNING_SPEC = {"dataset": "digits", "architecture": {"type": "mlp", "hidden_siz
                 "optimizer": {"type": "adam"}, "training": {"epochs": 25, "batch_size": 16, "learning_rate": 0.0005}}
 
 
-def wait(condition, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := condition()) is not None:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-
-
 @contextlib.contextmanager
 def redis_server(port: int) -> Iterator[subprocess.Popen]:
     process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
-        wait(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0
              or None, "redis-server", 30)
         yield process
     finally:
@@ -132,14 +122,14 @@ def test_the_api_and_the_workers_ride_out_a_postgresql_restart(tmp_path):
             running = stack.http.post("/v1/jobs", json=RUNNING_SPEC).json()["id"]
             stack.wait_for(running, {"running"}, predicate=lambda j: j["progress"]["epoch"] >= 1)
             stop()
-            down = wait(lambda: (r := stack.http.get("/v1/jobs")).status_code == 503 and r or None, "a 503", 30)
+            down = wait_until(lambda: (r := stack.http.get("/v1/jobs")).status_code == 503 and r or None, "a 503", 30)
             assert down.headers["retry-after"] == "5" and "database" in down.json()["error"]["message"]
             assert stack.http.post("/v1/jobs", json=LOGREG_SPEC).status_code == 503, "nothing half-accepted"
             assert stack.http.get("/healthz").status_code == 200, "alive: no crash loop"
             assert stack.http.get("/readyz").status_code == 503, "out of the Service while its database is down"
             start()
             up = time.monotonic()
-            wait(lambda: stack.http.get("/v1/jobs").status_code == 200 or None, "the API to answer again", 30)
+            wait_until(lambda: stack.http.get("/v1/jobs").status_code == 200 or None, "the API to answer again", 30)
             assert time.monotonic() - up < 15
             assert all(p.poll() is None for p in stack.processes), "no process died\n" + stack.tail_logs()
             after = stack.http.post("/v1/jobs", json=LOGREG_SPEC).json()["id"]
