@@ -4,7 +4,9 @@
 
 Measures requests/s, p50 and p99 at concurrency 1, 8 and 32 for JSON bodies of 784 pixels and for PNG
 uploads, the JSON bodies again on a second API process configured as deployments ship it (an API key sent
-with each request, a per-key rate limit) against the first with both off, and in the same run a bare endpoint on the same HTTP stack that only parses the same JSON body,
+with each request, a per-key rate limit) and on a third with the telemetry deployments ship (Prometheus
+metrics, JSON logs, and traces sampled as shipped, sent over OTLP to a local sink) against the first with
+all of these off, and in the same run a bare endpoint on the same HTTP stack that only parses the same JSON body,
 the ceiling (and the same endpoint on /predict's lighter route class). Then times the parts of one
 request in-process: what the time goes to.
 """
@@ -155,20 +157,50 @@ def breakdown(json_body: bytes, png: bytes, model_id: str) -> list[str]:
     return [f"| {name} | {median_us(fn) / requests:.0f} µs |" for name, fn, requests in parts]
 
 
+def otlp_sink() -> int:
+    """A local OTLP/HTTP endpoint that takes every export and keeps nothing; returns its port."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=CONCURRENCY,
+                        help="the connections of each wrk run (default 1 8 32)")
+    parser.add_argument("--pairs", type=int, default=3, help="telemetry on/off runs alternated (default 3)")
     args = parser.parse_args()
     ensure_fashion_mnist()
     subprocess.run([sys.executable, "-m", "service.cli", "migrate"], check=True)
-    api_port, bare_port, keyed_port = 8781, 8782, 8783
-    # The bare API: no keys (loopback), no rate limit.
-    api = start([sys.executable, "-m", "service.cli", "api", "--port", str(api_port)], api_port)
+    api_port, bare_port, keyed_port, observed_port = 8781, 8782, 8783, 8784
+    # The bare API: no keys (loopback), no rate limit, no metrics, plain logs, no traces.
+    quiet = {"TRAINSERVE_METRICS": "false"}
+    api = start([sys.executable, "-m", "service.cli", "api", "--port", str(api_port)], api_port, env=quiet)
     # The same API on the same database as deployments ship it: keys required, and the per-key rate limit
-    # counting every request (set too high to refuse any). Metrics are off in both, as shipped.
+    # counting every request (set too high to refuse any). Telemetry off, as in the bare one.
     keyed = start([sys.executable, "-m", "service.cli", "api", "--port", str(keyed_port)], keyed_port,
-                  env={"TRAINSERVE_AUTH": "required", "TRAINSERVE_RATE_LIMIT_INFERENCE": "1000000000/hour"})
+                  env={**quiet, "TRAINSERVE_AUTH": "required", "TRAINSERVE_RATE_LIMIT_INFERENCE": "1000000000/hour"})
+    # The telemetry as the deployment ships it (deploy/k8s/base): metrics, JSON logs (with request ids),
+    # and traces to an OTLP endpoint, inference requests sampled at the default share. Keys off.
+    observed = start([sys.executable, "-m", "service.cli", "api", "--port", str(observed_port)], observed_port,
+                     env={"TRAINSERVE_METRICS": "true", "TRAINSERVE_LOG_FORMAT": "json",
+                          "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_sink()}"})
     token = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--name", "bench", "--scopes",
                             "predict"], check=True, capture_output=True, text=True).stdout.strip()
     auth = {"Authorization": f"Bearer {token}"}
@@ -187,10 +219,12 @@ def main() -> None:
                    headers={"Content-Type": "application/json"}, timeout=30).raise_for_status()  # load + warm
         httpx.post(f"http://127.0.0.1:{keyed_port}/predict", content=json_body,
                    headers={"Content-Type": "application/json", **auth}, timeout=30).raise_for_status()
+        httpx.post(f"http://127.0.0.1:{observed_port}/predict", content=json_body,
+                   headers={"Content-Type": "application/json"}, timeout=30).raise_for_status()
 
         rows = ["| endpoint | body | concurrency | requests/s | p50 | p99 | share of ceiling | share of lean ceiling |",
                 "|---|---|---|---|---|---|---|---|"]
-        for c in CONCURRENCY:
+        for c in args.concurrency:
             ceiling = wrk(f"http://127.0.0.1:{bare_port}/parse", json_body, "application/json", c, args.seconds)
             lean = wrk(f"http://127.0.0.1:{bare_port}/parse-lean", json_body, "application/json", c, args.seconds)
             json_run = wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c, args.seconds)
@@ -199,15 +233,29 @@ def main() -> None:
                             auth)
             # The bare API again after the deployed one: the ratio compares it with both neighbours' mean.
             again = wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c, args.seconds)
+            # Telemetry on and off, alternated: runs on this machine vary by 10 % from one to the next.
+            offs, ons = [again], []
+            for _ in range(args.pairs):
+                ons.append(wrk(f"http://127.0.0.1:{observed_port}/predict", json_body, "application/json", c,
+                               args.seconds))
+                offs.append(wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c,
+                                args.seconds))
+            observed_run = {k: sum(run[k] for run in ons) / len(ons) for k in ("rps", "p50", "p99")}
             keys_off_rps = (json_run["rps"] + again["rps"]) / 2
+            telemetry_off_rps = sum(run["rps"] for run in offs) / len(offs)
             for name, body, run in (("bare parse (ceiling)", "JSON, 784 pixels", ceiling),
                                     ("bare parse, /predict's route class (lean ceiling)", "JSON, 784 pixels", lean),
                                     ("/predict", "JSON, 784 pixels", json_run), ("/predict", "PNG upload", png_run),
-                                    ("/predict, as deployed: key and rate limit", "JSON, 784 pixels", keyed_run)):
+                                    ("/predict, as deployed: key and rate limit", "JSON, 784 pixels", keyed_run),
+                                    ("/predict, as deployed: metrics, JSON logs, sampled traces", "JSON, 784 pixels",
+                                     observed_run)):
                 shares = (f"{run['rps'] / ceiling['rps']:.0%} | {run['rps'] / lean['rps']:.0%}"
                           if name.startswith("/predict") else "100% | " if run is ceiling else " | 100%")
                 if run is keyed_run:
                     shares += f" (x{keyed_run['rps'] / keys_off_rps:.2f} of neither)"
+                if run is observed_run:
+                    shares += (f" (x{observed_run['rps'] / telemetry_off_rps:.2f} of none: {len(ons)} runs against "
+                               f"{len(offs)} alternated)")
                 rows.append(f"| {name} | {body} | {c} | {run['rps']:,.0f} | {run['p50']:.1f} ms | {run['p99']:.1f} ms "
                             f"| {shares} |")
                 print(rows[-1], flush=True)
@@ -216,7 +264,7 @@ def main() -> None:
         if not args.no_write:
             write_section("serving-cpu", "Serving: /predict under load (cpu)", "\n".join(rows) + "\n\n" + "\n".join(parts))
     finally:
-        for process in (api, bare, keyed):
+        for process in (api, bare, keyed, observed):
             process.terminate()
             process.wait(timeout=30)
 

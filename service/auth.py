@@ -20,6 +20,7 @@ from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
+from service import logs
 from service.db import session_scope
 from service.errors import Forbidden, Unauthorized
 from service.keys.service import Scope, digest, find_key
@@ -114,6 +115,7 @@ async def authorize(request: Request, *scopes: str) -> Principal:
         raise Forbidden(f"API key {principal.name!r} has the scopes {', '.join(sorted(principal.scopes))}; "
                         f"{request.method} {request.url.path} needs {' or '.join(scopes)} (or admin)")
     request.state.principal = principal
+    logs.key_id.set(principal.owner)  # the key's id, never the key: on this request's log lines
     return principal
 
 

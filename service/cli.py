@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
+from service import logs, tracing, worker_metrics
 from service.settings import get_settings
 
 
@@ -23,9 +28,12 @@ def run_api(host: str | None, port: int | None, fd: int | None = None) -> None:
             settings.api_host = str(inherited.getsockname()[0])
     elif host:
         settings.api_host = host
+    # uvicorn's lines too: it is given no logging config of its own
+    logs.configure(settings.log_format, access_log=settings.access_log)
     # fd: a socket already bound and listening, handed over by whoever started us (socket activation, tests).
     uvicorn.run("service.main:create_app", factory=True, host=host or settings.api_host,
-                port=port or settings.api_port, fd=fd, log_level="info", access_log=settings.access_log)
+                port=port or settings.api_port, fd=fd, log_level="info", access_log=settings.access_log,
+                log_config=None)
 
 
 QUEUES = ("jobs", "gpu", "exports")
@@ -39,10 +47,23 @@ def default_queues() -> list[str]:
 
 
 def run_worker(concurrency: int, queues: list[str], max_tasks_per_child: int = 0) -> None:
+    settings = get_settings()
+    metrics_folder = Path(tempfile.mkdtemp(prefix="trainserve-worker-metrics-"))
+    worker_metrics.prepare(metrics_folder)  # before prometheus_client is imported in this process
+    atexit.register(shutil.rmtree, metrics_folder, True)
     import service.jobs.runner  # noqa: F401  PyTorch and the data libraries load now, not inside the first job
+    from celery.signals import setup_logging, worker_process_shutdown, worker_ready
+
     from service.queue import celery_app
 
-    settings = get_settings()
+    logs.configure(settings.log_format)
+    setup_logging.connect(lambda **_: logs.configure(settings.log_format), weak=False)  # Celery's own: not used
+    tracing.configure("trainserve-worker")
+    # A prefork child (a GPU worker's one job per child) sends its spans before it exits.
+    worker_process_shutdown.connect(lambda pid=None, **_: (tracing.flush(), worker_metrics.process_exited(pid)),
+                                    weak=False)
+    if settings.worker_metrics_port:
+        worker_ready.connect(lambda **_: worker_metrics.serve(settings.worker_metrics_port), weak=False)
     names = {"jobs": settings.queue, "gpu": settings.gpu_queue, "exports": settings.export_queue}
     if "gpu" in queues:
         import torch

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service import audit, health, metrics, openapi
+from service import audit, health, logs, metrics, openapi, tracing
 from service.auth import KeyCache
 from service.artifacts import store_for
 from service.datasets.router import router as datasets_router
@@ -26,6 +26,7 @@ from service.reconciler import Reconciler, reconcile_forever
 from service.registry.router import router as models_router
 from service.runtime import api_process_settings
 from service.settings import Settings, get_settings
+from service.telemetry import TelemetryMiddleware, TracedFastAPI
 
 log = logging.getLogger("trainserve.api")
 
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
         else:
             log.warning("API keys are NOT required: the API listens on %s (loopback) only and TRAINSERVE_AUTH=%s; "
                         "set TRAINSERVE_AUTH=required to require them", settings.api_host, settings.auth)
+        if settings.api_metrics_port and app.state.metrics is not None:
+            app.state.metrics.serve(settings.api_metrics_port)
         with api_process_settings(settings.api_torch_threads) if tune_process else contextlib.nullcontext():
             task = asyncio.create_task(reconcile_forever(settings, app.state.reconciler)) if reconcile else None
             yield
@@ -50,12 +53,15 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(
+    provider = tracing.configure("trainserve-api")
+    app = TracedFastAPI(
+        telemetry=tracing.fastapi_telemetry(provider),
         title="trainserve",
         version="0.1.0",
         summary="Train small PyTorch models over REST and serve their predictions.",
         lifespan=lifespan,
     )
+    app.trace_share = settings.trace_inference_share if provider is not None else None
     app.state.settings = settings
     app.state.models = ModelCache(store_for(settings), settings.model_cache_size,
                                   settings.ref_cache_seconds)
@@ -63,8 +69,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     app.state.keys = KeyCache(settings.auth_cache_seconds)
     app.state.reconciler = Reconciler(settings)
     app.state.metrics = metrics.Metrics(app.state) if settings.metrics else None
-    if app.state.metrics is not None:
-        app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
+    if app.state.metrics is not None or settings.log_format == "json":
+        app.add_middleware(TelemetryMiddleware, metrics=app.state.metrics)
     app.state.limiter = RateLimiter(settings.broker_url, settings.queue)
     app.state.limits = {"inference": Limit.parse(settings.rate_limit_inference),
                         "jobs": Limit.parse(settings.rate_limit_jobs)}
@@ -74,5 +80,5 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,
                    datasets_router, keys_router, audit.router, metrics.router):
         app.include_router(router)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format, access_log=settings.access_log)
     return app

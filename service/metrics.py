@@ -1,7 +1,7 @@
 """Prometheus metrics of an API process, at ``/metrics``.
 
-Per request, one pure-ASGI middleware counts the request and times it by route template (never the raw
-path) and status. Everything else is counted where it happens, in plain integers, and read only when
+Per request, the telemetry middleware (service/telemetry.py) counts the request and times it by route
+template (never the raw path) and status, in plain numbers. Everything else is counted where it happens, in plain integers, and read only when
 Prometheus scrapes: the model cache's hits, misses and loads, the forward passes /predict's requests
 shared, and the jobs by status and broker queue depths that the reconciler already gauges every
 TRAINSERVE_RECONCILE_SECONDS. A scrape runs no query.
@@ -9,10 +9,11 @@ TRAINSERVE_RECONCILE_SECONDS. A scrape runs no query.
 
 from __future__ import annotations
 
-import time
+import logging
+from bisect import bisect_left
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -21,6 +22,7 @@ from service.errors import NotFound, errors
 from service.keys.service import Scope
 from service.predict.batching import PASS_SIZES
 
+log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -56,57 +58,65 @@ class State(Collector):
         for queue, count in sorted(reconciler.queue_depths.items()):
             depth.add_metric([queue], count)
         yield depth
+        yield GaugeMetricFamily("trainserve_queue_oldest_job_age_seconds",
+                                "How long the oldest queued job has waited (gauged by the reconciler).",
+                                value=reconciler.oldest_queued_seconds)
+        yield GaugeMetricFamily("trainserve_jobs_silent", "Running jobs whose worker stopped sending heartbeats "
+                                "(gauged by the reconciler, which queues them again).", value=reconciler.silent_jobs)
         yield CounterMetricFamily("trainserve_jobs_resent", "Queued jobs this process sent again.",
                                   value=reconciler.resent)
+
+
+class Requests(Collector):
+    """Requests counted and timed in plain integers and floats on the event loop's thread (no lock, no
+    label look-up: a dict hit and a bisect), and turned into a counter and a histogram when scraped."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], list] = {}  # [sum, bucket counts...] by (method, route)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        timing = self.latency.get(key[:2])
+        if timing is None:
+            timing = self.latency[key[:2]] = [0.0] + [0] * (len(LATENCY_BUCKETS) + 1)
+        timing[0] += seconds
+        timing[1 + bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def collect(self):
+        counts = CounterMetricFamily("trainserve_http_requests", "HTTP requests by route template and status.",
+                                     labels=["method", "route", "status"])
+        for (method, route, status), count in sorted(list(self.counts.items())):  # a copy: scraped from a thread
+            counts.add_metric([method, route, str(status)], count)
+        yield counts
+        latency = HistogramMetricFamily("trainserve_http_request_duration_seconds",
+                                        "Time to answer, by route template.", labels=["method", "route"])
+        for (method, route), timing in sorted(list(self.latency.items())):
+            buckets, total = [], 0
+            for bound, count in zip((*LATENCY_BUCKETS, "+Inf"), timing[1:]):
+                total += count
+                buckets.append((str(bound), total))
+            latency.add_metric([method, route], buckets, timing[0])
+        yield latency
 
 
 class Metrics:
     def __init__(self, app_state) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("trainserve_http_requests", "HTTP requests by route template and status.",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("trainserve_http_request_duration_seconds", "Time to answer, by route template.",
-                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Requests()
+        self.observe = self.requests.observe
+        self.registry.register(self.requests)
         self.registry.register(State(app_state))
-        self._children: dict[tuple[str, str, int], tuple] = {}
-
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        children = self._children.get((method, route, status))
-        if children is None:  # labels() takes a lock and a dict look-up; keep the children at hand
-            children = self._children[(method, route, status)] = (
-                self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
-        children[0].inc()
-        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request by its route template (``/v1/jobs/{job_id}``); a path that
-    matched no route counts as ``unmatched``, so no label takes unbounded values."""
-
-    def __init__(self, app, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), 500
-
-        async def send_and_note(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = scope.get("route")
-            self.metrics.observe(scope["method"], getattr(route, "path", None) or "unmatched", status,
-                                 time.perf_counter() - started)
+    def serve(self, port: int) -> None:
+        """Also serve these metrics on ``port`` (a thread of prometheus-client's), without a key: for a
+        scraper inside the cluster; the network policy lets nothing else reach it (docs/observability.md)."""
+        start_http_server(port, registry=self.registry)
+        log.info("metrics also at http://0.0.0.0:%d/metrics (TRAINSERVE_API_METRICS_PORT)", port)
 
 
 router = APIRouter(tags=["health"])

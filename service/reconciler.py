@@ -13,7 +13,7 @@ from datetime import timedelta
 from fastapi.concurrency import run_in_threadpool
 
 from service.db import session_scope
-from service.jobs.service import job_counts, jobs_to_resend
+from service.jobs.service import job_ages, job_counts, jobs_to_resend
 from service.settings import Settings
 from service.tables import utcnow
 from service.queue import broker_state, enqueue_job
@@ -34,6 +34,8 @@ class Reconciler:
         # Gauged every pass, for /metrics: a scrape reads these and runs no query.
         self.jobs_by_status: dict[str, int] = {}
         self.queue_depths: dict[str, int] = {}
+        self.oldest_queued_seconds = 0.0  # how long the oldest queued job has waited
+        self.silent_jobs = 0  # running jobs whose worker stopped beating (re-queued by a later pass)
 
     def once(self) -> int:
         settings, before = self.settings, self.broker
@@ -41,6 +43,8 @@ class Reconciler:
         self.passes += 1
         with session_scope() as session:
             self.jobs_by_status = job_counts(session)
+            self.oldest_queued_seconds, self.silent_jobs = job_ages(
+                session, utcnow(), timedelta(seconds=settings.stale_after_seconds))
         if self.broker is None:
             if before is not None or self.passes == 1:
                 log.warning("reconciler: the broker does not answer; queued jobs are kept and sent once it is back")

@@ -69,8 +69,17 @@ class Settings(BaseSettings):
     rate_limit_jobs: str = Field("60/minute", pattern=RATE, description="Job submissions per API key; empty: none.")
     max_queued_jobs_per_key: int = Field(100, ge=0, description="Jobs one API key may have queued at once; 0: "
                                                                 "no cap.")
-    metrics: bool = Field(False, description="Count and time requests for Prometheus at /metrics (off by default: "
-                                             "it costs /predict 6-8 % of its throughput, docs/benchmarks.md).")
+    metrics: bool = Field(True, description="Count and time requests for Prometheus at /metrics "
+                                            "(docs/observability.md).")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as plain text, or as JSON with "
+                                                                    "request_id, job_id, trace_id and key_id.")
+    trace_inference_share: float = Field(0.01, ge=0, le=1, description="Share of inference requests traced when "
+                                         "tracing is on (OTEL_EXPORTER_OTLP_ENDPOINT); other requests are all "
+                                         "traced.")
+    api_metrics_port: int = Field(0, ge=0, le=65535, description="A second port where the API serves /metrics "
+                                  "without a key, for an in-cluster scraper (deploy/k8s: 9100); 0: none.")
+    worker_metrics_port: int = Field(9101, ge=0, le=65535, description="Where a worker serves its Prometheus "
+                                     "metrics; 0: nowhere.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     access_log: bool = Field(True, description="Log every request (uvicorn's access log).")

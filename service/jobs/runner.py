@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_b
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
     seed_everything
+from service import logs
 from service.artifacts import ArtifactStore, store_for
 from service.db import session_scope
 from service.jobs.plans import Plan, plan_for
@@ -28,6 +30,8 @@ from service.queue import enqueue_export, enqueue_job
 from service.registry import service as registry
 from service.settings import get_settings, worker_threads
 from service.tables import JobMetric, JobStatus, TrainingJob, utcnow
+from service.tracing import record_span, span
+from service.worker_metrics import metrics
 
 log = logging.getLogger(__name__)
 EXPORT_CHECK_INPUTS = 256  # held-out inputs saved with a model, that its exports are checked on
@@ -171,26 +175,42 @@ def _register(job: TrainingJob, spec: JobSpec, plan: Plan, model: torch.nn.Modul
 
 def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
     settings = get_settings()
-    job = _claim(job_id, timedelta(seconds=settings.stale_after_seconds))
-    if job is None:
-        log.info("job %s: not queued (done, cancelled, running elsewhere or gone); nothing to do", job_id)
-        return
-    store = store_for(settings)
-    checkpoint_key = f"jobs/{job_id}/checkpoint.pt"
-    torch.set_num_threads(worker_threads(settings))
-    with JobMonitor(job, settings.cancel_check_seconds, shutting_down) as monitor:
-        _run_claimed(job, store, checkpoint_key, monitor)
+    token = logs.job_id.set(str(job_id))
+    try:
+        with span("claim", **{"trainserve.job_id": str(job_id)}) as claim:
+            job = _claim(job_id, timedelta(seconds=settings.stale_after_seconds))
+            claim.set_attribute("trainserve.claimed", job is not None)
+        if job is None:
+            log.info("job %s: not queued (done, cancelled, running elsewhere or gone); nothing to do", job_id)
+            return
+        store = store_for(settings)
+        checkpoint_key = f"jobs/{job_id}/checkpoint.pt"
+        torch.set_num_threads(worker_threads(settings))
+        with JobMonitor(job, settings.cancel_check_seconds, shutting_down) as monitor:
+            _run_claimed(job, store, checkpoint_key, monitor)
+    finally:
+        logs.job_id.reset(token)
+
+
+def _labels(spec: JobSpec) -> tuple[str, str]:
+    """The job's architecture and device, as the worker's metrics label them."""
+    return spec.architecture.type, resolve_device(spec.training.device).type
 
 
 def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, monitor: JobMonitor) -> None:
-    job_id = job.id
+    job_id, labels, outcome = job.id, ("unknown", "unknown"), "failed"
     try:
         spec = JobSpec.model_validate(job.spec)
+        labels = _labels(spec)
+        metrics().started.labels(*labels).inc()
+        metrics().running.labels(*labels).inc()
         training = spec.training
-        plan = plan_for(spec, job.dataset, store)
+        with span("data load", **{"trainserve.dataset": job.dataset.name}):
+            plan = plan_for(spec, job.dataset, store)
         if plan.config is None:  # a forecasting baseline: nothing to train, only its report
             report = plan.report(None, None, training.loss)
             _finish(job, JobStatus.succeeded, result=report)
+            outcome = "succeeded"
             log.info("job %s: baseline %s evaluated", job_id, spec.architecture.type)
             return
         seed_everything(training.seed)
@@ -209,29 +229,48 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
             # The row first: killed between the two, the next delivery resumes from the previous checkpoint,
             # forgets this row and trains the epoch again. The other order would resume after an epoch whose
             # row was never written.
+            ended = time.time_ns()
+            record_span("epoch", ended - int(metrics.seconds * 1e9), ended, **{
+                "trainserve.epoch": metrics.epoch, "trainserve.train_loss": metrics.train_loss,
+                "trainserve.samples_per_second": metrics.samples_per_second})
+            worker.epoch_seconds.labels(*labels).observe(metrics.seconds)
+            worker.samples.labels(*labels).inc(metrics.samples_per_second * metrics.seconds)
             _record_epoch(job, metrics)
-            store.put(checkpoint_key, checkpoint_to_bytes(checkpoint()))
+            started = time.perf_counter()
+            with span("checkpoint", **{"trainserve.epoch": metrics.epoch}):
+                store.put(checkpoint_key, checkpoint_to_bytes(checkpoint()))
+            worker.checkpoint_seconds.labels(*labels).observe(time.perf_counter() - started)
 
+        worker = metrics()
         train_config = TrainConfig.from_dict(training.model_dump())
-        fitted = fit(model, optimizer, plan.train, plan.validation, train_config, on_epoch=on_epoch,
-                     should_stop=monitor, resume=resume)
-        report = plan.report(model, resolve_device(train_config.device), train_config.loss)
+        with span("train", **{"trainserve.epochs": training.epochs}):
+            fitted = fit(model, optimizer, plan.train, plan.validation, train_config, on_epoch=on_epoch,
+                         should_stop=monitor, resume=resume)
+        with span("evaluate"):
+            report = plan.report(model, resolve_device(train_config.device), train_config.loss)
         report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early)
-        model_id = _register(job, spec, plan, model, report, store)
+        with span("registration") as registration:
+            model_id = _register(job, spec, plan, model, report, store)
+            registration.set_attribute("trainserve.model_id", str(model_id))
+        outcome = "succeeded"
         store.delete(checkpoint_key)
         try:
-            enqueue_export(model_id)
+            with span("export"):  # sent to the export queue; the export worker's spans follow in this trace
+                enqueue_export(model_id)
         except Exception:  # the model is registered and served; its exports can be asked for again
             log.exception("job %s: could not ask for the exports of model %s", job_id, model_id)
         log.info("job %s: succeeded: %s", job_id, _headline(report))
     except JobLost:
+        outcome = "lost"
         log.warning("job %s: attempt %d no longer owns the job (finished, or claimed again after this worker "
                     "went silent); stopping without writing", job_id, job.attempts)
     except TrainingCancelled:
+        outcome = "cancelled"
         _finish(job, JobStatus.cancelled)
         store.delete(checkpoint_key)
         log.info("job %s: cancelled", job_id)
     except WorkerShutdown:
+        outcome = "requeued"
         with session_scope() as session:
             requeued = session.execute(update(TrainingJob).where(_ours(job))
                                        .values(status=JobStatus.queued, heartbeat_at=None, enqueued_at=None)).rowcount
@@ -245,4 +284,7 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
         _finish(job, JobStatus.failed, error=f"training failed unexpectedly ({type(exc).__name__}: {exc}); "
                                               "the worker log has the traceback")
         log.exception("job %s: failed", job_id)
-
+    finally:
+        metrics().finished.labels(*labels, outcome).inc()
+        if labels != ("unknown", "unknown"):
+            metrics().running.labels(*labels).dec()

@@ -139,6 +139,17 @@ def job_counts(session: Session) -> dict[str, int]:
     return {status.value: counts.get(status, 0) for status in JobStatus}
 
 
+def job_ages(session: Session, now: datetime, stale_after: timedelta) -> tuple[float, int]:
+    """How long the oldest queued job has waited (seconds; 0 with none queued), and how many running jobs'
+    workers have gone silent (no heartbeat for ``stale_after``): for /metrics' alerts."""
+    oldest = session.scalar(select(func.min(TrainingJob.created_at)).where(TrainingJob.status == JobStatus.queued))
+    silent = session.scalar(select(func.count()).where(TrainingJob.status == JobStatus.running,
+                                                       TrainingJob.heartbeat_at < now - stale_after))
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    return (max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0), int(silent or 0)
+
+
 def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta, max_attempts: int,
                    resend_after: timedelta | None = None,
                    every_queued_job: bool = False) -> list[tuple[uuid.UUID, str | None]]:

@@ -15,13 +15,18 @@ import bisect
 import uuid
 from collections.abc import Callable
 
+import time
+
 import numpy as np
+from opentelemetry import trace
 
 from service.serving import LoadedModel, probabilities
+from service.tracing import record_span
 
 Rows = list[list[float]]
 PASS_SIZES = (1, 2, 4, 8, 16, 32, 64, float("inf"))
-Queued = tuple[LoadedModel, np.ndarray, "asyncio.Future[Rows]"]
+# A request's model, rows and future, and its span where the request is traced (else None).
+Queued = tuple[LoadedModel, np.ndarray, "asyncio.Future[Rows]", "trace.Span | None"]
 
 
 class Batcher:
@@ -37,7 +42,8 @@ class Batcher:
         future = loop.create_future()
         if not self._queued:  # the loop runs this callback, polls its sockets, then runs the flush
             loop.call_soon(loop.call_soon, self._flush)
-        self._queued.append((model, batch, future))
+        current = trace.get_current_span()
+        self._queued.append((model, batch, future, current if current.is_recording() else None))
         return future
 
     def _flush(self) -> None:
@@ -58,16 +64,24 @@ class Batcher:
     def _answer(self, items: list[Queued]) -> None:
         self.requests, self.passes = self.requests + len(items), self.passes + 1
         self.pass_sizes[bisect.bisect_left(PASS_SIZES, len(items))] += 1
-        model = items[0][0]
+        model, started = items[0][0], time.time_ns()
         try:
             rows = self._run(model, items[0][1] if len(items) == 1 else np.concatenate([i[1] for i in items]))
         except Exception as error:  # noqa: BLE001 - each request of the pass answers with the error
-            for _, _, future in items:
+            for _, _, future, _ in items:
                 if not future.done():
                     future.set_exception(error)
             return
+        finally:
+            traced = [item[3] for item in items if item[3] is not None]
+            if traced:  # the pass, as a span in each traced request's trace
+                ended = time.time_ns()
+                for parent in traced:
+                    record_span("forward pass", started, ended, parent, **{
+                        "trainserve.pass_requests": len(items), "trainserve.pass_rows": sum(len(i[1]) for i in items),
+                        "trainserve.model_id": str(model.id)})
         start = 0
-        for _, batch, future in items:
+        for _, batch, future, _ in items:
             if not future.done():  # a request given up on while it waited
                 future.set_result(rows[start:start + len(batch)])
             start += len(batch)

@@ -19,6 +19,7 @@ from service.db import session_scope
 from service.registry.service import held_out_key
 from service.settings import get_settings
 from service.tables import TrainedModel
+from service.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ def run_export(model_id: uuid.UUID) -> None:
         error = f"could not load the model or the held-out inputs saved with it ({type(exc).__name__}: {exc})"
         results = {fmt: {"status": "failed", "max_abs_difference": None, "error": error[:500]} for fmt in todo}
     else:
-        results = {fmt: _export_one(model_id, model, fmt, held_out, task, settings.export_tolerance, store)
-                   for fmt in todo}
+        results = {}
+        for fmt in todo:
+            with span("export", **{"trainserve.model_id": str(model_id), "trainserve.format": fmt}):
+                results[fmt] = _export_one(model_id, model, fmt, held_out, task, settings.export_tolerance, store)
     with session_scope() as session:
         row = session.get(TrainedModel, model_id)
         if row is not None:
