@@ -30,6 +30,7 @@ CRDS = {  # kind -> the CRD file in deploy/schemas (deploy/schemas/README.md say
     "ScaledObject": "keda.sh_scaledobjects.yaml",
     "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
     "SecretProviderClass": "secrets-store.csi.x-k8s.io_secretproviderclasses.yaml",
+    "PodMonitor": "azmonitoring.coreos.com_podmonitors.yaml",
 }
 TRAINSERVE = ("api", "worker", "gpu-worker", "exporter", "migrate")
 CHECKOV = ROOT / ".venv-checkov" / "bin"

@@ -92,6 +92,14 @@ step "cluster credentials for $AKS_NAME"
 az aks get-credentials --resource-group "$RESOURCE_GROUP" --name "$AKS_NAME" --overwrite-existing
 kubelogin convert-kubeconfig -l azurecli
 
+# The metrics add-on brings the PodMonitor CRD (azmonitoring.coreos.com) that components/monitoring uses,
+# and sends what it scrapes to an Azure Monitor workspace (a default one unless the cluster has one).
+if [ "$(az aks show --resource-group "$RESOURCE_GROUP" --name "$AKS_NAME" \
+        --query azureMonitorProfile.metrics.enabled --output tsv)" != "true" ]; then
+  step "managed Prometheus: the AKS metrics add-on"
+  az aks update --resource-group "$RESOURCE_GROUP" --name "$AKS_NAME" --enable-azure-monitor-metrics --output none
+fi
+
 if [ "$OVERLAY" = aks-gpu ]; then
   step "NVIDIA device plugin on the GPU pool; KEDA signs in with the workload identity"
   kubectl apply -f "$ROOT/deploy/k8s/cluster/nvidia-device-plugin.yaml"
