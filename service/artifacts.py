@@ -14,16 +14,19 @@ Keys are relative paths such as ``models/<id>/model.pt``. Reads verify the sha25
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from service.errors import AppError
+from service.timings import Timings
 
 # The Azure SDK logs every request's headers at INFO; a worker's log is for its jobs.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
@@ -53,10 +56,35 @@ def _verified(key: str, data: bytes, sha256: str | None) -> bytes:
     return data
 
 
+# Every operation of every store in this process, timed for /metrics (trainserve_artifact_store_seconds).
+STORE_TIMINGS = Timings((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+                        threads=True)
+
+
+def _timed(backend: str, operation: str, method):
+    @functools.wraps(method)
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            STORE_TIMINGS.observe((backend, operation), time.perf_counter() - started)
+
+    return timed
+
+
 class ArtifactStore:
     """The interface: every backend stores bytes under a key and nothing else."""
 
     url: str
+    backend = "none"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Each backend's operations are timed (STORE_TIMINGS)."""
+        super().__init_subclass__(**kwargs)
+        for operation in ("put", "get", "exists", "delete"):
+            if operation in cls.__dict__:
+                setattr(cls, operation, _timed(cls.backend, operation, cls.__dict__[operation]))
 
     def put(self, key: str, data: bytes) -> str:
         """Store ``data`` under ``key`` atomically and return its sha256."""
@@ -75,6 +103,8 @@ class ArtifactStore:
 
 
 class LocalArtifactStore(ArtifactStore):
+    backend = "file"
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self.url = f"file://{self.root.resolve()}"
@@ -112,6 +142,8 @@ class LocalArtifactStore(ArtifactStore):
 
 class AzureBlobArtifactStore(ArtifactStore):
     """Artifacts as block blobs in one container, optionally under a prefix."""
+
+    backend = "azure"
 
     def __init__(self, container: str, prefix: str = "", *, connection_string: str | None = None,
                  account_url: str | None = None):

@@ -10,7 +10,6 @@ TRAINSERVE_RECONCILE_SECONDS. A scrape runs no query.
 from __future__ import annotations
 
 import logging
-from bisect import bisect_left
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
@@ -20,7 +19,9 @@ from prometheus_client.registry import Collector
 from service.auth import allow
 from service.errors import NotFound, errors
 from service.keys.service import Scope
+from service.artifacts import STORE_TIMINGS
 from service.predict.batching import PASS_SIZES
+from service.timings import Timings
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -63,6 +64,8 @@ class State(Collector):
                                 value=reconciler.oldest_queued_seconds)
         yield GaugeMetricFamily("trainserve_jobs_silent", "Running jobs whose worker stopped sending heartbeats "
                                 "(gauged by the reconciler, which queues them again).", value=reconciler.silent_jobs)
+        yield STORE_TIMINGS.family("trainserve_artifact_store_seconds", "Artifact store operations this process "
+                                   "made, by backend and operation.", ["backend", "operation"])
         yield CounterMetricFamily("trainserve_jobs_resent", "Queued jobs this process sent again.",
                                   value=reconciler.resent)
 
@@ -73,16 +76,12 @@ class Requests(Collector):
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[tuple[str, str], list] = {}  # [sum, bucket counts...] by (method, route)
+        self.latency = Timings(LATENCY_BUCKETS)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
         self.counts[key] = self.counts.get(key, 0) + 1
-        timing = self.latency.get(key[:2])
-        if timing is None:
-            timing = self.latency[key[:2]] = [0.0] + [0] * (len(LATENCY_BUCKETS) + 1)
-        timing[0] += seconds
-        timing[1 + bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency.observe(key[:2], seconds)
 
     def collect(self):
         counts = CounterMetricFamily("trainserve_http_requests", "HTTP requests by route template and status.",
@@ -90,15 +89,8 @@ class Requests(Collector):
         for (method, route, status), count in sorted(list(self.counts.items())):  # a copy: scraped from a thread
             counts.add_metric([method, route, str(status)], count)
         yield counts
-        latency = HistogramMetricFamily("trainserve_http_request_duration_seconds",
-                                        "Time to answer, by route template.", labels=["method", "route"])
-        for (method, route), timing in sorted(list(self.latency.items())):
-            buckets, total = [], 0
-            for bound, count in zip((*LATENCY_BUCKETS, "+Inf"), timing[1:]):
-                total += count
-                buckets.append((str(bound), total))
-            latency.add_metric([method, route], buckets, timing[0])
-        yield latency
+        yield self.latency.family("trainserve_http_request_duration_seconds", "Time to answer, by route template.",
+                                  ["method", "route"])
 
 
 class Metrics:

@@ -55,6 +55,8 @@ def test_model_cache_and_batching_are_counted(api, trained_classifier):
     after = scrape(api)
     delta = lambda name, **labels: value(after, name, **labels) - value(before, name, **labels)  # noqa: E731
     assert value(after, "trainserve_model_loads_total") == 1 and delta("trainserve_model_loads_total") == 0
+    assert value(after, "trainserve_artifact_store_seconds_count", backend="file", operation="get") >= 1, \
+        "the model was read from the artifact store, and timed"
     assert delta("trainserve_model_cache_lookups_total", result="hit") >= 4
     assert delta("trainserve_predict_batch_requests_sum") == 4, "each warm request went through a batched pass"
     assert value(after, "trainserve_predict_batch_requests_bucket", le="+Inf") == \
