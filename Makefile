@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast test-slow test-deploy lint-imports migrate bench lock clean
+.PHONY: run test test-fast test-slow test-deploy lint-imports migrate bench lock clean vendor-ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,3 +64,15 @@ lock:
 
 clean:
 	rm -rf var .pytest_cache
+
+# service/static/vendor: Swagger UI and ReDoc for /docs and /redoc, served from the package (no CDN).
+SWAGGER_UI_VERSION := 5.35.0
+REDOC_VERSION := 2.5.4
+vendor-ui:
+	rm -rf .vendor-ui && mkdir .vendor-ui && cd .vendor-ui && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) redoc@$(REDOC_VERSION) >/dev/null
+	cd .vendor-ui && tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz --one-top-level=swagger && tar xzf redoc-$(REDOC_VERSION).tgz --one-top-level=redoc
+	cd .vendor-ui/swagger/package && cp swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css favicon-32x32.png \
+		LICENSE NOTICE ../../../service/static/vendor/swagger-ui/
+	cd .vendor-ui/redoc/package && cp bundles/redoc.standalone.js bundles/redoc.standalone.js.LICENSE.txt LICENSE \
+		../../../service/static/vendor/redoc/
+	rm -rf .vendor-ui

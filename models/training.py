@@ -176,12 +176,14 @@ def fit(
     on_epoch: Callable[[EpochMetrics, Callable[[], dict]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume: dict | None = None,
+    on_step: Callable[[int, int, int], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place and return each epoch's metrics.
 
     ``on_epoch(metrics, checkpoint)`` runs after every epoch; ``checkpoint()`` returns the dict that
     ``resume`` takes to continue from that epoch with the same result as an uninterrupted run.
     ``should_stop()`` runs before every step; when it answers true, :class:`TrainingCancelled` is raised.
+    ``on_step(epoch, step, steps_per_epoch)`` runs before every step too (keep it cheap: a progress report).
     """
     device = resolve_device(config.device)
     model.to(device)
@@ -251,6 +253,8 @@ def fit(
         for step, start in enumerate(range(0, n, batch_size), start=1):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled during epoch {epoch}")
+            if on_step is not None:
+                on_step(epoch, step, steps_per_epoch)
             idx = perm[start : start + batch_size]
             xb, yb = x[idx], y[idx]
             if augmenting:

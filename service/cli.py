@@ -1,4 +1,5 @@
-"""``trainserve``: run the API, a worker, both, or the migrations."""
+"""``trainserve``: run the API, a worker, both, or the migrations; and, against a running API, submit and
+follow jobs, upload datasets, list and promote models, predict and forecast (service/console.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service import logs, tracing, worker_metrics
+from service import console, logs, tracing, worker_metrics
 from service.settings import get_settings
 
 
@@ -244,11 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="wait until the database is at this release's schema (a pod's init container, "
                                "so that no new code serves before the migration Job has run)")
     wait.add_argument("--timeout", type=float, default=600, help="seconds to wait before failing (default 600)")
+    console.add_commands(sub)  # the client's: submit, follow, jobs, show, cancel, datasets, models, predict, ...
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in console.COMMANDS:
+        return console.run(args)
 
     if args.command == "api":
         run_api(args.host, args.port, args.fd)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service import audit, health, logs, metrics, openapi, tracing
+from service import audit, docs_ui, health, logs, metrics, openapi, tracing
 from service.auth import KeyCache
 from service.artifacts import store_for
 from service.datasets.router import router as datasets_router
@@ -18,6 +18,7 @@ from service.forecast.router import router as forecast_router
 from service.inference_v2.router import router as v2_router
 from service.jobs.router import router as jobs_router
 from service.keys.router import router as keys_router
+from service.jobs.events import EventHub
 from service.predict.batching import Batcher
 from service.predict.router import router as predict_router
 from service.serving import ModelCache
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     provider = tracing.configure("trainserve-api")
     app = TracedFastAPI(
         telemetry=tracing.fastapi_telemetry(provider),
+        docs_url=None, redoc_url=None,  # served from the package instead of a CDN (service/docs_ui.py)
         title="trainserve",
         version="0.1.0",
         summary="Train small PyTorch models over REST and serve their predictions.",
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     app.state.models = ModelCache(store_for(settings), settings.model_cache_size,
                                   settings.ref_cache_seconds)
     app.state.batcher = Batcher()
+    app.state.events = EventHub()
     app.state.keys = KeyCache(settings.auth_cache_seconds)
     app.state.reconciler = Reconciler(settings)
     app.state.metrics = metrics.Metrics(app.state) if settings.metrics else None
@@ -80,5 +83,6 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,
                    datasets_router, keys_router, audit.router, metrics.router):
         app.include_router(router)
+    docs_ui.install(app)  # after the API's routes: /predict is matched first
     logs.configure(settings.log_format, access_log=settings.access_log)
     return app

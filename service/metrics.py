@@ -64,6 +64,11 @@ class State(Collector):
                                 value=reconciler.oldest_queued_seconds)
         yield GaugeMetricFamily("trainserve_jobs_silent", "Running jobs whose worker stopped sending heartbeats "
                                 "(gauged by the reconciler, which queues them again).", value=reconciler.silent_jobs)
+        hub = self.state.events
+        yield GaugeMetricFamily("trainserve_event_watchers", "Clients watching a job's events now.",
+                                value=hub.watchers)
+        yield CounterMetricFamily("trainserve_event_polls", "Database polls for job events (one per watched job "
+                                  "per interval, whatever the number of its watchers).", value=hub.polls)
         yield STORE_TIMINGS.family("trainserve_artifact_store_seconds", "Artifact store operations this process "
                                    "made, by backend and operation.", ["backend", "operation"])
         yield CounterMetricFamily("trainserve_jobs_resent", "Queued jobs this process sent again.",

@@ -96,6 +96,21 @@ class TrainingJob(Base):
                                                       lazy="raise")
 
 
+class JobEvent(Base):
+    """What happened to a job, in order: status changes, progress within an epoch, each epoch's metrics.
+    ``seq`` counts from 1 for each job, and is the event's id on ``GET /v1/jobs/{id}/events``. Each is
+    written in the transaction of the change it tells of, which also updates the job's row: writers of
+    one job take turns, so ``seq`` has no gaps."""
+
+    __tablename__ = "job_events"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(20))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class JobMetric(Base):
     __tablename__ = "job_metrics"
     __table_args__ = (UniqueConstraint("job_id", "epoch"),)

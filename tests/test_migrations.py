@@ -18,7 +18,7 @@ from service.migrate import downgrade, head_revision, upgrade
 from service.settings import Settings
 from service.tables import Base
 
-TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "models", "model_aliases", "api_keys",
+TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "job_events", "models", "model_aliases", "api_keys",
           "audit_events", "idempotent_requests"}
 
 

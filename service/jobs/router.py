@@ -3,8 +3,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+import orjson
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.pagination import PageLimit, PageOffset
 from service import idempotency
@@ -12,8 +16,8 @@ from service.auth import allow, principal_of
 from service.idempotency import IdempotencyKey
 from service.ratelimit import spend
 from service.keys.service import Scope
-from service.db import SessionDep
-from service.errors import errors, parse_id
+from service.db import SessionDep, session_scope
+from service.errors import InvalidInput, errors, parse_id
 from service.jobs import service
 from service.jobs.spec import JobSpec
 from service.jobs.schemas import EpochMetricsOut, JobOut, JobPage, MetricsOut
@@ -81,3 +85,38 @@ def get_metrics(job_id: JobId, session: SessionDep) -> MetricsOut:
 def cancel_job(job_id: JobId, session: SessionDep) -> JobOut:
     """A queued job never starts; a running one stops at its next batch and keeps the metrics it recorded."""
     return service.job_out(session, service.cancel_job(session, job_id))
+
+
+def _exists(job_id: uuid.UUID) -> None:
+    with session_scope() as session:
+        service.get_job(session, job_id)
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse, dependencies=[allow(Scope.train, Scope.read)],
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-Sent Events: `status`, `progress` and `epoch`, each with its "
+                                            "`id`; the stream ends after the final status."},
+                       **errors(404, 422)})
+async def job_events(job_id: JobId, request: Request,
+                     last_event_id: Annotated[str | None, Header(description="Resume after this event id (an "
+                                                                   "EventSource sends it when it reconnects).")] = None,
+                     after: Annotated[int | None, Query(ge=0, description="Resume after this event id, where "
+                                                        "the client cannot send Last-Event-ID.")] = None):
+    """The job's events as they happen, from its first (or after `Last-Event-ID`): every status change,
+    progress within an epoch a few times a second at most, and each epoch's metrics. A finished job's
+    stream replays its events and ends."""
+    last = after or 0
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidInput(f"Last-Event-ID {last_event_id!r} is not an event id; send the `id` of the last "
+                               "event received (a whole number), or leave it out to start from the first",
+                               details=[{"field": "Last-Event-ID", "message": "not a whole number"}])
+        last = int(last_event_id)
+    await run_in_threadpool(_exists, job_id)
+
+    async def stream():
+        async for seq, kind, data, at in request.app.state.events.watch(job_id, last):
+            yield ServerSentEvent(data=orjson.dumps({"seq": seq, "kind": kind, "time": at, **data}).decode(),
+                                  event=kind, id=str(seq))
+
+    return EventSourceResponse(stream(), ping=15)

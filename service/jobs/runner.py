@@ -14,7 +14,7 @@ import uuid
 from datetime import timedelta
 
 import torch
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, select, update
 
 from models.architectures import build_model
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes, tensor_to_bytes
@@ -24,12 +24,13 @@ from models.training import EpochMetrics, TrainConfig, TrainingCancelled, Traini
 from service import logs
 from service.artifacts import ArtifactStore, store_for
 from service.db import session_scope
+from service.jobs import events
 from service.jobs.plans import Plan, plan_for
 from service.jobs.spec import JobSpec
 from service.queue import enqueue_export, enqueue_job
 from service.registry import service as registry
 from service.settings import get_settings, worker_threads
-from service.tables import JobMetric, JobStatus, TrainingJob, utcnow
+from service.tables import JobMetric, JobStatus, TrainedModel, TrainingJob, utcnow
 from service.tracing import record_span, span
 from service.worker_metrics import metrics
 
@@ -68,7 +69,11 @@ def _claim(job_id: uuid.UUID, stale_after: timedelta) -> TrainingJob | None:
             .values(status=JobStatus.running, attempts=TrainingJob.attempts + 1, heartbeat_at=now,
                     started_at=func.coalesce(TrainingJob.started_at, now))
         ).rowcount
-        return session.get(TrainingJob, job_id) if claimed else None
+        if not claimed:
+            return None
+        job = session.get(TrainingJob, job_id)
+        events.status(session, job_id, JobStatus.running, attempt=job.attempts)
+        return job
 
 
 def _finish(job: TrainingJob, status: JobStatus, **values: object) -> None:
@@ -76,6 +81,8 @@ def _finish(job: TrainingJob, status: JobStatus, **values: object) -> None:
     try:
         with session_scope() as session:
             _update_ours(session, job, status=status, finished_at=utcnow(), heartbeat_at=None, **values)
+            events.status(session, job.id, status, **({"error": values["error"]} if values.get("error") else {}),
+                          **({"result": values["result"]} if values.get("result") else {}))
     except JobLost:
         log.warning("job %s: not marked %s; attempt %d no longer owns it", job.id, status.value, job.attempts)
 
@@ -93,14 +100,21 @@ class JobMonitor:
         self.job, self.every, self.shutting_down = job, every, shutting_down
         self.cancelled = False
         self.lost = False
+        self.step: tuple[int, int, int] | None = None  # (epoch, step, steps): set by the training loop
+        self._reported: tuple[int, int, int] | None = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat_forever, name=f"heartbeat-{job.id}", daemon=True)
 
     def beat(self) -> None:
-        """Write the heartbeat and read the cancel flag, under this delivery's attempt."""
+        """Write the heartbeat, and the progress within the epoch if it moved, and read the cancel flag, under
+        this delivery's attempt."""
+        step = self.step
         with session_scope() as session:
             cancel_requested = session.scalar(update(TrainingJob).where(_ours(self.job)).values(heartbeat_at=utcnow())
                                               .returning(TrainingJob.cancel_requested))
+            if cancel_requested is not None and step is not None and step != self._reported:
+                events.append(session, self.job.id, "progress", epoch=step[0], step=step[1], steps=step[2])
+                self._reported = step
         if cancel_requested is None:
             self.lost = True
         else:
@@ -122,6 +136,10 @@ class JobMonitor:
         self._stopped.set()
         self._thread.join()
 
+    def at_step(self, epoch: int, step: int, steps: int) -> None:
+        """The training loop, before each step: where it is (the heartbeat thread reports it)."""
+        self.step = (epoch, step, steps)
+
     def __call__(self) -> bool:
         if self.shutting_down.is_set():
             raise WorkerShutdown()
@@ -134,6 +152,7 @@ def _record_epoch(job: TrainingJob, metrics: EpochMetrics) -> None:
     with session_scope() as session:
         _update_ours(session, job, epochs_done=metrics.epoch, heartbeat_at=utcnow())
         session.add(JobMetric(job_id=job.id, **metrics.to_dict()))
+        events.append(session, job.id, "epoch", **metrics.to_dict())
 
 
 def _send_again(job_id: uuid.UUID, queue: str | None) -> None:
@@ -164,6 +183,8 @@ def _register(job: TrainingJob, spec: JobSpec, plan: Plan, model: torch.nn.Modul
     def succeed(session, result: dict) -> None:
         _update_ours(session, job, status=JobStatus.succeeded, finished_at=utcnow(), heartbeat_at=None,
                      result=result)
+        model_id = session.scalar(select(TrainedModel.id).where(TrainedModel.job_id == job.id))
+        events.status(session, job.id, JobStatus.succeeded, model_id=str(model_id), result=result)
 
     version = registry.NewVersion(
         name=spec.name or f"{job.dataset.name}-{config.architecture}", task=plan.task, job_id=job.id,
@@ -245,7 +266,7 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
         train_config = TrainConfig.from_dict(training.model_dump())
         with span("train", **{"trainserve.epochs": training.epochs}):
             fitted = fit(model, optimizer, plan.train, plan.validation, train_config, on_epoch=on_epoch,
-                         should_stop=monitor, resume=resume)
+                         should_stop=monitor, resume=resume, on_step=monitor.at_step)
         with span("evaluate"):
             report = plan.report(model, resolve_device(train_config.device), train_config.loss)
         report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early)
@@ -274,6 +295,9 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
         with session_scope() as session:
             requeued = session.execute(update(TrainingJob).where(_ours(job))
                                        .values(status=JobStatus.queued, heartbeat_at=None, enqueued_at=None)).rowcount
+            if requeued:
+                events.status(session, job_id, JobStatus.queued, reason="its worker stopped; it resumes from its "
+                              "last checkpoint")
         if requeued:
             _send_again(job_id, job.queue)
         log.info("job %s: worker shutting down; back in the queue, it resumes from its last checkpoint", job_id)

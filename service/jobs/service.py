@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.datasets.service import builtin_stats, resolve_dataset
 from service.errors import Conflict, InvalidInput, NotFound
+from service.jobs import events
 from service.jobs.spec import JobSpec
 from service.pagination import newest_first
 from service.ratelimit import RateLimited
@@ -35,6 +36,7 @@ def create_job(session: Session, spec: JobSpec, settings: Settings, key_id: uuid
                       status=JobStatus.queued, enqueued_at=utcnow(), queue=queue, key_id=key_id)
     session.add(job)
     session.flush()
+    events.status(session, job.id, JobStatus.queued)
     return job
 
 
@@ -99,7 +101,9 @@ def cancel_job(session: Session, job_id: uuid.UUID) -> TrainingJob:
         .where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.queued)
         .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=utcnow())
     ).rowcount
-    if not queued:
+    if queued:
+        events.status(session, job_id, JobStatus.cancelled)
+    else:
         session.execute(update(TrainingJob).where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.running)
                         .values(cancel_requested=True))
     session.refresh(job)
@@ -174,9 +178,12 @@ def jobs_to_resend(session: Session, now: datetime, stale_after: timedelta, max_
             job.error = (f"the worker running this job stopped responding {job.attempts} times (last heartbeat "
                          f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); check the worker logs for crashes or "
                          "out-of-memory kills, then submit the job again")
+            events.status(session, job.id, JobStatus.failed, error=job.error)
         else:
             job.status, job.enqueued_at = JobStatus.queued, None  # resend it in this same pass
             log.warning("job %s: worker silent since %s, queueing it again", job.id, job.heartbeat_at)
+            events.status(session, job.id, JobStatus.queued, reason="its worker went silent; it resumes from "
+                          "its last checkpoint")
     session.flush()
     query = select(TrainingJob.id, TrainingJob.queue, TrainingJob.created_at, TrainingJob.enqueued_at).where(
         TrainingJob.status == JobStatus.queued)

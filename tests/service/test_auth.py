@@ -39,6 +39,7 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("PUT", "/v1/models/{name}/aliases/{alias}"): {ADMIN}, ("DELETE", "/v1/models/{name}/aliases/{alias}"): {ADMIN},
     ("POST", "/v1/jobs"): {TRAIN}, ("GET", "/v1/jobs"): {TRAIN, READ}, ("GET", "/v1/jobs/{job_id}"): {TRAIN, READ},
     ("GET", "/v1/jobs/{job_id}/metrics"): {TRAIN, READ}, ("POST", "/v1/jobs/{job_id}/cancel"): {TRAIN},
+    ("GET", "/v1/jobs/{job_id}/events"): {TRAIN, READ},
     ("POST", "/v1/datasets"): {TRAIN}, ("POST", "/v1/datasets/import"): {TRAIN},
     ("GET", "/v1/datasets"): {TRAIN, READ}, ("GET", "/v1/datasets/{ref}"): {TRAIN, READ},
     ("DELETE", "/v1/datasets/{ref}"): {ADMIN},

@@ -1,0 +1,401 @@
+"""``trainserve``'s commands for a person at a terminal, or a script: they talk to a running API over HTTP.
+
+The API's address: ``--url``, else ``TRAINSERVE_URL``, else the config file's ``url``, else
+http://127.0.0.1:8000. The key: ``TRAINSERVE_API_KEY``, else the config file's ``key`` (none on
+loopback). The config file is ``$TRAINSERVE_CONFIG``, else ``~/.config/trainserve/config.toml``:
+
+    url = "https://trainserve.example.com"
+    key = "tsk_..."
+
+Every command takes ``--json``: the API's answer as JSON on stdout, for scripts. An error prints the API's
+message on stderr and exits 1; ``submit --follow`` and ``follow`` exit 0 when the job succeeded, 1 when it
+failed and 3 when it was cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3}
+COMMANDS = ("submit", "follow", "jobs", "show", "cancel", "datasets", "models", "predict", "forecast")
+
+
+class ApiError(Exception):
+    """What to print: the API's own message, or why the API could not be reached."""
+
+
+def _config() -> dict:
+    path = Path(os.environ.get("TRAINSERVE_CONFIG") or Path.home() / ".config" / "trainserve" / "config.toml")
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ApiError(f"{path}: not valid TOML ({exc}); it holds url = \"...\" and key = \"...\"") from None
+
+
+class Client:
+    def __init__(self, url: str | None = None, key: str | None = None, timeout: float = 60) -> None:
+        config = _config()
+        self.url = (url or os.environ.get("TRAINSERVE_URL") or config.get("url") or DEFAULT_URL).rstrip("/")
+        key = key or os.environ.get("TRAINSERVE_API_KEY") or config.get("key")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout,
+                                 headers={"Authorization": f"Bearer {key}"} if key else {})
+
+    def request(self, method: str, path: str, **kwargs) -> dict:
+        try:
+            r = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(f"cannot reach the API at {self.url} ({exc.__class__.__name__}: {exc}); is it running? "
+                           "(--url or TRAINSERVE_URL says where it is)") from None
+        if r.status_code >= 400:
+            raise ApiError(_message(r))
+        return r.json()
+
+    def events(self, job_id: str, after: int = 0) -> Iterator[dict]:
+        """The job's events until its final status; reconnects with Last-Event-ID when the stream drops."""
+        last, failures = after, 0
+        while True:
+            try:
+                with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=httpx.Timeout(60, read=60),
+                                      headers={"Last-Event-ID": str(last)}) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        raise ApiError(_message(r))
+                    failures = 0
+                    data = None
+                    for line in r.iter_lines():
+                        if line.startswith("data:"):
+                            data = json.loads(line[5:])
+                        elif not line and data is not None:
+                            last = data["seq"]
+                            yield data
+                            if data["kind"] == "status" and data["status"] in EXIT:
+                                return
+                            data = None
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > 5:
+                    raise ApiError(f"lost the event stream from {self.url} ({exc}); `trainserve follow {job_id}` "
+                                   "picks it up again") from None
+                time.sleep(min(2 ** failures, 10))
+
+
+def _message(r: httpx.Response) -> str:
+    try:
+        error = r.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {r.status_code} from {r.request.url}: {r.text[:300]}"
+    lines = [f"{error['message']} (HTTP {r.status_code})"]
+    lines += [f"  {d.get('field', '')}: {d.get('message', '')}" for d in error.get("details") or []
+              if d.get("message") and d.get("message") not in error["message"]]
+    return "\n".join(lines)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    _console()[0].print(table)
+
+
+def _spec(path: str) -> dict:
+    import yaml
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise ApiError(f"{path}: {exc.strerror}") from None
+    try:
+        spec = yaml.safe_load(text)  # YAML, and JSON (a subset of YAML)
+    except yaml.YAMLError as exc:
+        raise ApiError(f"{path}: not valid YAML or JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise ApiError(f"{path}: a job spec is a mapping (dataset, architecture, optimizer, training)")
+    return spec
+
+
+def _headline(result: dict | None) -> str:
+    if not result:
+        return ""
+    if "test_accuracy" in result:
+        return f"test accuracy {result['test_accuracy']:.4f}"
+    model = result.get("model") or {}
+    return f"test RMSE {model['rmse']:.4g}" if "rmse" in model else ""
+
+
+def follow(client: Client, job_id: str, as_json: bool) -> int:
+    """Show the job's events as they come: a progress bar per epoch and each epoch's metrics."""
+    if as_json:
+        final = None
+        for event in client.events(job_id):
+            print(json.dumps(event), flush=True)
+            final = event
+        return EXIT[final["status"]]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out, err = _console()
+    epochs = client.request("GET", f"/v1/jobs/{job_id}")["progress"]["epochs"]
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=out, transient=False) as bars:
+        task = None
+        for event in client.events(job_id):
+            if event["kind"] == "progress":
+                description = f"epoch {event['epoch']}/{epochs}"
+                if task is None or bars.tasks[task].description != description:
+                    task = bars.add_task(description, total=event["steps"])
+                bars.update(task, completed=event["step"])
+            elif event["kind"] == "epoch":
+                if task is not None:
+                    bars.update(task, completed=bars.tasks[task].total)
+                    task = None
+                parts = [f"epoch {event['epoch']}/{epochs}", f"train loss {event['train_loss']:.4f}"]
+                if event.get("val_loss") is not None:
+                    parts.append(f"val loss {event['val_loss']:.4f}")
+                if event.get("val_accuracy") is not None:
+                    parts.append(f"val accuracy {event['val_accuracy']:.4f}")
+                parts.append(f"{event['samples_per_second']:,.0f} samples/s")
+                bars.console.print("  ".join(parts))
+            elif event["status"] == "running":
+                bars.console.print(f"job {job_id}: running (attempt {event.get('attempt', 1)})")
+            elif event["status"] == "queued":
+                bars.console.print(f"job {job_id}: queued" + (f": {event['reason']}" if event.get("reason") else ""))
+            elif event["status"] == "succeeded":
+                bars.console.print(f"[green]job {job_id}: succeeded[/green] {_headline(event.get('result'))}; "
+                                   f"model {event.get('model_id')}")
+                return 0
+            elif event["status"] == "failed":
+                err.print(f"[red]job {job_id}: failed[/red]: {event.get('error')}")
+                return 1
+            elif event["status"] == "cancelled":
+                err.print(f"job {job_id}: cancelled")
+                return 3
+    return 1
+
+
+class _Reading:
+    """A file that moves a progress bar as httpx reads it for the upload."""
+
+    def __init__(self, path: Path, advance) -> None:
+        self.file, self.advance, self.name = path.open("rb"), advance, path.name
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.file.read(size)
+        self.advance(len(chunk))
+        return chunk
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def upload(client: Client, files: list[str], fields: dict, as_json: bool) -> dict:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    paths = [Path(f) for f in files]
+    for path in paths:
+        if not path.is_file():
+            raise ApiError(f"{path}: no such file")
+    total = sum(p.stat().st_size for p in paths)
+    with Progress("[bold]uploading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=_console()[1], disable=as_json) as bars:
+        task = bars.add_task("upload", total=total)
+        readers = [_Reading(p, lambda n: bars.advance(task, n)) for p in paths]
+        try:
+            return client.request("POST", "/v1/datasets", data=fields,
+                                  files=[("file", (r.name, r, "application/octet-stream")) for r in readers],
+                                  timeout=600)
+        finally:
+            for r in readers:
+                r.close()
+
+
+def _readings(path: str) -> tuple[list[str], dict[str, list]]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise ApiError(f"{path}: {exc.strerror}") from None
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise ApiError(f"{path}: a CSV with a header, a timestamp column first, then one column per series")
+    header, body = rows[0], [r for r in rows[1:] if r]
+    values = {name: [float(r[i]) if r[i] not in ("", "nan", "NaN") else None for r in body]
+              for i, name in enumerate(header) if i}
+    return [r[0] for r in body], values
+
+
+def add_commands(sub) -> None:
+    def command(name: str, help_: str, parent=sub):
+        p = parent.add_parser(name, help=help_)
+        p.add_argument("--url", help=f"the API (default TRAINSERVE_URL, the config file, or {DEFAULT_URL})")
+        p.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+        return p
+
+    p = command("submit", "submit a training job from a YAML or JSON spec file ('-': stdin)")
+    p.add_argument("spec")
+    p.add_argument("--follow", action="store_true", help="then show its progress until it ends; the exit code "
+                                                          "follows its outcome (0 succeeded, 1 failed, 3 cancelled)")
+    command("follow", "show a job's progress until it ends (exit code as submit --follow)").add_argument("job")
+    p = command("jobs", "list jobs, newest first")
+    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--limit", type=int, default=20)
+    command("show", "a job: status, progress, result").add_argument("job")
+    command("cancel", "cancel a job").add_argument("job")
+
+    datasets = sub.add_parser("datasets", help="upload and list datasets")
+    datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
+    p = command("upload", "upload a dataset file (two for MNIST IDX images and labels)", datasets_sub)
+    p.add_argument("files", nargs="+")
+    p.add_argument("--name", required=True)
+    p.add_argument("--description", default="")
+    p.add_argument("--field", action="append", default=[], metavar="KEY=VALUE",
+                   help="another form field of the upload (docs/datasets.md), e.g. --field kind=timeseries")
+    command("list", "datasets, built-in and uploaded", datasets_sub)
+
+    models = sub.add_parser("models", help="list models and move their aliases")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    command("list", "registered model versions", models_sub).add_argument("--name")
+    p = command("promote", "point NAME@ALIAS at a version", models_sub)
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p.add_argument("--alias", default="production")
+
+    p = command("predict", "classify digit images (PNG, JPEG)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", help="id, name, name@version or name@alias; default the newest classifier")
+    p.add_argument("--top-k", type=int, default=3)
+    p = command("forecast", "forecast from recent readings: a CSV with a timestamp column, then one per series")
+    p.add_argument("readings")
+    p.add_argument("--model", help="default the newest forecaster")
+    p.add_argument("--horizon", type=int)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args, Client(args.url))
+    except ApiError as exc:
+        print(f"trainserve: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, client: Client) -> int:
+    if args.command == "submit":
+        job = client.request("POST", "/v1/jobs", json=_spec(args.spec))
+        if not args.follow:
+            _print_json(job) if args.json else print(job["id"])
+            return 0
+        if not args.json:
+            print(f"job {job['id']}: submitted", file=sys.stderr)
+        return follow(client, job["id"], args.json)
+    if args.command == "follow":
+        return follow(client, args.job, args.json)
+    if args.command == "jobs":
+        page = client.request("GET", "/v1/jobs", params={"limit": args.limit,
+                                                          **({"status": args.status} if args.status else {})})
+        if args.json:
+            _print_json(page)
+        else:
+            _table(f"jobs ({page['total']} in all)", ["id", "status", "dataset", "architecture", "epoch", "created"],
+                   [[j["id"], j["status"], j["spec"]["dataset"], j["spec"]["architecture"]["type"],
+                     f"{j['progress']['epoch']}/{j['progress']['epochs']}", j["created_at"][:19]]
+                    for j in page["items"]])
+        return 0
+    if args.command in ("show", "cancel"):
+        job = client.request(*(("GET", f"/v1/jobs/{args.job}") if args.command == "show"
+                               else ("POST", f"/v1/jobs/{args.job}/cancel")))
+        if args.json:
+            _print_json(job)
+        else:
+            _table(f"job {job['id']}", ["field", "value"], [
+                ["status", job["status"]], ["dataset", job["spec"]["dataset"]],
+                ["architecture", job["spec"]["architecture"]["type"]],
+                ["progress", f"epoch {job['progress']['epoch']}/{job['progress']['epochs']}"],
+                ["result", _headline(job.get("result"))], ["error", job.get("error")],
+                ["model", (job.get("model") or {}).get("id")]])
+        return 0
+    if args.command == "datasets":
+        if args.datasets_command == "upload":
+            fields = {"name": args.name, "description": args.description}
+            for item in args.field:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ApiError(f"--field {item!r}: write it as KEY=VALUE")
+                fields[key] = value
+            row = upload(client, args.files, fields, args.json)
+            _print_json(row) if args.json else print(f"dataset {row['name']} version {row['version']}: {row['id']}")
+            return 0
+        page = client.request("GET", "/v1/datasets", params={"limit": 200})
+        if args.json:
+            _print_json(page)
+        else:
+            _table("datasets", ["name", "version", "kind", "size"],
+                   [[d["name"], d.get("version"), d.get("kind"), (d.get("stats") or {}).get("n_samples")]
+                    for d in page["items"]])
+        return 0
+    if args.command == "models":
+        if args.models_command == "promote":
+            alias = client.request("PUT", f"/v1/models/{args.name}/aliases/{args.alias}", json={"version": args.version})
+            _print_json(alias) if args.json else print(f"{args.name}@{args.alias} -> version {args.version}")
+            return 0
+        page = client.request("GET", "/v1/models", params={"limit": 200, **({"name": args.name} if args.name else {})})
+        if args.json:
+            _print_json(page)
+        else:
+            _table("models", ["name", "version", "task", "aliases", "id"],
+                   [[m["name"], m["version"], m.get("task"), ", ".join(m.get("aliases") or []), m["id"]]
+                    for m in page["items"]])
+        return 0
+    if args.command == "predict":
+        files = []
+        for image in args.images:
+            try:
+                files.append(("images", (Path(image).name, Path(image).read_bytes())))
+            except OSError as exc:
+                raise ApiError(f"{image}: {exc.strerror}") from None
+        answer = client.request("POST", "/predict", files=files,
+                                data={"top_k": str(args.top_k), **({"model": args.model} if args.model else {})})
+        if args.json:
+            _print_json(answer)
+        else:
+            _table(f"{answer['model']['name']} version {answer['model']['version']}", ["image", "label", "probability"],
+                   [[image, p["label"], f"{max(p['probabilities']):.3f}"]
+                    for image, p in zip(args.images, answer["predictions"])])
+        return 0
+    if args.command == "forecast":
+        timestamps, values = _readings(args.readings)
+        body = {"timestamps": timestamps, "values": values, **({"model": args.model} if args.model else {}),
+                **({"horizon": args.horizon} if args.horizon else {})}
+        answer = client.request("POST", "/forecast", json=body)
+        if args.json:
+            _print_json(answer)
+        else:
+            _table(f"{answer['target']}: {answer['model']['name']} version {answer['model']['version']} "
+                   f"({answer['interval']:.0%} interval)", ["timestamp", "forecast", "lower", "upper"],
+                   [[p["timestamp"], f"{p['value']:.4g}", f"{p['lower']:.4g}", f"{p['upper']:.4g}"]
+                    for p in answer["forecast"]])
+        return 0
+    raise AssertionError(args.command)

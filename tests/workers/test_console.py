@@ -1,0 +1,105 @@
+"""The terminal client (`trainserve submit`, `follow`, `jobs`, ...) against a live API and worker: what it
+prints, its JSON, and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from tests.datafiles import digits, npz, png
+from tests.helpers import LOGREG_SPEC
+from tests.stack import CLI
+
+pytestmark = pytest.mark.slow
+
+
+def cli(stack, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**stack.env, "TRAINSERVE_URL": stack.base_url, "TRAINSERVE_CONFIG": "/nonexistent", "COLUMNS": "200"}
+    done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("specs") / "logreg.yaml"
+    path.write_text(yaml.safe_dump({**LOGREG_SPEC, "training": {**LOGREG_SPEC["training"], "epochs": 3}}))
+    return path
+
+
+def test_submit_follow_shows_each_epoch_and_exits_0_when_the_job_succeeds(embedded_stack, spec_file):
+    done = cli(embedded_stack, "submit", str(spec_file), "--follow")
+    assert done.returncode == 0, done.stderr
+    assert "epoch 3/3" in done.stdout and "train loss" in done.stdout
+    assert "succeeded" in done.stdout and "test accuracy 0.9" in done.stdout
+
+
+def test_json_for_scripts(embedded_stack, spec_file):
+    job = json.loads(cli(embedded_stack, "submit", str(spec_file), "--json", check=True).stdout)
+    lines = [json.loads(line) for line in cli(embedded_stack, "follow", job["id"], "--json", check=True).stdout.splitlines()]
+    assert lines[0]["kind"] == "status" and lines[-1]["status"] == "succeeded"
+    assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
+    shown = json.loads(cli(embedded_stack, "show", job["id"], "--json", check=True).stdout)
+    assert shown["status"] == "succeeded" and shown["result"]["test_accuracy"] > 0.9
+    listed = json.loads(cli(embedded_stack, "jobs", "--status", "succeeded", "--json", check=True).stdout)
+    assert job["id"] in [j["id"] for j in listed["items"]]
+    table = cli(embedded_stack, "jobs", check=True).stdout
+    assert job["id"][:8] in table and "succeeded" in table
+
+
+def test_a_failed_job_exits_1_with_its_error(embedded_stack, tmp_path):
+    diverging = {**LOGREG_SPEC, "architecture": {"type": "mlp", "hidden_sizes": [400, 200]},
+                 "optimizer": {"type": "sgd", "momentum": 0.99},
+                 "training": {"epochs": 3, "batch_size": 16, "learning_rate": 10.0, "seed": 0}}
+    (tmp_path / "bad.json").write_text(json.dumps(diverging))
+    done = cli(embedded_stack, "submit", str(tmp_path / "bad.json"), "--follow")
+    assert done.returncode == 1 and "failed" in done.stderr and "loss" in done.stderr
+
+
+def test_a_cancelled_job_exits_3(embedded_stack, tmp_path):
+    long = {**LOGREG_SPEC, "training": {**LOGREG_SPEC["training"], "epochs": 1000, "batch_size": 8}}
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(long))
+    job_id = cli(embedded_stack, "submit", str(tmp_path / "long.yaml"), check=True).stdout.strip()
+    cancelled = json.loads(cli(embedded_stack, "cancel", job_id, "--json", check=True).stdout)
+    assert cancelled["id"] == job_id
+    assert cli(embedded_stack, "follow", job_id).returncode == 3
+
+
+def test_datasets_models_and_predict(embedded_stack, spec_file, tmp_path):
+    x, y = digits(400)
+    (tmp_path / "digits.npz").write_bytes(npz(x, y))
+    row = json.loads(cli(embedded_stack, "datasets", "upload", str(tmp_path / "digits.npz"), "--name", "cli-digits",
+                         "--json", check=True).stdout)
+    assert row["name"] == "cli-digits"
+    listed = json.loads(cli(embedded_stack, "datasets", "list", "--json", check=True).stdout)
+    assert "cli-digits" in [d["name"] for d in listed["items"]]
+
+    job = json.loads(cli(embedded_stack, "submit", str(spec_file), "--json", check=True).stdout)
+    assert cli(embedded_stack, "follow", job["id"]).returncode == 0
+    model = json.loads(cli(embedded_stack, "show", job["id"], "--json", check=True).stdout)["model"]
+    models = json.loads(cli(embedded_stack, "models", "list", "--name", model["name"], "--json", check=True).stdout)
+    version = next(m["version"] for m in models["items"] if m["id"] == model["id"])
+    assert cli(embedded_stack, "models", "promote", model["name"], str(version), "--alias", "production",
+               check=True).stdout.strip() == f"{model['name']}@production -> version {version}"
+
+    zero, one = x[y == 0][0], x[y == 1][0]
+    for name, image in (("zero.png", zero), ("one.png", one)):
+        (tmp_path / name).write_bytes(png(image))
+    answer = json.loads(cli(embedded_stack, "predict", str(tmp_path / "zero.png"), str(tmp_path / "one.png"),
+                            "--model", f"{model['name']}@production", "--json", check=True).stdout)
+    assert [p["label"] for p in answer["predictions"]] == [0, 1]
+
+
+def test_errors_print_the_api_s_message_and_exit_1(embedded_stack, tmp_path):
+    missing = cli(embedded_stack, "show", "00000000-0000-0000-0000-000000000000")
+    assert missing.returncode == 1 and "no job with id" in missing.stderr
+    (tmp_path / "wrong.yaml").write_text(yaml.safe_dump({**LOGREG_SPEC, "architecture": {"type": "transformer"}}))
+    refused = cli(embedded_stack, "submit", str(tmp_path / "wrong.yaml"))
+    assert refused.returncode == 1 and "422" in refused.stderr and "architecture" in refused.stderr
+    nowhere = cli(embedded_stack, "jobs", "--url", "http://127.0.0.1:9")
+    assert nowhere.returncode == 1 and "cannot reach the API at http://127.0.0.1:9" in nowhere.stderr
+    assert cli(embedded_stack, "submit", str(tmp_path / "none.yaml")).returncode == 1
