@@ -68,11 +68,15 @@ clean:
 # service/static/vendor: Swagger UI and ReDoc for /docs and /redoc, served from the package (no CDN).
 SWAGGER_UI_VERSION := 5.35.0
 REDOC_VERSION := 2.5.4
+UPLOT_VERSION := 1.6.32
 vendor-ui:
-	rm -rf .vendor-ui && mkdir .vendor-ui && cd .vendor-ui && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) redoc@$(REDOC_VERSION) >/dev/null
-	cd .vendor-ui && tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz --one-top-level=swagger && tar xzf redoc-$(REDOC_VERSION).tgz --one-top-level=redoc
+	rm -rf .vendor-ui && mkdir .vendor-ui && cd .vendor-ui && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) redoc@$(REDOC_VERSION) \
+		uplot@$(UPLOT_VERSION) >/dev/null
+	cd .vendor-ui && tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz --one-top-level=swagger && \
+		tar xzf redoc-$(REDOC_VERSION).tgz --one-top-level=redoc && tar xzf uplot-$(UPLOT_VERSION).tgz --one-top-level=uplot
 	cd .vendor-ui/swagger/package && cp swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css favicon-32x32.png \
 		LICENSE NOTICE ../../../service/static/vendor/swagger-ui/
 	cd .vendor-ui/redoc/package && cp bundles/redoc.standalone.js bundles/redoc.standalone.js.LICENSE.txt LICENSE \
 		../../../service/static/vendor/redoc/
+	cd .vendor-ui/uplot/package && cp dist/uPlot.iife.min.js dist/uPlot.min.css LICENSE ../../../service/static/vendor/uplot/
 	rm -rf .vendor-ui

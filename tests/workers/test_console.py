@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -103,3 +104,11 @@ def test_errors_print_the_api_s_message_and_exit_1(embedded_stack, tmp_path):
     nowhere = cli(embedded_stack, "jobs", "--url", "http://127.0.0.1:9")
     assert nowhere.returncode == 1 and "cannot reach the API at http://127.0.0.1:9" in nowhere.stderr
     assert cli(embedded_stack, "submit", str(tmp_path / "none.yaml")).returncode == 1
+
+
+def test_the_readme_s_example_spec_trains(embedded_stack):
+    example = Path(__file__).resolve().parents[2] / "examples" / "digits-mlp.yaml"
+    done = cli(embedded_stack, "submit", str(example), "--follow")
+    assert done.returncode == 0, done.stderr
+    accuracy = float(done.stdout.split("test accuracy ")[1].split(";")[0])
+    assert accuracy > 0.9, done.stdout

@@ -1,0 +1,399 @@
+// trainserve's dashboard: plain JavaScript over the API, charts by uPlot (service/static/vendor). Every URL is
+// relative to the page, so it works behind an ingress path prefix; nothing is fetched from elsewhere.
+"use strict";
+
+const API = new URL("..", location.href);
+const KEY = "trainserve-api-key";
+const FINAL = ["succeeded", "failed", "cancelled"];
+const main = document.getElementById("main");
+let cleanups = [];
+
+// ---------------------------------------------------------------------------------------------- the API
+function authHeaders(extra) {
+  const headers = Object.assign({}, extra || {});
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.Authorization = "Bearer " + key;
+  return headers;
+}
+
+async function api(path, options) {
+  options = options || {};
+  const response = await fetch(new URL(path, API), Object.assign({}, options, {headers: authHeaders(options.headers)}));
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (_) { body = text; }
+  if (!response.ok) {
+    const error = new Error(body && body.error && body.error.message ? body.error.message : "HTTP " + response.status);
+    error.status = response.status;
+    error.details = (body && body.error && body.error.details) || [];
+    throw error;
+  }
+  return body;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A job's Server-Sent Events through fetch (EventSource cannot send the API key), resumed with
+// Last-Event-ID when the connection drops; ends after the final status.
+async function* jobEvents(jobId, signal) {
+  let last = 0, failures = 0;
+  for (;;) {
+    try {
+      const response = await fetch(new URL("v1/jobs/" + jobId + "/events", API), {signal,
+        headers: authHeaders({"Last-Event-ID": String(last), Accept: "text/event-stream"})});
+      if (!response.ok) throw Object.assign(new Error("events: HTTP " + response.status), {final: true});
+      failures = 0;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buffer = (buffer + value).replace(/\r\n/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+          if (!data) continue;
+          const event = JSON.parse(data);
+          last = event.seq;
+          yield event;
+          if (event.kind === "status" && FINAL.includes(event.status)) return;
+        }
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      if (error.final || ++failures > 5) throw error;
+      await sleep(1000 * failures);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------ helpers
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function toast(message) {
+  const box = document.getElementById("toast");
+  box.textContent = message;
+  box.classList.add("show");
+  clearTimeout(box.timer);
+  box.timer = setTimeout(() => box.classList.remove("show"), 4000);
+}
+
+function fmt(value, digits) {
+  return value === null || value === undefined ? "" : Number(value).toFixed(digits === undefined ? 4 : digits);
+}
+
+function every(ms, fn) {
+  let stopped = false;
+  (async () => { while (!stopped) { try { await fn(); } catch (e) { toast(e.message); } await sleep(ms); } })();
+  cleanups.push(() => { stopped = true; });
+}
+
+function abortable() {
+  const controller = new AbortController();
+  cleanups.push(() => controller.abort());
+  return controller.signal;
+}
+
+// ------------------------------------------------------------------------------------------ jobs
+async function jobsPage() {
+  const filter = el("select", {id: "status-filter", "aria-label": "status"},
+    ["", "queued", "running", "succeeded", "failed", "cancelled"].map((s) => el("option", {value: s}, s || "every status")));
+  const body = el("tbody");
+  main.replaceChildren(el("h1", {}, "Jobs"),
+    el("p", {}, el("label", {}, "Show ", filter), " ", el("a", {href: "#/new"}, "New job")),
+    el("div", {class: "scroll"}, el("table", {id: "jobs"},
+      el("thead", {}, el("tr", {}, ["Job", "Status", "Dataset", "Architecture", "Progress", "Created", ""]
+        .map((h, i) => el("th", {class: i === 5 ? "hide-narrow" : null}, h)))), body)));
+  const load = async () => {
+    const page = await api("v1/jobs?limit=50" + (filter.value ? "&status=" + filter.value : ""));
+    body.replaceChildren(...page.items.map((job) => {
+      const p = job.progress;
+      const cancel = FINAL.includes(job.status) ? "" : el("button", {class: "danger", onclick: async () => {
+        try { await api("v1/jobs/" + job.id + "/cancel", {method: "POST"}); toast("cancelling " + job.id.slice(0, 8)); load(); }
+        catch (e) { toast(e.message); } }}, "Cancel");
+      return el("tr", {"data-job": job.id},
+        el("td", {}, el("a", {href: "#/jobs/" + job.id}, job.id.slice(0, 8))),
+        el("td", {class: "status " + job.status}, job.status),
+        el("td", {}, job.spec.dataset), el("td", {}, job.spec.architecture.type),
+        el("td", {}, el("progress", {max: p.epochs, value: p.epoch, "aria-label": "epoch " + p.epoch + " of " + p.epochs}),
+          " " + p.epoch + "/" + p.epochs),
+        el("td", {class: "hide-narrow"}, new Date(job.created_at).toLocaleString()), el("td", {}, cancel));
+    }));
+    if (!page.items.length) body.replaceChildren(el("tr", {}, el("td", {colspan: 7, class: "muted"}, "No jobs yet.")));
+  };
+  filter.addEventListener("change", load);
+  every(2000, load);
+}
+
+function lineChart(container, title, series) {
+  const width = () => Math.max(280, container.clientWidth - 8);
+  const plot = new uPlot({title, width: width(), height: 240, scales: {x: {time: false}},
+    axes: [{label: "epoch"}, {}],
+    series: [{label: "epoch"}].concat(series.map((s) => ({label: s.label, stroke: s.color, width: 2, points: {show: true}})))},
+    [[]].concat(series.map(() => [])), container);
+  const resize = () => plot.setSize({width: width(), height: 240});
+  window.addEventListener("resize", resize);
+  cleanups.push(() => { window.removeEventListener("resize", resize); plot.destroy(); });
+  return plot;
+}
+
+function heatmap(matrix) {
+  const max = Math.max(1, ...matrix.flat());
+  return el("table", {class: "heat", id: "confusion-matrix", "aria-label": "confusion matrix: rows are the true class, columns the predicted one"},
+    el("thead", {}, el("tr", {}, el("th", {}, "true \\ predicted"), matrix.map((_, j) => el("th", {}, j)))),
+    el("tbody", {}, matrix.map((row, i) => el("tr", {}, el("th", {}, i), row.map((v, j) => {
+      const share = v / max;
+      return el("td", {title: "true " + i + ", predicted " + j + ": " + v,
+        style: "background: rgba(31,111,235," + share.toFixed(3) + "); color: " + (share > .55 ? "#fff" : "inherit")}, v);
+    })))));
+}
+
+async function jobPage(id) {
+  const signal = abortable();
+  const job = await api("v1/jobs/" + id);
+  const status = el("span", {class: "status " + job.status, id: "job-status"}, job.status);
+  const epochBar = el("progress", {max: job.progress.epochs, value: job.progress.epoch, "aria-label": "epochs"});
+  const stepBar = el("progress", {max: 1, value: 0, "aria-label": "steps of this epoch"});
+  const stepText = el("span", {class: "muted"});
+  const cancel = el("button", {class: "danger", onclick: async () => {
+    try { await api("v1/jobs/" + id + "/cancel", {method: "POST"}); toast("cancel asked"); } catch (e) { toast(e.message); } }}, "Cancel");
+  const lossBox = el("div", {class: "chart", id: "loss-chart", "data-points": "0"});
+  const accBox = el("div", {class: "chart", id: "accuracy-chart"});
+  const epochRows = el("tbody");
+  const result = el("div", {id: "result"});
+  main.replaceChildren(
+    el("h1", {}, "Job " + id.slice(0, 8), " ", status),
+    el("div", {class: "card"}, el("div", {}, "Epoch ", epochBar, el("span", {id: "epoch-text"}, " " + job.progress.epoch + "/" + job.progress.epochs)),
+      el("div", {}, "This epoch ", stepBar, " ", stepText), FINAL.includes(job.status) ? "" : cancel),
+    el("div", {class: "row"}, el("div", {class: "card"}, lossBox), el("div", {class: "card"}, accBox)),
+    result,
+    el("h2", {}, "Epochs"),
+    el("div", {class: "scroll"}, el("table", {}, el("thead", {}, el("tr", {},
+      ["epoch", "train loss", "val loss", "val accuracy", "learning rate", "samples/s", "seconds"].map((h) => el("th", {}, h)))), epochRows)),
+    el("h2", {}, "Spec"), el("pre", {}, JSON.stringify(job.spec, null, 2)));
+  const loss = lineChart(lossBox, "Loss", [{label: "train", color: "#1f6feb"}, {label: "validation", color: "#e36209"}]);
+  const acc = lineChart(accBox, "Validation accuracy", [{label: "validation accuracy", color: "#1b7f3b"}]);
+  const data = {epoch: [], train: [], val: [], acc: []};
+  for await (const event of jobEvents(id, signal)) {
+    if (event.kind === "progress") {
+      stepBar.max = event.steps; stepBar.value = event.step; stepText.textContent = event.step + "/" + event.steps + " steps";
+    } else if (event.kind === "epoch") {
+      data.epoch.push(event.epoch); data.train.push(event.train_loss); data.val.push(event.val_loss); data.acc.push(event.val_accuracy);
+      loss.setData([data.epoch, data.train, data.val]);
+      acc.setData([data.epoch, data.acc]);
+      lossBox.dataset.points = String(data.epoch.length);
+      epochBar.value = event.epoch;
+      stepBar.value = stepBar.max;  // the epoch is done, whatever the last progress report said
+      stepText.textContent = "";
+      document.getElementById("epoch-text").textContent = " " + event.epoch + "/" + job.progress.epochs;
+      epochRows.append(el("tr", {}, [event.epoch, fmt(event.train_loss), fmt(event.val_loss), fmt(event.val_accuracy),
+        fmt(event.learning_rate, 5), Math.round(event.samples_per_second).toLocaleString(), fmt(event.seconds, 2)]
+        .map((v) => el("td", {}, v))));
+    } else if (event.kind === "status") {
+      status.textContent = event.status; status.className = "status " + event.status;
+      if (FINAL.includes(event.status)) cancel.remove();
+      if (event.status === "failed") result.replaceChildren(el("p", {class: "error card"}, event.error));
+      if (event.status === "succeeded") showResult(result, event.result || {}, event.model_id);
+    }
+  }
+}
+
+function showResult(box, result, modelId) {
+  const parts = [el("h2", {}, "Result")];
+  if (result.test_accuracy !== undefined) parts.push(el("p", {}, "Test accuracy ", el("strong", {id: "test-accuracy"}, fmt(result.test_accuracy))));
+  if (modelId) parts.push(el("p", {}, "Model ", el("code", {}, modelId)));
+  if (result.confusion_matrix) parts.push(el("h2", {}, "Confusion matrix"), el("div", {class: "scroll"}, heatmap(result.confusion_matrix)));
+  if (result.per_class) parts.push(el("h2", {}, "Per class"), el("div", {class: "scroll"}, el("table", {id: "per-class"},
+    el("thead", {}, el("tr", {}, ["class", "precision", "recall", "F1", "support"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, result.per_class.map((c) => el("tr", {}, [c.class, fmt(c.precision, 3), fmt(c.recall, 3), fmt(c.f1, 3), c.support]
+      .map((v) => el("td", {}, v))))))));
+  box.replaceChildren(...parts);
+}
+
+// ------------------------------------------------------------------------------------------ new job
+function resolve(schemas, node) {
+  while (node && node.$ref) node = schemas[node.$ref.split("/").pop()];
+  return node || {};
+}
+
+function inputFor(path, prop) {
+  const attrs = {id: "f-" + path, name: path, "aria-describedby": "e-" + path};
+  let input;
+  if (prop.enum) input = el("select", attrs, prop.enum.map((v) => el("option", {value: v, selected: v === prop.default}, v)));
+  else if (prop.type === "boolean") input = el("input", Object.assign(attrs, {type: "checkbox", checked: prop.default === true}));
+  else if (prop.type === "integer" || prop.type === "number") {
+    input = el("input", Object.assign(attrs, {type: "number", step: prop.type === "integer" ? "1" : "any",
+      min: prop.minimum ?? prop.exclusiveMinimum, max: prop.maximum, value: prop.default ?? ""}));
+  } else if (prop.type === "array") input = el("input", Object.assign(attrs, {value: (prop.default || []).join(", "), placeholder: "comma-separated"}));
+  else input = el("input", Object.assign(attrs, {value: prop.default ?? ""}));
+  input.dataset.kind = prop.type || (prop.enum ? "string" : "string");
+  return el("div", {class: "field", "data-field": path}, el("label", {for: "f-" + path}, path.split(".").pop().replace(/_/g, " ")),
+    input, el("span", {class: "error", id: "e-" + path}));
+}
+
+function simple(prop) {
+  return prop.enum || ["integer", "number", "boolean", "string"].includes(prop.type) ||
+    (prop.type === "array" && prop.items && ["integer", "number"].includes(prop.items.type));
+}
+
+function fieldsOf(schemas, node, prefix) {
+  const props = resolve(schemas, node).properties || {};
+  return Object.entries(props).filter(([name, p]) => name !== "type" && simple(flatten(schemas, p)))
+    .map(([name, p]) => inputFor(prefix + "." + name, flatten(schemas, p)));
+}
+
+function flatten(schemas, prop) {
+  prop = resolve(schemas, prop);
+  if (prop.anyOf) {  // Optional[...]: the non-null option, with the default
+    const option = prop.anyOf.map((o) => resolve(schemas, o)).find((o) => o.type !== "null");
+    return Object.assign({}, option || {}, {default: prop.default});
+  }
+  return prop;
+}
+
+async function newJobPage() {
+  const [openapi, datasets] = await Promise.all([api("openapi.json"), api("v1/datasets?limit=200")]);
+  const schemas = openapi.components.schemas;
+  const spec = schemas.JobSpec.properties;
+  const form = el("form", {id: "job-form", novalidate: true});
+  const general = el("p", {class: "error", id: "form-error", role: "alert"});
+  const dataset = el("div", {class: "field", "data-field": "dataset"}, el("label", {for: "f-dataset"}, "dataset"),
+    el("select", {id: "f-dataset", name: "dataset"}, datasets.items.map((d) => el("option", {value: d.name}, d.name))),
+    el("span", {class: "error", id: "e-dataset"}));
+  const union = (name) => {
+    const mapping = spec[name].discriminator.mapping;
+    const preferred = {architecture: "mlp", optimizer: "adam"}[name];
+    const select = el("select", {id: "f-" + name + ".type", name: name + ".type"},
+      Object.keys(mapping).map((t) => el("option", {value: t, selected: t === preferred}, t)));
+    const options = el("div", {class: "grid"});
+    const show = () => options.replaceChildren(...fieldsOf(schemas, {$ref: mapping[select.value]}, name));
+    select.addEventListener("change", show);
+    show();
+    return el("fieldset", {class: "card"}, el("legend", {}, name),
+      el("div", {class: "field", "data-field": name}, el("label", {for: "f-" + name + ".type"}, "type"), select,
+        el("span", {class: "error", id: "e-" + name})), options);
+  };
+  const training = el("fieldset", {class: "card"}, el("legend", {}, "training"), el("div", {class: "grid"}, fieldsOf(schemas, spec.training, "training")));
+  form.append(general, el("div", {class: "grid"}, dataset, inputFor("name", flatten(schemas, spec.name))), union("architecture"),
+    union("optimizer"), training, el("button", {type: "submit", class: "primary"}, "Submit"));
+  main.replaceChildren(el("h1", {}, "New job"), form);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    for (const box of form.querySelectorAll(".error")) box.textContent = "";
+    const body = {};
+    for (const input of form.querySelectorAll("[name]")) {
+      let value = input.type === "checkbox" ? input.checked : input.value.trim();
+      if (value === "") continue;
+      if (input.dataset.kind === "integer" || input.dataset.kind === "number") value = Number(value);
+      if (input.dataset.kind === "array") value = value.split(",").map((v) => Number(v.trim())).filter((v) => !Number.isNaN(v));
+      const keys = input.name.split(".");
+      let target = body;
+      for (const key of keys.slice(0, -1)) target = target[key] = target[key] || {};
+      target[keys[keys.length - 1]] = value;
+    }
+    try {
+      const job = await api("v1/jobs", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+      location.hash = "#/jobs/" + job.id;
+    } catch (error) {
+      let placed = false;
+      for (const d of error.details) {
+        let path = (d.field || "").split(".");
+        while (path.length) {  // the field, or the nearest part of the form that holds it
+          const box = document.getElementById("e-" + path.join("."));
+          if (box) { box.textContent = d.message; placed = true; break; }
+          path = path.slice(0, -1);
+        }
+      }
+      general.textContent = placed ? "" : error.message;
+      (form.querySelector(".error:not(:empty)") || general).scrollIntoView({block: "center"});
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------ draw a digit
+async function drawPage() {
+  const models = await api("v1/models?limit=200");
+  const classifiers = models.items.filter((m) => m.task === "classification");
+  const select = el("select", {id: "model", "aria-label": "classifier"},
+    classifiers.map((m) => el("option", {value: m.id}, m.name + " v" + m.version)));
+  const canvas = el("canvas", {id: "canvas", width: 280, height: 280, tabindex: 0, "aria-label": "drawing area: draw a digit with the mouse, a pen or a finger"});
+  const bars = el("div", {class: "bars", id: "probabilities"});
+  const label = el("p", {id: "prediction", "aria-live": "polite"});
+  const clear = el("button", {type: "button", onclick: () => {
+    reset(); bars.replaceChildren(); label.textContent = ""; delete label.dataset.label; }}, "Clear");
+  main.replaceChildren(el("h1", {}, "Draw a digit"),
+    classifiers.length ? "" : el("p", {class: "error"}, "No classifier yet: train one first (New job)."),
+    el("div", {class: "row"}, el("div", {}, el("p", {}, el("label", {}, "Classifier ", select)), canvas, el("p", {}, clear)),
+      el("div", {class: "card"}, label, bars)));
+  const ctx = canvas.getContext("2d");
+  const reset = () => { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, 280, 280); };
+  reset();
+  ctx.lineWidth = 22; ctx.lineCap = "round"; ctx.lineJoin = "round"; ctx.strokeStyle = "#000";
+  let drawing = false, timer = null;
+  const at = (e) => { const r = canvas.getBoundingClientRect(); return [(e.clientX - r.left) * 280 / r.width, (e.clientY - r.top) * 280 / r.height]; };
+  const classify = () => { clearTimeout(timer); timer = setTimeout(send, 250); };
+  canvas.addEventListener("pointerdown", (e) => { drawing = true; canvas.setPointerCapture(e.pointerId); ctx.beginPath(); ctx.moveTo(...at(e)); });
+  canvas.addEventListener("pointermove", (e) => { if (!drawing) return; ctx.lineTo(...at(e)); ctx.stroke(); classify(); });
+  canvas.addEventListener("pointerup", () => { drawing = false; classify(); });
+  async function send() {
+    if (!select.value) return;
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    const body = new FormData();
+    body.append("images", blob, "digit.png");
+    body.append("model", select.value);
+    body.append("top_k", "3");
+    try {
+      const answer = await api("predict", {method: "POST", body});
+      const p = answer.predictions[0];
+      label.textContent = "Predicted: " + p.label;
+      label.dataset.label = String(p.label);
+      bars.replaceChildren(...p.probabilities.flatMap((v, i) => [el("span", {}, i),
+        el("div", {class: "bar" + (i === p.label ? " top" : ""), style: "width: " + (100 * v).toFixed(1) + "%", role: "img", "aria-label": i + ": " + (100 * v).toFixed(1) + "%"}),
+        el("span", {}, (100 * v).toFixed(1) + "%")]));
+    } catch (e) { toast(e.message); }
+  }
+}
+
+// ------------------------------------------------------------------------------------------ routing
+const routes = [[/^#\/jobs\/([0-9a-f-]{36})$/, jobPage], [/^#\/new$/, newJobPage], [/^#\/draw$/, drawPage], [/^(#\/jobs)?$/, jobsPage]];
+
+async function route() {
+  for (const stop of cleanups) stop();
+  cleanups = [];
+  const hash = location.hash || "#/jobs";
+  for (const link of document.querySelectorAll("nav a")) link.toggleAttribute("aria-current", hash.startsWith(link.getAttribute("href")));
+  for (const link of document.querySelectorAll("nav a[aria-current]")) link.setAttribute("aria-current", "page");
+  for (const [pattern, page] of routes) {
+    const match = hash.match(pattern);
+    if (match) {
+      try { await page(...match.slice(1)); } catch (e) { main.replaceChildren(el("p", {class: "error"}, e.message)); }
+      main.focus();
+      return;
+    }
+  }
+  main.replaceChildren(el("p", {}, "No such page. ", el("a", {href: "#/jobs"}, "Jobs")));
+}
+
+const keyInput = document.getElementById("api-key");
+keyInput.value = sessionStorage.getItem(KEY) || "";
+document.getElementById("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (keyInput.value.trim()) sessionStorage.setItem(KEY, keyInput.value.trim()); else sessionStorage.removeItem(KEY);
+  toast(keyInput.value.trim() ? "key kept for this tab" : "key forgotten");
+  route();
+});
+window.addEventListener("hashchange", route);
+route();

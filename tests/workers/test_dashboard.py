@@ -1,0 +1,135 @@
+"""The dashboard (/ui/) in a real browser (tests/browser.py) against a live API and worker, with every
+request beyond the API refused: submit a job from the form and watch its curve gain points, its confusion
+matrix, the form's own validation messages from the API, live status and cancel in the jobs list, drawing
+digits on the canvas, and the pages at 390 pixels wide. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from tests.browser import browser, offline_page, screenshot  # noqa: F401  (browser: a fixture)
+from tests.helpers import LOGREG_SPEC
+
+pytestmark = pytest.mark.slow
+JOB_PAGE = "/^#\\/jobs\\/[0-9a-f-]{36}$/.test(location.hash)"
+
+
+@pytest.fixture(scope="module")
+def trained(embedded_stack, browser):
+    """A job submitted from the form (an MLP on digits, 8 epochs), watched to its end; its id."""
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/new")
+    page.select_option("#f-dataset", "digits")
+    page.select_option("[id='f-architecture.type']", "mlp")
+    page.fill("[id='f-architecture.hidden_sizes']", "128, 64")
+    page.fill("[id='f-training.epochs']", "8")
+    page.click("#job-form button[type=submit]")
+    page.wait_for_function(JOB_PAGE, timeout=30_000)
+    job_id = page.evaluate("location.hash.split('/').pop()")
+    # The curve gains points while the job trains, one per epoch, then the result arrives.
+    page.wait_for_function("Number(document.querySelector('#loss-chart')?.dataset.points || 0) >= 1", timeout=120_000)
+    seen = [int(page.locator("#loss-chart").get_attribute("data-points"))]
+    page.wait_for_selector("#confusion-matrix", timeout=180_000)
+    seen.append(int(page.locator("#loss-chart").get_attribute("data-points")))
+    page.trained_points = seen
+    assert page.locator("#job-status").text_content() == "succeeded"
+    screenshot(page, "dashboard-job")
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+    page.job_id = job_id
+    return page
+
+
+def test_a_job_from_the_form_draws_its_curve_and_its_confusion_matrix(trained, embedded_stack):
+    page = trained
+    first, last = page.trained_points
+    assert last == 8 and first <= last, page.trained_points
+    job = embedded_stack.http.get(f"/v1/jobs/{page.job_id}").json()
+    assert job["spec"]["architecture"] == {**job["spec"]["architecture"], "type": "mlp", "hidden_sizes": [128, 64]}
+    assert job["spec"]["training"]["epochs"] == 8
+    matrix = job["result"]["confusion_matrix"]
+    cells = page.locator("#confusion-matrix tbody td")
+    assert cells.count() == 100 and [int(c) for c in cells.all_text_contents()] == [v for row in matrix for v in row]
+    assert page.locator("#per-class tbody tr").count() == 10
+    assert float(page.locator("#test-accuracy").text_content()) == pytest.approx(job["result"]["test_accuracy"], abs=1e-4)
+
+
+def test_the_form_shows_the_api_s_validation_messages_beside_the_fields(embedded_stack, browser):
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/new")
+    page.fill("[id='f-training.epochs']", "0")
+    page.click("#job-form button[type=submit]")
+    message = page.locator("[id='e-training.epochs']")
+    message.wait_for(timeout=10_000)
+    page.wait_for_function("document.getElementById('e-training.epochs').textContent !== ''")
+    assert "greater than or equal to 1" in message.text_content()
+    assert "#/new" in page.url, "a refused job stays on the form"
+
+
+def test_the_jobs_list_shows_live_status_and_cancels(embedded_stack, browser):
+    long = {**LOGREG_SPEC, "training": {**LOGREG_SPEC["training"], "epochs": 1000, "batch_size": 8}}
+    job_id = embedded_stack.http.post("/v1/jobs", json=long).json()["id"]
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/jobs")
+    row = page.locator(f"tr[data-job='{job_id}']")
+    row.locator("td.status").filter(has_text=re.compile("queued|running")).wait_for(timeout=30_000)
+    row.get_by_role("button", name="Cancel").click()
+    row.locator("td.status", has_text="cancelled").wait_for(timeout=60_000)
+    assert embedded_stack.http.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def stroke(page, points) -> None:
+    box = page.locator("#canvas").bounding_box()
+    scale = box["width"] / 280
+    page.mouse.move(box["x"] + points[0][0] * scale, box["y"] + points[0][1] * scale)
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+    page.mouse.up()
+
+
+def drawn_label(page) -> int:
+    page.wait_for_function("document.querySelector('#prediction')?.dataset.label !== undefined", timeout=20_000)
+    return int(page.locator("#prediction").get_attribute("data-label"))
+
+
+def test_draw_a_one_and_a_zero(trained, embedded_stack, browser):
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/draw")
+    model = embedded_stack.http.get(f"/v1/jobs/{trained.job_id}").json()["model"]["id"]
+    page.locator("#canvas").wait_for()
+    page.select_option("#model", model)
+    stroke(page, [(140, 40 + 10 * i) for i in range(21)])
+    assert drawn_label(page) == 1
+    screenshot(page, "dashboard-draw-one")
+    page.get_by_role("button", name="Clear").click()
+    stroke(page, [(140 + 65 * math.cos(2 * math.pi * i / 40), 140 + 95 * math.sin(2 * math.pi * i / 40)) for i in range(42)])
+    assert drawn_label(page) == 0
+    assert page.locator("#probabilities .bar").count() == 10
+    screenshot(page, "dashboard-draw-zero")
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_pages_fit_the_screen_and_are_reached_by_keyboard(trained, embedded_stack, browser, width):
+    page = offline_page(browser, embedded_stack.base_url, width=width)
+    for hash_ in ("#/jobs", f"#/jobs/{trained.job_id}", "#/new", "#/draw"):
+        page.goto(f"{embedded_stack.base_url}/ui/{hash_}")
+        page.locator("main h1").wait_for()
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{hash_} is wider than {width} pixels by {overflow}"
+        screenshot(page, f"dashboard-{hash_.strip('#/').split('/')[0] or 'jobs'}-{width}")
+    # Every link and control can be reached with Tab, and each has a name a screen reader can say.
+    page.goto(f"{embedded_stack.base_url}/ui/#/new")
+    page.locator("#job-form").wait_for()
+    unnamed = page.evaluate("""[...document.querySelectorAll('a, button, input, select, textarea')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+        .map(e => e.outerHTML.slice(0, 80))""")
+    assert not unnamed, unnamed
+    focused = set()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        focused.add(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
+    assert {"Jobs", "New job", "Draw a digit", "api-key", "f-dataset"} <= focused, focused
