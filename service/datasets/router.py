@@ -4,7 +4,9 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -132,6 +134,20 @@ def get_dataset(ref: str, session: SessionDep) -> DatasetOut:
     row = service.get_dataset(session, ref)
     service.builtin_stats(session, row)
     return service.dataset_out(row)
+
+
+@router.get("/{ref}/preview", dependencies=[allow(Scope.train, Scope.read)], responses=errors(404, 422))
+def preview_dataset(ref: str, session: SessionDep, request: Request,
+                    per_class: Annotated[int, Query(ge=1, le=32, description="images of each class")] = 8,
+                    last: Annotated[int, Query(ge=1, le=5000, description="readings of a time series, the "
+                                               "newest")] = 500) -> dict:
+    """A look at the data, as the dashboard shows it: the first images of each class (pixels row by row,
+    with `shape` and `value_range`), or a time series' newest readings (`timestamps` and `values` per
+    column, null where a reading is missing)."""
+    row = service.get_dataset(session, ref)
+    if row.source == "builtin" and (missing := service.builtin_missing(row.name)):
+        raise InvalidInput(f"dataset {row.name} is not installed on this server: {missing}")
+    return service.preview(row, store_for(request.app.state.settings), per_class, last)
 
 
 @router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)],

@@ -245,3 +245,24 @@ def load_dataset(row: Dataset, store: ArtifactStore):
     if row.source == "builtin":
         return load_builtin(row.name)
     return from_npz(store.get(row.data_key, row.data_sha256))
+
+
+def preview(row: Dataset, store: ArtifactStore, per_class: int, last: int) -> dict:
+    """A look at the data: the first ``per_class`` images of each class (pixels, row by row), or the last
+    ``last`` readings of a time series (nulls where a reading is missing)."""
+    data = load_dataset(row, store)
+    if isinstance(data, TimeSeries):
+        start = max(0, len(data) - last)
+        values = data.values[start:]
+        return {"kind": "timeseries", "columns": list(data.columns),
+                "timestamps": [str(t) for t in data.timestamps[start:].astype("datetime64[s]")],
+                "values": {c: [None if v != v else float(v) for v in values[:, i]] for i, c in enumerate(data.columns)}}
+    classes = (row.stats or {}).get("classes") or [str(i) for i in range(data.num_classes)]
+    integral = bool((data.x[:1000] == data.x[:1000].round()).all())
+    out = []
+    for label in range(len(classes)):
+        picked = data.x[(data.y == label).nonzero().flatten()[:per_class]]
+        images = picked.reshape(len(picked), -1)
+        out.append({"label": label, "name": classes[label],
+                    "images": images.round().int().tolist() if integral else images.tolist()})
+    return {"kind": "images", "shape": list(data.input_shape), "value_range": list(data.value_range), "classes": out}

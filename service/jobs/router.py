@@ -98,15 +98,16 @@ def _exists(job_id: uuid.UUID) -> None:
                                             "`id`; the stream ends after the final status."},
                        **errors(404, 422)})
 async def job_events(job_id: JobId, request: Request,
-                     last_event_id: Annotated[str | None, Header(description="Resume after this event id (an "
-                                                                   "EventSource sends it when it reconnects).")] = None,
+                     last_event_id: Annotated[str | None, Header(
+                         description="Resume after this event id (an EventSource sends it when it reconnects); "
+                                     "empty: from the first.", json_schema_extra={"pattern": "^[0-9]*$"})] = None,
                      after: Annotated[int | None, Query(ge=0, description="Resume after this event id, where "
                                                         "the client cannot send Last-Event-ID.")] = None):
     """The job's events as they happen, from its first (or after `Last-Event-ID`): every status change,
     progress within an epoch a few times a second at most, and each epoch's metrics. A finished job's
     stream replays its events and ends."""
     last = after or 0
-    if last_event_id is not None:
+    if last_event_id is not None and last_event_id.strip():  # empty, as the SSE standard has it: the first
         if not last_event_id.strip().isdigit():
             raise InvalidInput(f"Last-Event-ID {last_event_id!r} is not an event id; send the `id` of the last "
                                "event received (a whole number), or leave it out to start from the first",

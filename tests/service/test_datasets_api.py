@@ -286,3 +286,28 @@ def test_a_version_that_does_not_exist_is_not_read_as_the_newest(client):
     for missing in ("0", "2"):
         r = client.get(f"/v1/datasets/{name}@{missing}")
         assert r.status_code == 404 and f"unknown dataset '{name}@{missing}'" in r.json()["error"]["message"], r.text
+
+
+def test_a_preview_shows_images_of_each_class_and_a_series_newest_readings(client):
+    images = client.get("/v1/datasets/digits/preview", params={"per_class": 3})
+    assert images.status_code == 200, images.text
+    body = images.json()
+    assert body["kind"] == "images" and body["shape"] == [1, 8, 8] and body["value_range"] == [0, 16]
+    assert [c["label"] for c in body["classes"]] == list(range(10))
+    assert all(len(c["images"]) == 3 and all(len(i) == 64 for i in c["images"]) for c in body["classes"])
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    first_zero = digits.images[digits.target == 0][0].reshape(-1).astype(int).tolist()
+    assert body["classes"][0]["images"][0] == first_zero
+
+    series = client.get("/v1/datasets/solar/preview", params={"last": 48})
+    if series.status_code == 422:  # the solar data is not installed on this machine: the message says so
+        assert "not installed" in series.json()["error"]["message"]
+        return
+    body = series.json()
+    assert body["kind"] == "timeseries" and len(body["timestamps"]) == 48
+    assert all(len(values) == 48 for values in body["values"].values())
+    assert body["timestamps"] == sorted(body["timestamps"])
+    assert client.get("/v1/datasets/no-such-data/preview").status_code == 404
+    assert client.get("/v1/datasets/digits/preview", params={"per_class": 0}).status_code == 422

@@ -57,6 +57,7 @@ def test_last_event_id_resumes_after_that_event(client, run_job):
     resumed = read_events(client, job_id, **{"Last-Event-ID": "3"})
     assert resumed == everything[3:]
     assert read_events(client, job_id, **{"Last-Event-ID": str(everything[-2]["id"])}) == everything[-1:]
+    assert read_events(client, job_id, **{"Last-Event-ID": ""}) == everything, "empty: from the first"
     r = client.get(f"/v1/jobs/{job_id}/events", params={"after": 2}, headers={"Accept": "text/event-stream"})
     assert r.status_code == 200 and r.text.count("event: ") == len(everything) - 2
 

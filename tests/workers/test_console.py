@@ -112,3 +112,25 @@ def test_the_readme_s_example_spec_trains(embedded_stack):
     assert done.returncode == 0, done.stderr
     accuracy = float(done.stdout.split("test accuracy ")[1].split(";")[0])
     assert accuracy > 0.9, done.stdout
+
+
+def test_forecast_from_a_csv_of_readings(embedded_stack, tmp_path):
+    spec = {"task": "forecast", "dataset": "solar", "name": "cli-solar",
+            "forecast": {"target": "solar.current", "lookback": 8, "horizon": 3, "gaps": "drop",
+                         "calendar": ["time_of_day", "day_of_year"]},
+            "architecture": {"type": "lstm", "hidden_size": 16}, "optimizer": {"type": "adam"},
+            "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.003}}
+    (tmp_path / "solar.yaml").write_text(yaml.safe_dump(spec))
+    assert cli(embedded_stack, "submit", str(tmp_path / "solar.yaml"), "--follow").returncode == 0
+    preview = embedded_stack.http.get("/v1/datasets/solar/preview", params={"last": 40}).json()
+    day = [i for i, t in enumerate(preview["timestamps"]) if t[:10] == preview["timestamps"][-1][:10]]
+    rows = ["timestamp," + ",".join(preview["columns"])] + [
+        ",".join([preview["timestamps"][i].replace("T", " ")] + [str(preview["values"][c][i]) for c in preview["columns"]])
+        for i in day]
+    (tmp_path / "readings.csv").write_text("\n".join(rows) + "\n")
+    answer = json.loads(cli(embedded_stack, "forecast", str(tmp_path / "readings.csv"), "--model", "cli-solar",
+                            "--json", check=True).stdout)
+    assert answer["target"] == "solar.current" and len(answer["forecast"]) == 3
+    assert all(p["lower"] <= p["value"] <= p["upper"] for p in answer["forecast"])
+    table = cli(embedded_stack, "forecast", str(tmp_path / "readings.csv"), "--model", "cli-solar", check=True).stdout
+    assert "solar.current" in table and "interval" in table

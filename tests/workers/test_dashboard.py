@@ -115,12 +115,13 @@ def test_draw_a_one_and_a_zero(trained, embedded_stack, browser):
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_pages_fit_the_screen_and_are_reached_by_keyboard(trained, embedded_stack, browser, width):
     page = offline_page(browser, embedded_stack.base_url, width=width)
-    for hash_ in ("#/jobs", f"#/jobs/{trained.job_id}", "#/new", "#/draw"):
+    for hash_ in ("#/jobs", f"#/jobs/{trained.job_id}", "#/new", "#/draw", "#/datasets", "#/datasets/digits",
+                  "#/models"):
         page.goto(f"{embedded_stack.base_url}/ui/{hash_}")
         page.locator("main h1").wait_for()
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{hash_} is wider than {width} pixels by {overflow}"
-        screenshot(page, f"dashboard-{hash_.strip('#/').split('/')[0] or 'jobs'}-{width}")
+        screenshot(page, f"dashboard-{hash_.strip('#/').replace('/', '-')[:20] or 'jobs'}-{width}")
     # Every link and control can be reached with Tab, and each has a name a screen reader can say.
     page.goto(f"{embedded_stack.base_url}/ui/#/new")
     page.locator("#job-form").wait_for()
@@ -133,3 +134,63 @@ def test_the_pages_fit_the_screen_and_are_reached_by_keyboard(trained, embedded_
         page.keyboard.press("Tab")
         focused.add(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
     assert {"Jobs", "New job", "Draw a digit", "api-key", "f-dataset"} <= focused, focused
+
+
+def test_datasets_upload_with_progress_then_samples_of_each_class(embedded_stack, browser, tmp_path):
+    from tests.datafiles import digits, npz
+
+    x, y = digits(300)
+    (tmp_path / "digits-300.npz").write_bytes(npz(x, y))
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/datasets")
+    page.locator("#upload-form").wait_for()
+    page.set_input_files("#u-file", str(tmp_path / "digits-300.npz"))
+    page.fill("#u-name", "ui-digits")
+    page.click("#upload-form button[type=submit]")
+    page.locator("#samples").wait_for(timeout=30_000)
+    assert page.evaluate("document.getElementById('upload-progress') === null"), "on the dataset's page now"
+    assert page.locator(".sample-row").count() == 10
+    assert page.locator(".sample-row[data-class='3'] canvas").count() == 8
+    assert page.locator("#dataset-stats").get_by_text("300").count() >= 1
+    screenshot(page, "dashboard-dataset-images")
+    # A refusal says why, beside the form.
+    page.goto(f"{embedded_stack.base_url}/ui/#/datasets")
+    page.set_input_files("#u-file", str(tmp_path / "digits-300.npz"))
+    page.fill("#u-name", "Not A Name")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_function("document.getElementById('upload-error').textContent.includes('name')")
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+
+
+def test_models_list_promotes_and_downloads(trained, embedded_stack, browser):
+    model = embedded_stack.http.get(f"/v1/jobs/{trained.job_id}").json()["model"]
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/models")
+    row = page.locator(f"tr[data-model='{model['id']}']")
+    row.wait_for()
+    row.locator("input").fill("staging")
+    row.get_by_role("button", name="Set").click()
+    page.locator(f"tr[data-model='{model['id']}'] td.aliases", has_text="staging").wait_for(timeout=10_000)
+    assert "staging" in embedded_stack.http.get(f"/v1/models/{model['id']}").json()["aliases"]
+    with page.expect_download() as download:
+        page.locator(f"tr[data-model='{model['id']}']").get_by_role("button", name="pt", exact=True).click()
+    assert download.value.suggested_filename.endswith(".pt")
+    screenshot(page, "dashboard-models")
+
+
+def test_a_forecast_with_its_interval_and_the_anomalies_marked(embedded_stack, browser):
+    spec = {"task": "forecast", "dataset": "solar", "name": "ui-solar",
+            "forecast": {"target": "solar.current", "lookback": 8, "horizon": 4, "gaps": "drop",
+                         "calendar": ["time_of_day", "day_of_year"]},
+            "architecture": {"type": "lstm", "hidden_size": 16}, "optimizer": {"type": "adam"},
+            "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.003}}
+    job = embedded_stack.http.post("/v1/jobs", json=spec).json()
+    assert embedded_stack.wait_for(job["id"])["status"] == "succeeded"
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/forecast")
+    page.wait_for_function("document.getElementById('forecast-chart')?.dataset.forecast === '4'", timeout=30_000)
+    assert int(page.locator("#forecast-chart").get_attribute("data-points")) > 4
+    assert page.locator("#forecast-chart .u-legend").get_by_text("upper").count() == 1
+    assert "anomalies marked" in page.locator("#forecast-note").text_content()
+    screenshot(page, "dashboard-forecast")
+    assert not page.refused and not page.errors, (page.refused, page.errors)

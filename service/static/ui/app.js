@@ -367,8 +367,201 @@ async function drawPage() {
   }
 }
 
+// ------------------------------------------------------------------------------------------ datasets
+function uploadWithProgress(form, bar) {
+  // XMLHttpRequest, not fetch: only it reports an upload's progress.
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("POST", new URL("v1/datasets", API));
+    for (const [k, v] of Object.entries(authHeaders())) request.setRequestHeader(k, v);
+    request.upload.onprogress = (e) => { if (e.lengthComputable) { bar.max = e.total; bar.value = e.loaded; } };
+    request.onload = () => {
+      let body = null;
+      try { body = JSON.parse(request.responseText); } catch (_) { /* not JSON */ }
+      if (request.status < 300) resolve(body);
+      else reject(Object.assign(new Error(body && body.error ? body.error.message : "HTTP " + request.status),
+        {details: (body && body.error && body.error.details) || []}));
+    };
+    request.onerror = () => reject(new Error("the upload did not reach the API"));
+    request.send(form);
+  });
+}
+
+async function datasetsPage() {
+  const page = await api("v1/datasets?limit=200");
+  const bar = el("progress", {id: "upload-progress", max: 1, value: 0, "aria-label": "upload progress"});
+  const message = el("p", {class: "error", id: "upload-error", role: "alert"});
+  const form = el("form", {id: "upload-form", class: "card"},
+    el("h2", {}, "Upload"),
+    el("div", {class: "grid"},
+      el("div", {class: "field"}, el("label", {for: "u-file"}, "file (two for MNIST IDX images and labels)"),
+        el("input", {id: "u-file", name: "file", type: "file", multiple: true, required: true})),
+      el("div", {class: "field"}, el("label", {for: "u-name"}, "name"), el("input", {id: "u-name", name: "name", required: true,
+        pattern: "[a-z0-9._-]+", placeholder: "lowercase, digits, . _ -"})),
+      el("div", {class: "field"}, el("label", {for: "u-description"}, "description"), el("input", {id: "u-description", name: "description"}))),
+    el("p", {}, el("button", {type: "submit", class: "primary"}, "Upload"), " ", bar), message);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    message.textContent = "";
+    const body = new FormData();
+    for (const file of form.querySelector("#u-file").files) body.append("file", file);
+    body.append("name", form.querySelector("#u-name").value.trim());
+    body.append("description", form.querySelector("#u-description").value);
+    try {
+      const row = await uploadWithProgress(body, bar);
+      location.hash = "#/datasets/" + encodeURIComponent(row.ref);
+    } catch (e) { message.textContent = e.message; }
+  });
+  main.replaceChildren(el("h1", {}, "Datasets"), el("div", {class: "scroll"}, el("table", {id: "datasets"},
+    el("thead", {}, el("tr", {}, ["Dataset", "Task", "Format", "Samples", "Size", ""].map((h) => el("th", {}, h)))),
+    el("tbody", {}, page.items.map((d) => el("tr", {"data-dataset": d.ref},
+      el("td", {}, el("a", {href: "#/datasets/" + encodeURIComponent(d.ref)}, d.ref)), el("td", {}, d.task),
+      el("td", {}, d.format || d.source), el("td", {}, (d.stats && (d.stats.samples || d.stats.readings)) || ""),
+      el("td", {}, d.size_bytes ? (d.size_bytes / 1e6).toFixed(1) + " MB" : ""),
+      el("td", {class: "muted"}, d.available ? "" : d.hint)))))), form);
+}
+
+function pixelCanvas(pixels, shape, range) {
+  const [channels, height, width] = shape;
+  const canvas = el("canvas", {width, height, class: "sample", role: "img", "aria-label": "sample image"});
+  const image = canvas.getContext("2d").createImageData(width, height);
+  const [lo, hi] = range;
+  for (let i = 0; i < width * height; i++) {
+    for (let c = 0; c < 3; c++) {
+      const v = pixels[(channels === 3 ? c * width * height : 0) + i];
+      image.data[4 * i + c] = Math.round(255 * (v - lo) / ((hi - lo) || 1));
+    }
+    image.data[4 * i + 3] = 255;
+  }
+  canvas.getContext("2d").putImageData(image, 0, 0);
+  return canvas;
+}
+
+function timeChart(container, title, timestamps, columns, values, extra) {
+  const xs = timestamps.map((t) => Date.parse(t.replace(" ", "T") + "Z") / 1000);
+  const palette = ["#1f6feb", "#e36209", "#1b7f3b", "#8250df", "#bf3989", "#57606a"];
+  const series = [{}].concat(columns.map((c, i) => ({label: c, stroke: palette[i % palette.length], width: 1.5})))
+    .concat((extra && extra.series) || []);
+  const width = () => Math.max(280, container.clientWidth - 8);
+  const plot = new uPlot({title, width: width(), height: 300, series, bands: (extra && extra.bands) || [],
+    scales: {x: {time: true}},
+    // Readings are wall-clock times without a zone, as the API takes them: shown as they are, in any zone.
+    tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1e3), "Etc/UTC")}, [xs].concat(columns.map((c) => values[c])).concat((extra && extra.data) || []), container);
+  const resize = () => plot.setSize({width: width(), height: 300});
+  window.addEventListener("resize", resize);
+  cleanups.push(() => { window.removeEventListener("resize", resize); plot.destroy(); });
+  container.dataset.points = String(xs.length);
+  return plot;
+}
+
+async function datasetPage(ref) {
+  ref = decodeURIComponent(ref);
+  const [row, preview] = await Promise.all([api("v1/datasets/" + encodeURIComponent(ref)),
+    api("v1/datasets/" + encodeURIComponent(ref) + "/preview?per_class=8&last=500")]);
+  const stats = row.stats || {};
+  const statRows = Object.entries(stats).filter(([, v]) => typeof v !== "object" || v === null)
+    .map(([k, v]) => el("tr", {}, el("th", {}, k.replace(/_/g, " ")), el("td", {}, typeof v === "number" ? +v.toFixed(4) : v)));
+  const parts = [el("h1", {}, "Dataset " + row.ref), el("p", {class: "muted"}, row.description || ""),
+    el("div", {class: "row"}, el("div", {class: "card"}, el("h2", {}, "Statistics"), el("table", {id: "dataset-stats"}, el("tbody", {}, statRows))))];
+  if (preview.kind === "images") {
+    parts.push(el("h2", {}, "Samples of each class"), el("div", {class: "card samples", id: "samples"},
+      preview.classes.map((c) => el("div", {class: "sample-row", "data-class": c.label},
+        el("span", {class: "sample-label"}, c.name), c.images.map((pixels) => pixelCanvas(pixels, preview.shape, preview.value_range))))));
+    if (stats.class_histogram) parts.push(el("h2", {}, "Images per class"), el("table", {}, el("tbody", {},
+      stats.class_histogram.map((n, i) => el("tr", {}, el("th", {}, (stats.classes || [])[i] ?? i), el("td", {}, n))))));
+  } else {
+    const box = el("div", {class: "chart", id: "series-chart"});
+    parts.push(el("h2", {}, "The newest " + preview.timestamps.length + " readings"), el("div", {class: "card"}, box));
+    main.replaceChildren(...parts);
+    timeChart(box, row.name, preview.timestamps, preview.columns, preview.values);
+    return;
+  }
+  main.replaceChildren(...parts);
+}
+
+// ------------------------------------------------------------------------------------------ models
+async function download(ref, format) {
+  const response = await fetch(new URL("v1/models/" + ref + "/download?format=" + format, API), {headers: authHeaders()});
+  if (!response.ok) { toast((await response.json()).error.message); return; }
+  const link = el("a", {href: URL.createObjectURL(await response.blob()), download: ref + "." + ({pt: "pt", torchscript: "ts.pt", onnx: "onnx"}[format])});
+  document.body.append(link); link.click(); link.remove();
+}
+
+async function modelsPage() {
+  const page = await api("v1/models?limit=200");
+  const headline = (m) => m.metrics.test_accuracy !== undefined ? "accuracy " + fmt(m.metrics.test_accuracy)
+    : m.metrics.model && m.metrics.model.rmse !== undefined ? "RMSE " + fmt(m.metrics.model.rmse) : "";
+  main.replaceChildren(el("h1", {}, "Models"), el("div", {class: "scroll"}, el("table", {id: "models"},
+    el("thead", {}, el("tr", {}, ["Model", "Task", "Test metric", "Gate", "Aliases", "Set alias", "Downloads"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, page.items.map((m) => {
+      const alias = el("input", {value: "production", size: 10, "aria-label": "alias for " + m.name + " version " + m.version});
+      const promotion = m.metrics.promotion;
+      return el("tr", {"data-model": m.id},
+        el("td", {}, m.name + " v" + m.version), el("td", {}, m.task), el("td", {}, headline(m)),
+        el("td", {title: promotion ? JSON.stringify(promotion) : ""}, promotion ? (promotion.promoted ? "passed" : "refused") + (promotion.reason ? ": " + promotion.reason : "") : ""),
+        el("td", {class: "aliases"}, m.aliases.join(", ")),
+        el("td", {}, alias, " ", el("button", {onclick: async () => {
+          try {
+            await api("v1/models/" + encodeURIComponent(m.name) + "/aliases/" + encodeURIComponent(alias.value.trim()),
+              {method: "PUT", headers: {"Content-Type": "application/json"}, body: JSON.stringify({version: m.version})});
+            toast(m.name + "@" + alias.value.trim() + " -> version " + m.version); modelsPage();
+          } catch (e) { toast(e.message); } }}, "Set")),
+        el("td", {}, ["pt", "torchscript", "onnx"].filter((f) => f === "pt" || (m.exports[f] && m.exports[f].status === "ok"))
+          .map((f) => el("button", {onclick: () => download(m.id, f)}, f))));
+    })))));
+}
+
+// ------------------------------------------------------------------------------------------ forecast
+async function forecastPage() {
+  const page = await api("v1/models?limit=200");
+  const forecasters = page.items.filter((m) => m.task === "forecast");
+  const select = el("select", {id: "forecaster", "aria-label": "forecaster"}, forecasters.map((m) => el("option", {value: m.id}, m.name + " v" + m.version)));
+  const box = el("div", {class: "chart", id: "forecast-chart"});
+  const note = el("p", {id: "forecast-note", class: "muted"});
+  main.replaceChildren(el("h1", {}, "Forecast"),
+    forecasters.length ? el("p", {}, el("label", {}, "Forecaster ", select)) : el("p", {class: "error"}, "No forecaster yet: train one on a time series first."),
+    note, el("div", {class: "card"}, box));
+  const show = async () => {
+    for (const stop of cleanups.splice(0)) stop();
+    box.replaceChildren();
+    const model = forecasters.find((m) => m.id === select.value);
+    const all = await api("v1/datasets/" + model.dataset.id + "/preview?last=" + Math.max(96, model.input_shape[0] * 8));
+    // The newest run of readings without a gap, at the series' usual step: what the model takes.
+    const times = all.timestamps.map((t) => Date.parse(t.replace(" ", "T") + "Z"));
+    const steps = new Map();
+    times.slice(1).forEach((t, i) => steps.set(t - times[i], (steps.get(t - times[i]) || 0) + 1));
+    const step = [...steps].sort((a, b) => b[1] - a[1])[0][0];
+    let start = times.length - 1;
+    while (start > 0 && times[start] - times[start - 1] === step) start--;
+    const preview = {timestamps: all.timestamps.slice(start),
+      values: Object.fromEntries(Object.entries(all.values).map(([k, v]) => [k, v.slice(start)]))};
+    const body = {model: model.id, timestamps: preview.timestamps, values: preview.values};
+    const [ahead, checked] = await Promise.all([api("forecast", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)}),
+      api("forecast/anomalies", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})]);
+    const target = ahead.target;
+    const axis = preview.timestamps.concat(ahead.forecast.map((p) => p.timestamp));
+    const pad = (list, before) => Array(before).fill(null).concat(list);
+    const n = preview.timestamps.length;
+    const readings = preview.values[target].concat(Array(ahead.forecast.length).fill(null));
+    const flagged = new Map(checked.readings.filter((r) => r.anomaly).map((r) => [r.timestamp, r.value]));
+    const anomalies = preview.timestamps.map((t) => flagged.has(t) ? flagged.get(t) : null).concat(Array(ahead.forecast.length).fill(null));
+    timeChart(box, target + ": readings, forecast and its " + Math.round(100 * ahead.interval) + " % interval", axis, ["readings"], {readings}, {
+      series: [{label: "forecast", stroke: "#e36209", width: 2}, {label: "lower", stroke: "#e3620955", dash: [4, 4]},
+        {label: "upper", stroke: "#e3620955", dash: [4, 4]}, {label: "anomalies", stroke: "#c62828", width: 0, points: {show: true, size: 9, fill: "#c62828"}}],
+      bands: [{series: [4, 3], fill: "#e3620922"}],
+      data: [pad(ahead.forecast.map((p) => p.value), n), pad(ahead.forecast.map((p) => p.lower), n), pad(ahead.forecast.map((p) => p.upper), n), anomalies]});
+    box.dataset.forecast = String(ahead.forecast.length);
+    box.dataset.anomalies = String(checked.anomalies);
+    note.textContent = ahead.forecast.length + " steps ahead from the newest " + n + " readings of " + model.dataset.name + "; " + checked.anomalies + " anomalies marked.";
+  };
+  select.addEventListener("change", () => show().catch((e) => toast(e.message)));
+  if (forecasters.length) await show();
+}
+
 // ------------------------------------------------------------------------------------------ routing
-const routes = [[/^#\/jobs\/([0-9a-f-]{36})$/, jobPage], [/^#\/new$/, newJobPage], [/^#\/draw$/, drawPage], [/^(#\/jobs)?$/, jobsPage]];
+const routes = [[/^#\/jobs\/([0-9a-f-]{36})$/, jobPage], [/^#\/new$/, newJobPage], [/^#\/draw$/, drawPage],
+  [/^#\/datasets\/(.+)$/, datasetPage], [/^#\/datasets$/, datasetsPage], [/^#\/models$/, modelsPage],
+  [/^#\/forecast$/, forecastPage], [/^(#\/jobs)?$/, jobsPage]];
 
 async function route() {
   for (const stop of cleanups) stop();
