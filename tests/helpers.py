@@ -16,6 +16,15 @@ import psycopg
 POSTGRES_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TRAINSERVE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
+def solar_forecaster(name: str, horizon: int) -> dict:
+    """A small LSTM on the built-in solar series (solar.current, 8 readings back): trains in seconds."""
+    return {"task": "forecast", "dataset": "solar", "name": name,
+            "forecast": {"target": "solar.current", "lookback": 8, "horizon": horizon, "gaps": "drop",
+                         "calendar": ["time_of_day", "day_of_year"]},
+            "architecture": {"type": "lstm", "hidden_size": 16}, "optimizer": {"type": "adam"},
+            "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.003}}
+
+
 LOGREG_SPEC = {
     "dataset": "digits",
     "architecture": {"type": "logistic_regression"},

@@ -11,7 +11,7 @@ from service.auth import allow
 from service.keys.service import Scope
 from service.db import SessionDep
 from service.registry import service
-from service.registry.schemas import ALIAS_PATTERN, AliasIn, AliasOut, ModelOut, ModelPage
+from service.registry.schemas import ALIAS_PATTERN, AliasIn, AliasOut, ModelOut, ModelPage, PromoteIn, PromotionOut
 from service.queue import enqueue_export
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -77,6 +77,21 @@ def set_alias(name: str, alias: AliasName, body: AliasIn, session: SessionDep, r
     session.commit()
     request.app.state.models.forget_refs()
     return service.alias_out(row)
+
+
+@router.post("/{name}/versions/{version}/promote", response_model=PromotionOut, dependencies=[allow(Scope.admin)],
+             responses=errors(404))
+def promote_version(name: str, version: Annotated[int, Path(ge=1, le=MAX_INT)], body: PromoteIn,
+                    session: SessionDep, request: Request) -> PromotionOut:
+    """Gated promotion, as a job's `promote` does it: point `name@alias` at this version only if its
+    `metric` clears `min` and beats the version the alias points at now. The answer is the gate's verdict,
+    with its reason, whether the alias moved or not."""
+    decision = service.promote(session, service.get_version(session, name, version), body.alias, body.metric,
+                               body.min)
+    session.commit()
+    if decision["moved"]:
+        request.app.state.models.forget_refs()
+    return PromotionOut(**decision)
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)],

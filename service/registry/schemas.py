@@ -3,7 +3,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.datasets.schemas import DatasetRef
 
@@ -40,6 +42,24 @@ class ModelPage(BaseModel):
 
 class AliasIn(BaseModel):
     version: int = Field(ge=1, le=2**31 - 1, description="The version of the model the alias should point at.")
+
+
+class PromoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str = Field(pattern=ALIAS_PATTERN, examples=["production"])
+    metric: Literal["test_accuracy", "test_macro_f1"] = "test_accuracy"
+    min: float = Field(0.0, ge=0.0, le=1.0, description="the bar the metric must clear")
+
+
+class PromotionOut(BaseModel):
+    alias: str
+    metric: str
+    min: float
+    value: float | None = Field(description="this version's metric")
+    moved: bool = Field(description="whether the alias now points at this version")
+    previous_version: int | None = Field(description="the version the alias pointed at before")
+    reason: str
 
 
 class AliasOut(BaseModel):

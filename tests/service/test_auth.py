@@ -43,7 +43,7 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/datasets"): {TRAIN}, ("POST", "/v1/datasets/import"): {TRAIN},
     ("GET", "/v1/datasets"): {TRAIN, READ}, ("GET", "/v1/datasets/{ref}"): {TRAIN, READ},
     ("GET", "/v1/datasets/{ref}/preview"): {TRAIN, READ},
-    ("DELETE", "/v1/datasets/{ref}"): {ADMIN},
+    ("DELETE", "/v1/datasets/{ref}"): {ADMIN}, ("POST", "/v1/models/{name}/versions/{version}/promote"): {ADMIN},
     ("POST", "/v1/keys"): {ADMIN}, ("GET", "/v1/keys"): {ADMIN}, ("DELETE", "/v1/keys/{key_id}"): {ADMIN},
     ("GET", "/v1/audit"): {ADMIN}, ("GET", "/metrics"): {READ},
 }

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from service.db import session_scope
 from service.main import create_app
 from service.registry import service as registry
-from tests.helpers import assert_error, settings_with
+from tests.helpers import LOGREG_SPEC, assert_error, settings_with
 
 DIGIT = [[0.0] * 8] * 8
 
@@ -118,3 +118,29 @@ def test_a_bad_promotion_gate_is_refused_up_front(client):
     assert_error(client.post("/v1/jobs", json={**spec, "promote": {"alias": "production", "metric": "loss"}}),
                  422, "'test_accuracy' or 'test_macro_f1'")
     assert_error(client.post("/v1/jobs", json={**spec, "promote": {"alias": "production", "min": 2}}), 422, "min")
+
+
+def test_a_gated_promotion_answers_its_verdict(client, run_job):
+    def train(epochs: int) -> dict:
+        spec = {**LOGREG_SPEC, "name": "gate-check",
+                "training": {**LOGREG_SPEC["training"], "epochs": epochs, "learning_rate": 0.001}}
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        run_job(job_id)
+        model_id = client.get(f"/v1/jobs/{job_id}").json()["model"]["id"]
+        return client.get(f"/v1/models/{model_id}").json()
+
+    weak, strong = train(1), train(15)
+    assert strong["metrics"]["test_accuracy"] > weak["metrics"]["test_accuracy"]
+    url = "/v1/models/gate-check/versions/{}/promote"
+    moved = client.post(url.format(weak["version"]), json={"alias": "production"}).json()
+    assert moved["moved"] and moved["previous_version"] is None and "no version held" in moved["reason"]
+    better = client.post(url.format(strong["version"]), json={"alias": "production"}).json()
+    assert better["moved"] and better["previous_version"] == weak["version"] and "beats" in better["reason"]
+    worse = client.post(url.format(weak["version"]), json={"alias": "production"}).json()
+    assert not worse["moved"] and "does not beat" in worse["reason"]
+    assert client.get("/v1/models/gate-check@production").json()["version"] == strong["version"]
+    high = client.post(url.format(strong["version"]), json={"alias": "best", "min": 0.999}).json()
+    assert not high["moved"] and "below the bar" in high["reason"]
+    assert client.post(url.format(99), json={"alias": "production"}).status_code == 404
+    refused = client.post(url.format(strong["version"]), json={"alias": "Production!"})
+    assert refused.status_code == 422

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.datafiles import digits, npz, png
-from tests.helpers import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC, solar_forecaster
 from tests.stack import CLI
 
 pytestmark = pytest.mark.slow
@@ -115,11 +115,7 @@ def test_the_readme_s_example_spec_trains(embedded_stack):
 
 
 def test_forecast_from_a_csv_of_readings(embedded_stack, tmp_path):
-    spec = {"task": "forecast", "dataset": "solar", "name": "cli-solar",
-            "forecast": {"target": "solar.current", "lookback": 8, "horizon": 3, "gaps": "drop",
-                         "calendar": ["time_of_day", "day_of_year"]},
-            "architecture": {"type": "lstm", "hidden_size": 16}, "optimizer": {"type": "adam"},
-            "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.003}}
+    spec = solar_forecaster("cli-solar", horizon=3)
     (tmp_path / "solar.yaml").write_text(yaml.safe_dump(spec))
     assert cli(embedded_stack, "submit", str(tmp_path / "solar.yaml"), "--follow").returncode == 0
     preview = embedded_stack.http.get("/v1/datasets/solar/preview", params={"last": 40}).json()

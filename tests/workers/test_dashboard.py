@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tests.browser import browser, offline_page, screenshot  # noqa: F401  (browser: a fixture)
-from tests.helpers import LOGREG_SPEC
+from tests.helpers import LOGREG_SPEC, solar_forecaster
 
 pytestmark = pytest.mark.slow
 JOB_PAGE = "/^#\\/jobs\\/[0-9a-f-]{36}$/.test(location.hash)"
@@ -19,13 +19,14 @@ JOB_PAGE = "/^#\\/jobs\\/[0-9a-f-]{36}$/.test(location.hash)"
 
 @pytest.fixture(scope="module")
 def trained(embedded_stack, browser):
-    """A job submitted from the form (an MLP on digits, 8 epochs), watched to its end; its id."""
+    """A job submitted from the form (an MLP on digits, 20 epochs), watched to its end; its id."""
     page = offline_page(browser, embedded_stack.base_url)
     page.goto(f"{embedded_stack.base_url}/ui/#/new")
     page.select_option("#f-dataset", "digits")
     page.select_option("[id='f-architecture.type']", "mlp")
     page.fill("[id='f-architecture.hidden_sizes']", "128, 64")
-    page.fill("[id='f-training.epochs']", "8")
+    page.fill("[id='f-training.epochs']", "20")
+    page.fill("[id='f-training.batch_size']", "16")
     page.click("#job-form button[type=submit]")
     page.wait_for_function(JOB_PAGE, timeout=30_000)
     job_id = page.evaluate("location.hash.split('/').pop()")
@@ -45,10 +46,10 @@ def trained(embedded_stack, browser):
 def test_a_job_from_the_form_draws_its_curve_and_its_confusion_matrix(trained, embedded_stack):
     page = trained
     first, last = page.trained_points
-    assert last == 8 and first <= last, page.trained_points
+    assert last == 20 and first < last, f"the curve grew while the page watched: {page.trained_points}"
     job = embedded_stack.http.get(f"/v1/jobs/{page.job_id}").json()
     assert job["spec"]["architecture"] == {**job["spec"]["architecture"], "type": "mlp", "hidden_sizes": [128, 64]}
-    assert job["spec"]["training"]["epochs"] == 8
+    assert job["spec"]["training"]["epochs"] == 20 and job["spec"]["training"]["batch_size"] == 16
     matrix = job["result"]["confusion_matrix"]
     cells = page.locator("#confusion-matrix tbody td")
     assert cells.count() == 100 and [int(c) for c in cells.all_text_contents()] == [v for row in matrix for v in row]
@@ -169,9 +170,14 @@ def test_models_list_promotes_and_downloads(trained, embedded_stack, browser):
     row = page.locator(f"tr[data-model='{model['id']}']")
     row.wait_for()
     row.locator("input").fill("staging")
-    row.get_by_role("button", name="Set").click()
+    row.get_by_role("button", name="Promote").click()  # through the gate: nothing holds staging yet
     page.locator(f"tr[data-model='{model['id']}'] td.aliases", has_text="staging").wait_for(timeout=10_000)
+    page.locator(f"tr[data-model='{model['id']}'] td.gate", has_text="passed").wait_for(timeout=10_000)
     assert "staging" in embedded_stack.http.get(f"/v1/models/{model['id']}").json()["aliases"]
+    row = page.locator(f"tr[data-model='{model['id']}']")
+    row.locator("input").fill("canary")
+    row.get_by_role("button", name="Set").click()  # without the gate
+    page.locator(f"tr[data-model='{model['id']}'] td.aliases", has_text="canary").wait_for(timeout=10_000)
     with page.expect_download() as download:
         page.locator(f"tr[data-model='{model['id']}']").get_by_role("button", name="pt", exact=True).click()
     assert download.value.suggested_filename.endswith(".pt")
@@ -179,11 +185,7 @@ def test_models_list_promotes_and_downloads(trained, embedded_stack, browser):
 
 
 def test_a_forecast_with_its_interval_and_the_anomalies_marked(embedded_stack, browser):
-    spec = {"task": "forecast", "dataset": "solar", "name": "ui-solar",
-            "forecast": {"target": "solar.current", "lookback": 8, "horizon": 4, "gaps": "drop",
-                         "calendar": ["time_of_day", "day_of_year"]},
-            "architecture": {"type": "lstm", "hidden_size": 16}, "optimizer": {"type": "adam"},
-            "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.003}}
+    spec = solar_forecaster("ui-solar", horizon=4)
     job = embedded_stack.http.post("/v1/jobs", json=spec).json()
     assert embedded_stack.wait_for(job["id"])["status"] == "succeeded"
     page = offline_page(browser, embedded_stack.base_url)
@@ -193,4 +195,54 @@ def test_a_forecast_with_its_interval_and_the_anomalies_marked(embedded_stack, b
     assert page.locator("#forecast-chart .u-legend").get_by_text("upper").count() == 1
     assert "anomalies marked" in page.locator("#forecast-note").text_content()
     screenshot(page, "dashboard-forecast")
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+
+
+@pytest.fixture
+def prefixed(embedded_stack):
+    """A reverse proxy that serves the API under /trainserve/ and strips the prefix, as an ingress does."""
+    import http.server
+    import threading
+
+    import httpx
+
+    upstream = httpx.Client(base_url=embedded_stack.base_url, timeout=60)
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def forward(self) -> None:
+            if not self.path.startswith("/trainserve/"):
+                self.send_error(404, "outside the prefix")
+                return
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            answer = upstream.request(self.command, self.path[len("/trainserve"):], content=body, headers=headers)
+            self.send_response(answer.status_code)
+            for k, v in answer.headers.items():
+                if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_PUT = forward  # noqa: N815
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/trainserve"
+    server.shutdown()
+    upstream.close()
+
+
+def test_behind_an_ingress_path_prefix(trained, prefixed, browser):
+    page = offline_page(browser, prefixed)
+    page.goto(f"{prefixed}/")  # redirected to the dashboard under the prefix
+    page.locator(f"tr[data-job='{trained.job_id}']").wait_for(timeout=30_000)
+    assert page.url.startswith(f"{prefixed}/ui/")
+    page.goto(f"{prefixed}/ui/#/jobs/{trained.job_id}")  # a finished job's events replay through the proxy
+    page.locator("#confusion-matrix").wait_for(timeout=30_000)
+    page.goto(f"{prefixed}/docs")
+    page.locator(".opblock").first.wait_for(timeout=30_000)
     assert not page.refused and not page.errors, (page.refused, page.errors)

@@ -492,15 +492,25 @@ async function modelsPage() {
   const headline = (m) => m.metrics.test_accuracy !== undefined ? "accuracy " + fmt(m.metrics.test_accuracy)
     : m.metrics.model && m.metrics.model.rmse !== undefined ? "RMSE " + fmt(m.metrics.model.rmse) : "";
   main.replaceChildren(el("h1", {}, "Models"), el("div", {class: "scroll"}, el("table", {id: "models"},
-    el("thead", {}, el("tr", {}, ["Model", "Task", "Test metric", "Gate", "Aliases", "Set alias", "Downloads"].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ["Model", "Task", "Test metric", "Gate's verdict", "Aliases", "Alias", "Downloads"].map((h) => el("th", {}, h)))),
     el("tbody", {}, page.items.map((m) => {
       const alias = el("input", {value: "production", size: 10, "aria-label": "alias for " + m.name + " version " + m.version});
       const promotion = m.metrics.promotion;
       return el("tr", {"data-model": m.id},
         el("td", {}, m.name + " v" + m.version), el("td", {}, m.task), el("td", {}, headline(m)),
-        el("td", {title: promotion ? JSON.stringify(promotion) : ""}, promotion ? (promotion.promoted ? "passed" : "refused") + (promotion.reason ? ": " + promotion.reason : "") : ""),
+        el("td", {class: "gate"}, promotion ? (promotion.moved ? "passed: " : "refused: ") + promotion.reason : ""),
         el("td", {class: "aliases"}, m.aliases.join(", ")),
-        el("td", {}, alias, " ", el("button", {onclick: async () => {
+        el("td", {}, alias, " ", el("button", {title: "promote only if its test accuracy beats the version the alias points at",
+          onclick: async () => {
+            try {
+              const verdict = await api("v1/models/" + encodeURIComponent(m.name) + "/versions/" + m.version + "/promote",
+                {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({alias: alias.value.trim()})});
+              toast((verdict.moved ? "promoted: " : "not promoted: ") + verdict.reason);
+              m.metrics.promotion = verdict;
+              await modelsPage();
+              const cell = document.querySelector("tr[data-model='" + m.id + "'] td.gate");
+              if (cell) cell.textContent = (verdict.moved ? "passed: " : "refused: ") + verdict.reason;
+            } catch (e) { toast(e.message); } }}, "Promote"), " ", el("button", {title: "point the alias here, without the gate", onclick: async () => {
           try {
             await api("v1/models/" + encodeURIComponent(m.name) + "/aliases/" + encodeURIComponent(alias.value.trim()),
               {method: "PUT", headers: {"Content-Type": "application/json"}, body: JSON.stringify({version: m.version})});
