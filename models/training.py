@@ -72,6 +72,9 @@ class EpochMetrics:
     seconds: float
     learning_rate: float
     samples_per_second: float
+    # Classification: the share of training samples the model got right as it trained through the epoch
+    # (the weights changing meanwhile, dropout and augmentation on); None for full-batch optimizers.
+    train_accuracy: float | None = None
     cpu_seconds: float | None = None  # the process's CPU time during the epoch, every thread
     peak_rss_bytes: int | None = None  # the process's peak resident memory so far
     gpu_name: str | None = None
@@ -219,10 +222,15 @@ def fit(
         start_epoch = int(resume["epoch"])
         result.stopped_early = bool(resume.get("stopped_early"))
 
-    def objective(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def forward(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast:
             out = model(xb)
-        return data_loss(out.float(), yb, config.loss) + penalty(model, config.l1, config.l2)
+        return data_loss(out.float(), yb, config.loss) + penalty(model, config.l1, config.l2), out
+
+    def objective(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return forward(xb, yb)[0]
+
+    classifying = not y.is_floating_point()
 
     def check(loss: torch.Tensor, epoch: int, step: int) -> None:
         if not torch.isfinite(loss):
@@ -250,6 +258,7 @@ def fit(
         started = time.perf_counter()
         perm = torch.randperm(n, generator=order_rng).to(device)
         loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)  # read once, at the epoch's end
         for step, start in enumerate(range(0, n, batch_size), start=1):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled during epoch {epoch}")
@@ -263,8 +272,10 @@ def fit(
                 loss = _full_batch_step(optimizer, objective, xb, yb)
                 check(loss, epoch, step)
             else:
-                loss = objective(xb, yb)
+                loss, out = forward(xb, yb)
                 check(loss, epoch, step)
+                if classifying:
+                    correct += (out.detach().argmax(1) == yb).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip_norm:
@@ -286,6 +297,7 @@ def fit(
             seconds=seconds,
             learning_rate=current_lr,
             samples_per_second=n / seconds if seconds > 0 else math.inf,
+            train_accuracy=correct.item() / n if classifying and not full_batch else None,
             **meter.read(),
         )
         result.history.append(metrics)

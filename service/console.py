@@ -177,6 +177,8 @@ def follow(client: Client, job_id: str, as_json: bool) -> int:
                 parts = [f"epoch {event['epoch']}/{epochs}", f"train loss {event['train_loss']:.4f}"]
                 if event.get("val_loss") is not None:
                     parts.append(f"val loss {event['val_loss']:.4f}")
+                if event.get("train_accuracy") is not None:
+                    parts.append(f"train accuracy {event['train_accuracy']:.4f}")
                 if event.get("val_accuracy") is not None:
                     parts.append(f"val accuracy {event['val_accuracy']:.4f}")
                 parts.append(f"{event['samples_per_second']:,.0f} samples/s")

@@ -124,6 +124,7 @@ class JobMetric(Base):
     learning_rate: Mapped[float] = mapped_column(Float)
     samples_per_second: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+    train_accuracy: Mapped[float | None] = mapped_column(Float)
     cpu_seconds: Mapped[float | None] = mapped_column(Float)
     peak_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
     gpu_name: Mapped[str | None] = mapped_column(String(200))

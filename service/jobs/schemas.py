@@ -24,6 +24,9 @@ class EpochMetricsOut(BaseModel):
     train_loss: float
     val_loss: float | None
     val_accuracy: float | None
+    train_accuracy: float | None = Field(None, description="Classification: the share of training samples "
+                                         "right as the epoch trained (weights changing, dropout on); null for "
+                                         "full-batch optimizers and forecasters.")
     learning_rate: float
     samples_per_second: float
     seconds: float

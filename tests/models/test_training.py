@@ -105,3 +105,34 @@ def test_each_epoch_reports_its_cpu_time_and_the_peak_memory(splits):
     for epoch in history:
         assert 0 < epoch.cpu_seconds < 60 and epoch.peak_rss_bytes > 50 * 2**20
         assert epoch.gpu_name is None and epoch.gpu_peak_memory_bytes is None and epoch.gpu_utilization is None
+
+
+def test_each_epoch_reports_the_training_accuracy_counted_as_it_trained(splits):
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [64]}, "adam", 0.01)
+    seen = []
+
+    class Counting(torch.nn.Module):  # the same model, counting what it got right on each training batch
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            out = self.inner(x)
+            if self.training:
+                seen.append(out.detach().argmax(1))
+            return out
+
+    counting = Counting()
+    history = fit(counting, opt, splits.train, splits.validation, TrainConfig(epochs=3, batch_size=32, device="cpu")).history
+    assert all(0 < m.train_accuracy <= 1 for m in history)
+    assert history[-1].train_accuracy > history[0].train_accuracy
+    # The first epoch's figure is the share of its batches' predictions that matched the labels.
+    order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))
+    labels = splits.train.y[order]
+    steps = -(-len(splits.train) // 32)
+    first = torch.cat(seen[:steps])
+    assert history[0].train_accuracy == (first == labels).sum().item() / len(labels)
+
+    lbfgs_model, lbfgs, _ = make(splits, "logistic_regression", {}, "lbfgs", 1.0)
+    full = fit(lbfgs_model, lbfgs, splits.train, None, TrainConfig(epochs=1, device="cpu")).history
+    assert full[0].train_accuracy is None, "a full-batch step runs its closure many times: no single count"

@@ -54,6 +54,9 @@ def test_a_job_from_the_form_draws_its_curve_and_its_confusion_matrix(trained, e
     cells = page.locator("#confusion-matrix tbody td")
     assert cells.count() == 100 and [int(c) for c in cells.all_text_contents()] == [v for row in matrix for v in row]
     assert page.locator("#per-class tbody tr").count() == 10
+    metrics = embedded_stack.http.get(f"/v1/jobs/{page.job_id}/metrics").json()["items"]
+    assert page.locator("#accuracy-chart .u-legend").get_by_text("train").count() == 1
+    assert all(0 < m["train_accuracy"] <= 1 for m in metrics), "the accuracy chart's train curve has its data"
     assert float(page.locator("#test-accuracy").text_content()) == pytest.approx(job["result"]["test_accuracy"], abs=1e-4)
 
 

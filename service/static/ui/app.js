@@ -182,24 +182,24 @@ async function jobPage(id) {
     result,
     el("h2", {}, "Epochs"),
     el("div", {class: "scroll"}, el("table", {}, el("thead", {}, el("tr", {},
-      ["epoch", "train loss", "val loss", "val accuracy", "learning rate", "samples/s", "seconds"].map((h) => el("th", {}, h)))), epochRows)),
+      ["epoch", "train loss", "val loss", "train accuracy", "val accuracy", "learning rate", "samples/s", "seconds"].map((h) => el("th", {}, h)))), epochRows)),
     el("h2", {}, "Spec"), el("pre", {}, JSON.stringify(job.spec, null, 2)));
   const loss = lineChart(lossBox, "Loss", [{label: "train", color: "#1f6feb"}, {label: "validation", color: "#e36209"}]);
-  const acc = lineChart(accBox, "Validation accuracy", [{label: "validation accuracy", color: "#1b7f3b"}]);
-  const data = {epoch: [], train: [], val: [], acc: []};
+  const acc = lineChart(accBox, "Accuracy", [{label: "train", color: "#1f6feb"}, {label: "validation", color: "#e36209"}]);
+  const data = {epoch: [], train: [], val: [], trainAcc: [], acc: []};
   for await (const event of jobEvents(id, signal)) {
     if (event.kind === "progress") {
       stepBar.max = event.steps; stepBar.value = event.step; stepText.textContent = event.step + "/" + event.steps + " steps";
     } else if (event.kind === "epoch") {
-      data.epoch.push(event.epoch); data.train.push(event.train_loss); data.val.push(event.val_loss); data.acc.push(event.val_accuracy);
+      data.epoch.push(event.epoch); data.train.push(event.train_loss); data.val.push(event.val_loss); data.acc.push(event.val_accuracy); data.trainAcc.push(event.train_accuracy ?? null);
       loss.setData([data.epoch, data.train, data.val]);
-      acc.setData([data.epoch, data.acc]);
+      acc.setData([data.epoch, data.trainAcc, data.acc]);
       lossBox.dataset.points = String(data.epoch.length);
       epochBar.value = event.epoch;
       stepBar.value = stepBar.max;  // the epoch is done, whatever the last progress report said
       stepText.textContent = "";
       document.getElementById("epoch-text").textContent = " " + event.epoch + "/" + job.progress.epochs;
-      epochRows.append(el("tr", {}, [event.epoch, fmt(event.train_loss), fmt(event.val_loss), fmt(event.val_accuracy),
+      epochRows.append(el("tr", {}, [event.epoch, fmt(event.train_loss), fmt(event.val_loss), fmt(event.train_accuracy), fmt(event.val_accuracy),
         fmt(event.learning_rate, 5), Math.round(event.samples_per_second).toLocaleString(), fmt(event.seconds, 2)]
         .map((v) => el("td", {}, v))));
     } else if (event.kind === "status") {
