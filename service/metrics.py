@@ -1,10 +1,10 @@
 """Prometheus metrics of an API process, at ``/metrics``.
 
 Per request, the telemetry middleware (service/telemetry.py) counts the request and times it by route
-template (never the raw path) and status, in plain numbers. Everything else is counted where it happens, in plain integers, and read only when
-Prometheus scrapes: the model cache's hits, misses and loads, the forward passes /predict's requests
-shared, and the jobs by status and broker queue depths that the reconciler already gauges every
-TRAINSERVE_RECONCILE_SECONDS. A scrape runs no query.
+template (never the raw path) and status, in plain numbers. Everything else is counted where it happens, in
+plain integers, and read only when Prometheus scrapes: the model cache's hits, misses and loads, the
+forward passes /predict's requests shared, and the jobs by status and broker queue depths that the
+reconciler already gauges every TRAINSERVE_RECONCILE_SECONDS. A scrape runs no query.
 """
 
 from __future__ import annotations

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 import uuid
 from collections.abc import Callable
-
-import time
 
 import numpy as np
 from opentelemetry import trace
