@@ -57,7 +57,7 @@ test-slow: $(VENV)/.installed-dev
 # deploy/requirements.lock: the image's Python dependencies with their hashes (torch comes from PyTorch's index).
 lock:
 	$(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools
-	.venv-lock/bin/pip-compile --quiet --extra mnist --generate-hashes --unsafe-package torch --strip-extras \
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --unsafe-package torch --strip-extras \
 		--no-emit-index-url --no-emit-find-links --no-header -o deploy/requirements.lock.new pyproject.toml
 	(sed -n '1,3p' deploy/requirements.lock; cat deploy/requirements.lock.new) > deploy/requirements.lock.tmp
 	mv deploy/requirements.lock.tmp deploy/requirements.lock && rm deploy/requirements.lock.new

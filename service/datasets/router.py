@@ -34,7 +34,8 @@ UPLOAD_FORM = {
         "type": "object", "required": ["name", "file"],
         "properties": {
             "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                     "description": "one file; two for IDX (images and labels)"},
+                     "description": "one file; two for IDX (images and labels); as many again for a test part "
+                                    "(names that say test or t10k, or the test_files field)"},
             **form_properties(UploadForm),
         }}}}},
 }
@@ -56,13 +57,13 @@ def _remembered(session, retry: idempotency.Attempt | None, answer: DatasetOut,
 
 @contextlib.asynccontextmanager
 async def _upload_form(request: Request, max_bytes: int) -> AsyncIterator[FormData]:
-    """The multipart form, at most two files; the form parser's own refusal of a third says what to send."""
+    """The multipart form, at most four files; the form parser's own refusal of a fifth says what to send."""
     try:
-        form = await limited(request, max_bytes).form(max_files=2, max_fields=10)
+        form = await limited(request, max_bytes).form(max_files=service.MAX_FILES, max_fields=10)
     except StarletteHTTPException as exc:
         if "Too many files" in str(exc.detail):
-            raise InvalidInput("too many files; send one file, or two for IDX (images and labels)",
-                               details=[{"field": "file", "message": "at most 2 files"}]) from None
+            raise InvalidInput("too many files; send one file, two for IDX (images and labels), and as many again "
+                               "for a test part", details=[{"field": "file", "message": "at most 4 files"}]) from None
         raise
     try:
         yield form
@@ -78,7 +79,9 @@ async def upload_dataset(request: Request, response: Response, session: SessionD
                          idempotency_key: IdempotencyKey = None) -> DatasetOut | JSONResponse:
     """Upload a dataset as multipart form data: MNIST IDX (images + labels, gzipped or raw), NPZ (`x`, `y`),
     a CSV of images (a label column and pixel columns), a ZIP of PNG/JPEG images in one folder per class, or
-    a CSV of time series (a timestamp column and numeric columns). 201 with a new version; 200 with the
+    a CSV of time series (a timestamp column and numeric columns). A dataset may bring its own test set:
+    IDX test images and labels beside the training pair, `x_test`/`y_test` in an NPZ, a test CSV, or
+    `train/` and `test/` folders in a ZIP; jobs are then tested on it. 201 with a new version; 200 with the
     existing one when this name already holds the same content."""
     settings = request.app.state.settings
     async with _upload_form(request, settings.max_upload_bytes) as form:
@@ -111,12 +114,16 @@ def import_dataset(spec: DatasetImport, request: Request, response: Response, se
                                 spec.model_dump(mode="json"))
     if (earlier := idempotency.earlier_answer(session, retry)) is not None:
         return earlier
-    urls = [str(spec.url)] + ([str(spec.labels_url)] if spec.labels_url else [])
-    files = [download(u, settings.max_upload_bytes, settings.import_timeout_seconds, settings.import_allowed_hosts)
-             for u in urls]
+    train_urls = [str(u) for u in (spec.url, spec.labels_url) if u]
+    test_urls = [str(u) for u in (spec.test_url, spec.test_labels_url) if u]
+    fetch = [download(u, settings.max_upload_bytes, settings.import_timeout_seconds, settings.import_allowed_hosts)
+             for u in train_urls + test_urls]
+    # Which files are the test part is known here, whatever the URLs call them.
+    files = fetch[: len(train_urls)] + [(f"test-{n}", data) for n, data in fetch[len(train_urls) :]]
+    spec = spec.model_copy(update={"test_files": ",".join(n for n, _ in files[len(train_urls) :])})
     row, created = service.register_upload(
         session, store_for(settings), name=spec.name, description=spec.description, upload=service.Upload(files),
-        options=spec, max_bytes=settings.max_upload_bytes, source="import", source_url=", ".join(urls))
+        options=spec, max_bytes=settings.max_upload_bytes, source="import", source_url=", ".join(train_urls + test_urls))
     return _remembered(session, retry, _answer(row, created, response), response)
 
 

@@ -31,6 +31,13 @@ class ParseOptions(BaseModel):
                                                                            "images are not square, e.g. 20x30")
     timestamp_column: str | None = Field(None, description="timeseries_csv: the timestamp column (default: "
                                                            "time, timestamp, datetime, date or ds)")
+    test_files: str | None = Field(None, max_length=1000, description="idx, image_csv: the names of the uploaded "
+                                   "files that hold the test part, comma-separated (default: the files whose names "
+                                   "say test or t10k, such as t10k-images-idx3-ubyte.gz or mnist_test.csv)")
+
+    @property
+    def test_file_names(self) -> list[str] | None:
+        return None if self.test_files is None else [n.strip() for n in self.test_files.split(",") if n.strip()]
 
 
 class UploadForm(ParseOptions):
@@ -45,6 +52,8 @@ class DatasetImport(UploadForm):
 
     url: HttpUrl
     labels_url: HttpUrl | None = Field(None, description="idx: the labels file, when url is the images file")
+    test_url: HttpUrl | None = Field(None, description="the test part: idx: its images file; image_csv: its CSV")
+    test_labels_url: HttpUrl | None = Field(None, description="idx: the test part's labels file")
 
 
 class DatasetFile(BaseModel):
@@ -66,9 +75,12 @@ class DatasetOut(BaseModel):
     size_bytes: int | None
     files: list[DatasetFile]
     source_url: str | None
-    stats: dict[str, Any] | None = Field(description="samples, shape, class histogram, pixel mean/std; for time "
-                                                     "series first/last timestamp, frequency, gaps, per-column "
-                                                     "min/max/mean")
+    stats: dict[str, Any] | None = Field(description="samples, shape, class histogram, pixel mean/std (of the "
+                                                     "training part; under `test`, of the dataset's own test set); "
+                                                     "for time series first/last timestamp, frequency, gaps, "
+                                                     "per-column min/max/mean")
+    has_test_set: bool = Field(False, description="the dataset came with its own test set: jobs are tested on it, "
+                                                  "and training.test_split 0 is allowed")
     available: bool = Field(True, description="false for a built-in whose data is not installed here")
     hint: str | None = None
     created_at: datetime

@@ -35,6 +35,9 @@ class InvalidDataset(InvalidInput):
     code = "invalid_dataset"
 
 
+MAX_FILES = 4  # IDX with a test part: training images and labels, test images and labels
+
+
 def _unknown(session: Session, ref: str, name: str) -> str:
     """What to say about a name that names nothing: the closest names, the built-ins, where to look."""
     names = set(BUILTIN_DATASETS) | set(session.scalars(select(Dataset.name).distinct()))
@@ -92,6 +95,13 @@ def list_datasets(session: Session, limit: int, offset: int) -> tuple[list[Datas
     return newest_first(session, select(Dataset), Dataset, limit, offset)
 
 
+def has_test_set(row: Dataset) -> bool:
+    """Whether the dataset came with a test set of its own (MNIST's published digits, an upload's test part)."""
+    if row.source == "builtin":
+        return BUILTIN_DATASETS[row.name].has_test_set
+    return "test" in (row.stats or {})
+
+
 def dataset_out(row: Dataset) -> DatasetOut:
     missing = builtin_missing(row.name) if row.source == "builtin" else None
     available, hint = missing is None, (f"not installed on this server: {missing}" if missing else None)
@@ -100,7 +110,8 @@ def dataset_out(row: Dataset) -> DatasetOut:
                       sha256=row.sha256, size_bytes=row.size_bytes,
                       files=[DatasetFile(name=f["name"], sha256=f["sha256"], size_bytes=f["size_bytes"])
                              for f in row.files or []],
-                      source_url=row.source_url, stats=row.stats, available=available, hint=hint,
+                      source_url=row.source_url, stats=row.stats, has_test_set=has_test_set(row),
+                      available=available, hint=hint,
                       created_at=row.created_at)
 
 
@@ -142,21 +153,26 @@ def parse_upload(upload: Upload, options: ParseOptions, max_bytes: int):
     empty = [name for name, data in files if not data]
     if empty:
         raise InvalidDataset(f"{empty[0]}: the file is empty")
-    if len(files) > 2:
-        raise InvalidDataset(f"{len(files)} files; send one file, or two for IDX (images and labels)")
+    if len(files) > MAX_FILES:
+        raise InvalidDataset(f"{len(files)} files; send one file, two for IDX (images and labels), and as many "
+                             "again for a test part")
     fmt = options.format or dataformats.detect_format(files)
-    if fmt != "idx" and len(files) != 1:
-        raise InvalidDataset(f"format {fmt} takes one file; two files are for IDX (images and labels)")
-    name, data = files[0]
     classes = None
     try:
+        train, test = dataformats.split_parts(files, fmt, options.test_file_names)
+        name, data = train[0]
         if fmt == "idx":
-            parsed = dataformats.parse_idx(files)
+            parsed = dataformats.parse_idx(train)
+            if test:
+                parsed = parsed.with_test(dataformats.parse_idx(test))
         elif fmt == "npz":
             parsed = dataformats.parse_npz(data, name)
         elif fmt == "image_csv":
             shape = tuple(int(v) for v in options.image_shape.split("x")) if options.image_shape else None
-            parsed = dataformats.parse_image_csv(data, name, label_column=options.label_column, image_shape=shape)
+            parsed, *tests = (dataformats.parse_image_csv(d, n, label_column=options.label_column, image_shape=shape)
+                              for n, d in train + test)
+            if tests:
+                parsed = parsed.with_test(tests[0])
         elif fmt == "image_zip":
             parsed, classes = dataformats.parse_image_zip(data, name, max_bytes=max_bytes)
         else:

@@ -16,7 +16,7 @@ from torch import nn
 
 from models.architectures import ModelConfig
 from models.dataformats import ArrayDataset
-from models.datasets import builtin_splits, split_dataset
+from models.datasets import split_dataset
 from models.forecasting import BASELINES, ForecastSetup, calibrate_interval, forecast_report, prepare
 from models.timeseries import TimeSeries
 from models.training import holdout_report
@@ -48,16 +48,16 @@ def _architecture(spec: JobSpec) -> tuple[str, dict]:
 
 def classification_plan(spec: JobSpec, dataset: Dataset, store: ArtifactStore) -> Plan:
     t = spec.training
-    cut = dict(validation_split=t.validation_split, test_split=t.test_split, seed=t.seed)
-    if dataset.source == "builtin":  # with its published test set, where it has one
-        splits = builtin_splits(dataset.name, **cut)
-    else:
-        splits = split_dataset(load_dataset(dataset, store), **cut)
+    data = load_dataset(dataset, store)  # with the test set it came with, where it has one
+    splits = split_dataset(data, validation_split=t.validation_split, test_split=t.test_split, seed=t.seed)
     architecture, params = _architecture(spec)
     train = splits.train
     config = ModelConfig(architecture, params, train.input_shape, train.num_classes, train.value_range)
+    # Which test the figures are from: the dataset's own test set, or a random part cut from the data.
+    test_set = {"test_set": "dataset" if data.test is not None else "split", "train_samples": len(train),
+                "validation_samples": len(splits.validation), "test_samples": len(splits.test)}
     return Plan("classification", config, train, splits.validation, splits.test.x,
-                lambda model, device, loss: holdout_report(model, splits.test, device, loss))
+                lambda model, device, loss: {**holdout_report(model, splits.test, device, loss), **test_set})
 
 
 def forecast_plan(spec: JobSpec, dataset: Dataset, store: ArtifactStore) -> Plan:

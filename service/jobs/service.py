@@ -9,7 +9,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.datasets.service import builtin_stats, resolve_dataset
+from models.architectures import ModelConfig, parameter_count
+from models.forecasting import ForecastSetup
+from models.second_order import BFGS_MAX_PARAMS, bfgs_too_large
+from service.datasets.service import builtin_stats, has_test_set, resolve_dataset
 from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs import events
 from service.jobs.spec import JobSpec
@@ -27,6 +30,8 @@ log = logging.getLogger(__name__)
 def create_job(session: Session, spec: JobSpec, settings: Settings, key_id: uuid.UUID | None = None) -> TrainingJob:
     dataset = resolve_dataset(session, spec.dataset)
     _check_dataset_fits(session, spec, dataset)
+    if spec.optimizer.type == "bfgs":
+        _check_bfgs_fits(session, spec, dataset)
     queue = job_queue(spec.training.device, settings)
     if queue is None:
         raise InvalidInput("training.device cuda: no GPU worker takes jobs in this deployment; use device auto "
@@ -57,6 +62,11 @@ def _check_dataset_fits(session: Session, spec: JobSpec, dataset: Dataset) -> No
         raise InvalidInput(f"dataset {label} is a time series; a classification job needs images with labels "
                            "(digits, mnist-5k, fashion-mnist or an image upload), or set \"task\": \"forecast\"",
                            details=[{"field": "dataset", "message": "not an image dataset"}])
+    if spec.training.test_split == 0 and not has_test_set(dataset):
+        raise InvalidInput(f"training.test_split 0: dataset {label} has no test set of its own; set test_split to "
+                           "0.05-0.5 (default 0.2) to hold out a random part, or upload the data with its test part "
+                           "(see docs/datasets.md)", details=[{"field": "training.test_split",
+                                                               "message": "the dataset has no test set"}])
     if spec.task == "forecast":
         if dataset.task != "forecast":
             raise InvalidInput(f"dataset {label} holds images; a forecast job needs a time series (solar, or an "
@@ -69,6 +79,26 @@ def _check_dataset_fits(session: Session, spec: JobSpec, dataset: Dataset) -> No
             if unknown and columns:
                 raise InvalidInput(f"{field}: {', '.join(map(repr, unknown))} is not a column of {label}; its columns "
                                    f"are {', '.join(columns)}", details=[{"field": field, "message": "unknown column"}])
+
+
+def _check_bfgs_fits(session: Session, spec: JobSpec, dataset: Dataset) -> None:
+    """bfgs's dense matrix grows with the square of the parameters: count the model's before it is queued."""
+    architecture = spec.architecture.type
+    if architecture in ("persistence", "seasonal_naive"):
+        return
+    params = spec.architecture.model_dump(exclude={"type"})
+    if spec.task == "forecast":
+        setup = ForecastSetup(**spec.forecast.model_dump(exclude_none=True))
+        config = ModelConfig(architecture, params, (setup.lookback, setup.n_features), setup.horizon, (0.0, 1.0))
+    else:
+        builtin_stats(session, dataset)
+        stats = dataset.stats or {}
+        config = ModelConfig(architecture, params, tuple(stats.get("shape", (1, 28, 28))),
+                             len(stats.get("classes", range(10))), (0.0, 1.0))
+    n = parameter_count(config)
+    if n > BFGS_MAX_PARAMS:
+        raise InvalidInput(bfgs_too_large(n), details=[{"field": "optimizer.type", "message": "model too large "
+                                                        "for bfgs"}])
 
 
 def get_job(session: Session, job_id: uuid.UUID) -> TrainingJob:

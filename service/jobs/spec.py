@@ -185,11 +185,19 @@ class ConjugateGradientSpec(Strict):
     restart_every: int = Field(50, ge=1, le=100000)
 
 
-OptimizerSpec = Annotated[Union[SGDSpec, AdagradSpec, RMSpropSpec, AdamSpec, LBFGSSpec, NewtonSpec,
+class BFGSSpec(Strict):
+    """BFGS with the dense inverse-Hessian approximation: for models of up to 8,192 parameters (logistic
+    regression on 28x28 images has 7,850); above that, lbfgs."""
+
+    type: Literal["bfgs"]
+    max_iter: int = Field(20, ge=1, le=1000, description="Iterations per step, each with a strong-Wolfe line search.")
+
+
+OptimizerSpec = Annotated[Union[SGDSpec, AdagradSpec, RMSpropSpec, AdamSpec, LBFGSSpec, BFGSSpec, NewtonSpec,
                                 ConjugateGradientSpec], Field(discriminator="type")]
 
 DEFAULT_LEARNING_RATE = {"sgd": 0.01, "adagrad": 0.01, "rmsprop": 0.001, "adam": 0.001, "adamw": 0.001,
-                         "lbfgs": 1.0, "newton": 1.0, "conjugate_gradient": 1.0}
+                         "lbfgs": 1.0, "bfgs": 1.0, "newton": 1.0, "conjugate_gradient": 1.0}
 
 
 # Training settings ------------------------------------------------------------------------------------
@@ -232,9 +240,11 @@ class TrainingSpec(Strict):
     batch_size: int | None = Field(None, ge=1, le=65536, description="Default 64; full-batch optimizers: the "
                                                                      "whole training set.")
     learning_rate: float | None = Field(None, gt=0.0, le=10.0, description="Default per optimizer: sgd 0.01, "
-                                        "adam 0.001, lbfgs/newton/conjugate_gradient 1 (the line search's first try).")
+                                        "adam 0.001, lbfgs/bfgs/newton/conjugate_gradient 1 (the line search's first try).")
     validation_split: float = Field(0.1, ge=0.0, le=0.5, description="Share of the data held out for validation.")
-    test_split: float = Field(0.2, ge=0.05, le=0.5, description="Share of the data held out for the final test.")
+    test_split: float = Field(0.2, ge=0.0, le=0.5, description="Share of the data held out for the final test, "
+                              "0.05 to 0.5; unused when the dataset has its own test set (it is tested on that), "
+                              "and 0 only then.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast on CUDA; ignored on the CPU.")
@@ -306,6 +316,12 @@ class JobSpec(Strict):
     @model_validator(mode="after")
     def _settings_fit_together(self) -> "JobSpec":
         opt, t = self.optimizer.type, self.training
+        if 0 < t.test_split < 0.05:
+            raise ValueError(f"training.test_split {t.test_split} is too small a test to trust: use 0.05 to 0.5, "
+                             "or 0 with a dataset that has its own test set")
+        if t.test_split == 0 and self.task == "forecast":
+            raise ValueError("training.test_split 0: a forecast is tested on the series' last part, in time order; "
+                             "use 0.05 to 0.5")
         if opt in FULL_BATCH:
             why = f"{opt} takes full-batch steps with a line search, which needs a deterministic loss"
             if t.batch_size is not None and t.batch_size < 256:

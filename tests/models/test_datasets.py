@@ -54,3 +54,11 @@ def test_fashion_mnist_uses_its_published_test_set():
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (54000, 6000, 10000)
     assert splits.train.input_shape == (1, 28, 28) and splits.train.value_range == (0.0, 255.0)
     assert np.bincount(splits.test.y.numpy()).tolist() == [1000] * 10
+
+
+def test_mnist_5k_ships_with_the_package():
+    assert datasets.builtin_missing("mnist-5k") is None
+    data = datasets.load_builtin("mnist-5k")
+    assert len(data) == 5000 and data.input_shape == (1, 28, 28) and data.value_range == (0.0, 255.0)
+    assert np.bincount(data.y.numpy()).tolist() == [500] * 10
+    assert float(data.x.max()) == 255.0 and 0.1 < float((data.x > 0).float().mean()) < 0.3  # ink on paper

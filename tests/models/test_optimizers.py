@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from models.architectures import ARCHITECTURES, ModelConfig, build_model
 from models.datasets import load_builtin, split_dataset
 from models.optimizers import OPTIMIZERS, build_optimizer
-from models.second_order import ConjugateGradient, Newton
+from models.second_order import BFGS, ConjugateGradient, Newton
 from models.training import TrainConfig, data_loss, evaluate, fit, penalty, seed_everything
 
 TINY = {
@@ -23,7 +23,7 @@ TINY = {
     "gru": {"hidden_size": 16},
 }
 LEARNING_RATE = {"sgd": 0.1, "adagrad": 0.05, "rmsprop": 0.005, "adam": 0.01, "adamw": 0.01,
-                 "lbfgs": 1.0, "newton": 1.0, "conjugate_gradient": 1.0}
+                 "lbfgs": 1.0, "bfgs": 1.0, "newton": 1.0, "conjugate_gradient": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,7 @@ def objective(model, data, l2: float) -> float:
     ("newton", {"max_exact_params": 100, "cg_iterations": 100}, 3),  # forced Hessian-free Newton-CG
     ("conjugate_gradient", {}, 10),
     ("lbfgs", {}, 5),
+    ("bfgs", {"max_iter": 50}, 6),
 ])
 def test_full_batch_optimizers_reach_the_known_optimum(convex_problem, optimizer, options, epochs):
     data, l2, optimum, reference_labels = convex_problem
@@ -112,6 +113,57 @@ def test_conjugate_gradient_minimizes_rosenbrock():
     opt = ConjugateGradient([x], max_iter=500, restart_every=2)
     opt.step(lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)
     assert torch.allclose(x.detach(), torch.tensor([1.0, 1.0]), atol=1e-3)
+
+
+def flat_objective(model, data, l2: float):
+    """The model's objective and its gradient as functions of one float64 vector, as SciPy takes them."""
+    params = list(model.parameters())
+
+    def f(vector: np.ndarray) -> tuple[float, np.ndarray]:
+        offset = 0
+        with torch.no_grad():
+            for p in params:
+                p.copy_(torch.from_numpy(vector[offset : offset + p.numel()]).view_as(p))
+                offset += p.numel()
+        loss = data_loss(model(data.x), data.y, "cross_entropy") + penalty(model, 0.0, l2)
+        grads = torch.autograd.grad(loss, params)
+        return float(loss.detach()), torch.cat([g.reshape(-1) for g in grads]).double().numpy()
+
+    return f
+
+
+def test_bfgs_matches_scipys_bfgs_on_the_same_objective(convex_problem):
+    """SciPy's BFGS and ours, from the same start on the same float64 objective, reach the same minimum."""
+    from scipy.optimize import minimize
+
+    data, l2, optimum, _ = convex_problem
+    data = type(data)(data.x.double(), data.y, data.num_classes, data.value_range)
+    ours = new_model(data, "logistic_regression", {}).double()
+    theirs = new_model(data, "logistic_regression", {}).double()
+    start = torch.cat([p.detach().reshape(-1) for p in theirs.parameters()]).numpy()
+    reference = minimize(flat_objective(theirs, data, l2), start, jac=True, method="BFGS",
+                         options={"gtol": 1e-9, "maxiter": 5000})
+    fit(ours, BFGS(ours.parameters(), max_iter=100), data, None, TrainConfig(epochs=20, l2=l2, device="cpu"))
+    reached = float(data_loss(ours(data.x), data.y, "cross_entropy") + penalty(ours, 0.0, l2))
+    assert reference.fun == pytest.approx(optimum, abs=1e-6)
+    assert reached == pytest.approx(reference.fun, abs=1e-7), f"ours {reached}, SciPy's {reference.fun}"
+    ours_vector = torch.cat([p.detach().reshape(-1) for p in ours.parameters()]).numpy()
+    assert np.abs(ours_vector - reference.x).max() < 1e-2  # the same minimizer, not only the same value
+
+
+def test_bfgs_minimizes_rosenbrock_as_scipy_does():
+    from scipy.optimize import rosen, minimize
+
+    x = torch.tensor([-1.2, 1.0], dtype=torch.float64, requires_grad=True)
+    BFGS([x], max_iter=500).step(lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)
+    reference = minimize(rosen, [-1.2, 1.0], method="BFGS")
+    assert np.allclose(x.detach().numpy(), reference.x, atol=1e-4) and np.allclose(reference.x, [1.0, 1.0], atol=1e-4)
+
+
+def test_bfgs_refuses_a_model_too_large_for_its_matrix(splits):
+    model = new_model(splits.train, "mlp", {"hidden_sizes": [400, 200]})  # 108,210 parameters on 8x8 digits
+    with pytest.raises(ValueError, match="more than bfgs's 8,192; use lbfgs"):
+        BFGS(model.parameters())
 
 
 def test_optimizer_state_survives_a_checkpoint(splits):

@@ -22,6 +22,8 @@ FILES = {
     "/digits.npz": datafiles.npz(X, Y),
     "/images.gz": datafiles.idx(X, gz=True),
     "/labels.gz": datafiles.idx(Y, gz=True),
+    "/more-images.gz": datafiles.idx(datafiles.digits(400)[0][300:], gz=True),  # names that do not say test
+    "/more-labels.gz": datafiles.idx(datafiles.digits(400)[1][300:], gz=True),
     "/power.csv": datafiles.timeseries_csv(48),
     "/broken.csv": b"label,a,b,c,d\n1,0,0,0,x\n",
     "/big.npz": b"\0" * 300_000,
@@ -113,6 +115,15 @@ def test_import_npz_idx_pair_and_time_series(importing, server, run_job):
     idx = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/images.gz",
                                                    "labels_url": f"{server}/labels.gz"})
     assert idx.status_code == 201 and idx.json()["format"] == "idx" and idx.json()["stats"]["samples"] == 300
+    assert idx.json()["has_test_set"] is False
+    with_test = client.post("/v1/datasets/import", json={
+        "name": name(), "url": f"{server}/images.gz", "labels_url": f"{server}/labels.gz",
+        "test_url": f"{server}/more-images.gz", "test_labels_url": f"{server}/more-labels.gz"})
+    assert with_test.status_code == 201, with_test.text
+    assert with_test.json()["has_test_set"] is True and with_test.json()["stats"]["samples"] == 300
+    assert with_test.json()["stats"]["test"]["samples"] == 100
+    assert [f["name"] for f in with_test.json()["files"]] == ["images.gz", "labels.gz", "test-more-images.gz",
+                                                              "test-more-labels.gz"]
     series = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/power.csv"})
     assert series.status_code == 201 and series.json()["task"] == "forecast"
 

@@ -158,8 +158,9 @@ BAD_INPUTS = {
                       "row 2 (line 3): timestamp 'yesterday' does not parse"),
     "timestamps not increasing": ([("s.csv", b"time,v\n2024-01-01 01:00,1\n2024-01-01 00:30,2\n")], {}, 422,
                                   "not after the one before it"),
-    "three files": ([("a.csv", b"1"), ("b.csv", b"2"), ("c.csv", b"3")], {}, 422,
-                    "too many files; send one file, or two for IDX (images and labels)"),
+    "five files": ([(f"{c}.csv", c.encode()) for c in "abcde"], {}, 422,
+                   "too many files; send one file, two for IDX (images and labels), and as many again for a test "
+                   "part"),
 }
 
 

