@@ -6,6 +6,7 @@ the model file.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -61,15 +62,8 @@ def forecast(model: torch.nn.Module, setup: ForecastSetup, frame: pd.DataFrame, 
     if horizon < 1 or horizon > setup.horizon:
         raise ForecastInputError(f"horizon {horizon}: this model forecasts 1 to {setup.horizon} steps ahead")
     if setup.framing == "day_total":
-        values = frame[setup.target].to_numpy(dtype=np.float64)
-        if len(values) < 2:
-            raise ForecastInputError("send at least 2 of the day's readings; this model uses the first "
-                                     f"{setup.lookback}")
-        day = frame.index[0].normalize()
-        if (frame.index.normalize() != day).any():
-            raise ForecastInputError("send readings from one day; this model predicts that day's final value")
-        x = day_window(setup, values).reshape(1, -1, 1)
-        stamps, base = [day + pd.Timedelta(days=1)], 0.0
+        x, base, day = _day_total_input(setup, frame)
+        stamps = [day + pd.Timedelta(days=1)]
     else:
         if len(frame) < setup.lookback:
             raise ForecastInputError(f"{len(frame)} readings; this model needs the last {setup.lookback} "
@@ -82,6 +76,30 @@ def forecast(model: torch.nn.Module, setup: ForecastSetup, frame: pd.DataFrame, 
     high = mean + np.array(setup.residual_high[:horizon])
     return {"timestamps": [t.isoformat() for t in stamps], "values": mean.tolist(), "lower": low.tolist(),
             "upper": high.tolist(), "interval": setup.interval}
+
+
+def _day_total_input(setup: ForecastSetup, frame: pd.DataFrame) -> tuple[np.ndarray, float, pd.Timestamp]:
+    """The readings of the day to forecast (the last day sent), and the day before's total where the model
+    reads it (the largest of that day's readings)."""
+    days = frame.index.normalize()
+    day = days[-1]
+    values = frame[setup.target].to_numpy(dtype=np.float64)[days == day]
+    earlier = sorted(set(days[days != day]))
+    if setup.previous_total:
+        if len(earlier) != 1:
+            raise ForecastInputError("send the day before's readings (at least its last one, the day's total), then "
+                                     f"the day's own; this model starts from the day before's total. Got "
+                                     f"{len(earlier) + 1} days")
+        previous = float(frame[setup.target].to_numpy(dtype=np.float64)[days == earlier[0]].max())
+    elif earlier:
+        raise ForecastInputError("send readings from one day; this model predicts that day's final value")
+    else:
+        previous = math.nan
+    if len(values) < 2:
+        raise ForecastInputError(f"send at least 2 of the day's readings ({day.date()}); this model uses the first "
+                                 f"{setup.lookback}")
+    window, base = day_window(setup, values, day, previous)
+    return window[None], base, day
 
 
 def anomalies(model: torch.nn.Module, setup: ForecastSetup, frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -8,7 +8,9 @@ Two framings:
   all of its targets.
 - ``day_total`` (the CNTK 106B lab): readings are grouped by day, days with too few readings are dropped,
   and the first 2..``lookback`` readings of a day predict that day's final value (its maximum, for a
-  running total). Splits are by day, in time order.
+  running total). Splits are by day, in time order. With ``previous_total`` the day before's total is an
+  input on every step and the network forecasts the change from it, so it starts from "same as yesterday"
+  and learns what the morning's readings and the time of year say beyond it.
 
 Everything that serving must repeat (columns, frequency, scaling fitted on the training part only,
 calendar features, interval widths) is in :class:`ForecastSetup`, a plain dict when saved.
@@ -49,6 +51,9 @@ class ForecastSetup:
     # next_steps: the target's history and forecast are taken relative to the last reading, so the network
     # learns changes and a level it never saw in training (a trend) does not throw it off.
     relative: bool = True
+    # day_total: the previous day's total is an input and the forecast is a change from it. False in files
+    # saved before it existed, whose models read the day's readings alone.
+    previous_total: bool = False
     # Fitted on the training part:
     means: dict[str, float] = field(default_factory=dict)
     stds: dict[str, float] = field(default_factory=dict)
@@ -72,7 +77,9 @@ class ForecastSetup:
 
     @property
     def n_features(self) -> int:
-        return len(self.columns) + 2 * len(self.calendar) if self.framing == "next_steps" else 1
+        if self.framing == "next_steps":
+            return len(self.columns) + 2 * len(self.calendar)
+        return 1 + int(self.previous_total) + 2 * len(self.calendar)
 
     def scale_values(self, column: str, values: np.ndarray) -> np.ndarray:
         if self.scale == "fixed":
@@ -244,36 +251,49 @@ def _check_sizes(prepared: Prepared) -> None:
 # -- day_total (CNTK 106B) ----------------------------------------------------------------------------------
 
 
-def day_window(setup: ForecastSetup, values: np.ndarray) -> np.ndarray:
-    """A day's first readings (at most ``lookback``), scaled and left-padded to ``lookback``: the last step is
-    the newest real reading."""
+def day_window(setup: ForecastSetup, values: np.ndarray, day: object, previous: float) -> tuple[np.ndarray, float]:
+    """A day's first readings (at most ``lookback``), scaled and left-padded to ``lookback`` (the last step is
+    the newest real reading), beside the day's own inputs on every step: the previous day's total and the
+    calendar. Returns the window and the scaled value its forecast is relative to."""
     values = values[: setup.lookback]
-    return np.concatenate([np.zeros(setup.lookback - len(values)), setup.scale_values(setup.target, values)])
+    readings = np.concatenate([np.zeros(setup.lookback - len(values)), setup.scale_values(setup.target, values)])
+    own, base = [], 0.0
+    if setup.previous_total:
+        base = float(setup.scale_values(setup.target, np.array([previous]))[0])
+        own.append(base)
+    own.extend(calendar_columns(pd.DatetimeIndex([pd.Timestamp(day)]), setup.calendar).reshape(-1))
+    window = np.concatenate([readings[:, None], np.tile(np.array(own, dtype=np.float64), (setup.lookback, 1))], axis=1)
+    return window, base
 
 
 def _day_windows(setup: ForecastSetup, days: list[tuple[object, np.ndarray]], previous_final: list[float]) -> Windows:
     """One window per prefix of each day's readings; ``ends`` holds the window's day."""
     lookback = setup.lookback
-    xs, ys, actual, persist, seasonal, ends = [], [], [], [], [], []
+    xs, ys, actual, persist, seasonal, ends, bases = [], [], [], [], [], [], []
     for (day, values), prev in zip(days, previous_final):
+        if setup.previous_total and math.isnan(prev):  # the first day has no day before
+            continue
         final = float(values.max())
+        scaled_final = float(setup.scale_values(setup.target, np.array([final]))[0])
         for j in range(2, min(len(values), lookback) + 1):
-            xs.append(day_window(setup, values[:j]))
-            ys.append([setup.scale_values(setup.target, np.array([final]))[0]])
+            window, base = day_window(setup, values[:j], day, prev)
+            xs.append(window)
+            ys.append([scaled_final - base])
+            bases.append(base)
             actual.append([final])
             persist.append([values[j - 1]])
             seasonal.append([prev])
             ends.append(np.datetime64(day))
-    return Windows(np.array(xs).reshape(-1, lookback, 1), np.array(ys).reshape(-1, 1), np.array(actual).reshape(-1, 1),
-                   np.array(persist).reshape(-1, 1), np.array(seasonal).reshape(-1, 1),
-                   np.array(ends, dtype="datetime64[ns]"), np.zeros(len(xs)))
+    return Windows(np.array(xs).reshape(-1, lookback, setup.n_features), np.array(ys).reshape(-1, 1),
+                   np.array(actual).reshape(-1, 1), np.array(persist).reshape(-1, 1), np.array(seasonal).reshape(-1, 1),
+                   np.array(ends, dtype="datetime64[ns]"), np.array(bases, dtype=np.float64))
 
 
 def _prepare_day_total(series: TimeSeries, setup: ForecastSetup, *, validation_split: float,
                        test_split: float) -> Prepared:
-    if setup.horizon != 1 or setup.inputs or setup.calendar:
-        raise ValueError("day_total predicts one value a day from the target alone: horizon 1, no inputs or "
-                         "calendar features")
+    if setup.horizon != 1 or setup.inputs or "time_of_day" in setup.calendar:
+        raise ValueError("day_total predicts one value a day from the target alone: horizon 1, no inputs, and "
+                         "no time_of_day (a day's inputs are its own: day_of_year, the previous total)")
     frame = series.frame()[setup.target]
     groups = [(day, g.to_numpy(dtype=np.float64)) for day, g in frame.groupby(frame.index.date)]
     kept = [(day, v) for day, v in groups if len(v) >= setup.min_readings_per_day]
@@ -354,8 +374,17 @@ def forecast_report(model: torch.nn.Module | None, prepared: Prepared, baseline:
         low, high = predicted + np.array(setup.residual_low), predicted + np.array(setup.residual_high)
         report["interval"] = {"coverage_target": setup.interval,
                               "coverage": float(np.mean((actual >= low) & (actual <= high)))}
+    if setup.framing == "day_total":  # the lab's own measure: each day's total from its first `lookback` readings
+        last = np.r_[test.ends[1:] != test.ends[:-1], True] & comparable
+        report["from_lookback"] = {"readings": setup.lookback, "days": int(last.sum()),
+                                   "model": error_metrics(predict_windows(model, setup, test, baseline)[last],
+                                                          test.actual[last]),
+                                   **{name: error_metrics(predict_windows(None, setup, test, name)[last],
+                                                          test.actual[last]) for name in BASELINES}}
     persistence = report["persistence"]
     report["beats_persistence"] = bool(persistence and report["model"]["rmse"] < persistence["rmse"])
+    seasonal = report["seasonal_naive"]
+    report["beats_seasonal_naive"] = bool(seasonal and report["model"]["rmse"] < seasonal["rmse"])
     report["preparation"] = prepared.report
     # What a client must send to /forecast, readable from the job's result and the model's metrics.
     report["setup"] = {k: getattr(setup, k) for k in ("target", "inputs", "lookback", "horizon", "framing",

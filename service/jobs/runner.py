@@ -190,7 +190,7 @@ def _register(job: TrainingJob, spec: JobSpec, plan: Plan, model: torch.nn.Modul
         name=spec.name or f"{job.dataset.name}-{config.architecture}", task=plan.task, job_id=job.id,
         dataset_id=job.dataset_id, config=config, data=model_to_bytes(model, config),
         held_out=tensor_to_bytes(plan.held_out[:EXPORT_CHECK_INPUTS]), metrics=report,
-        promote=registry.Promotion(**spec.promote.model_dump()) if spec.promote else None)
+        promote=spec.promote)
     return registry.register_version(store, version, succeed)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.optimizers import FULL_BATCH
-from service.registry.schemas import ALIAS_PATTERN
+from service.registry.schemas import PromoteIn
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -109,7 +109,8 @@ class ForecastSpec(Strict):
     gaps: Literal["interpolate", "drop"] = Field("interpolate", description="Fill gaps of up to max_gap_steps "
                                                  "linearly in time, or leave every gap out.")
     max_gap_steps: int = Field(4, ge=0, le=100_000)
-    calendar: list[Literal["time_of_day", "day_of_year"]] = Field([], description="sin/cos calendar inputs.")
+    calendar: list[Literal["time_of_day", "day_of_year"]] | None = Field(
+        None, description="sin/cos calendar inputs; default none for next_steps, day_of_year for day_total.")
     season_steps: int | None = Field(None, ge=1, description="The seasonal naive baseline's season in steps; "
                                                              "default one day.")
     scale: Literal["standard", "fixed"] = Field("standard", description="standard: mean and deviation of the "
@@ -119,14 +120,26 @@ class ForecastSpec(Strict):
     interval: float = Field(0.9, gt=0.0, lt=1.0, description="Coverage of the prediction interval.")
     relative: bool = Field(True, description="next_steps: learn changes from the last reading rather than levels, "
                                              "so a trend beyond the training range does not throw the model off.")
+    previous_total: bool | None = Field(None, description="day_total (default true): the day before's total is an "
+                                        "input, and the model forecasts the change from it. false: the day's "
+                                        "readings alone, as the CNTK 106B tutorial ran it.")
 
     @model_validator(mode="after")
     def _framing_fits(self) -> "ForecastSpec":
         if self.target in self.inputs:
             raise ValueError(f"inputs lists the target {self.target!r}; the model reads the target's history anyway")
-        if self.framing == "day_total" and (self.horizon != 1 or self.inputs or self.calendar):
-            raise ValueError("framing day_total predicts one value a day from the target alone: set horizon 1 and "
-                             "leave inputs and calendar empty")
+        if self.framing == "day_total":
+            if self.horizon != 1 or self.inputs or "time_of_day" in (self.calendar or []):
+                raise ValueError("framing day_total predicts one value a day from the target alone: set horizon 1, "
+                                 "leave inputs empty, and use no time_of_day (a day's calendar input is day_of_year)")
+            self.calendar = ["day_of_year"] if self.calendar is None else self.calendar
+            self.previous_total = True if self.previous_total is None else self.previous_total
+        else:
+            if self.previous_total:
+                raise ValueError("previous_total is for framing day_total; a next_steps model reads the series' "
+                                 "own history (lookback, season_steps)")
+            self.calendar = [] if self.calendar is None else self.calendar
+            self.previous_total = False
         return self
 
 
@@ -258,14 +271,10 @@ class TrainingSpec(Strict):
                                                   "training images; off unless given.")
 
 
-class PromoteSpec(Strict):
-    """Gated promotion: once the model is registered, point `alias` at it only if `metric` (on the test
-    split) is at least `min` and beats the version the alias points at now. The job's result says why the
-    alias moved or did not."""
-
-    alias: str = Field(pattern=ALIAS_PATTERN, examples=["production"])
-    metric: Literal["test_accuracy", "test_macro_f1"] = "test_accuracy"
-    min: float = Field(0.0, ge=0.0, le=1.0)
+class PromoteSpec(PromoteIn, Strict):
+    """Gated promotion once the model is registered: point `alias` at it only if it passes the gate
+    (classifiers: `metric` at least `min`; forecasters: `metric` at most `max` and below both baselines') and
+    beats the version the alias points at now. The job's result says why the alias moved or did not."""
 
 
 class JobSpec(Strict):
@@ -304,13 +313,17 @@ class JobSpec(Strict):
                 raise ValueError("training.augmentation distorts images; remove it from a forecast job")
             if t.early_stopping and t.early_stopping.monitor == "val_accuracy":
                 raise ValueError("a forecast has no accuracy: early stopping monitors val_loss or train_loss")
-            if self.promote is not None and self.promote.metric in ("test_accuracy", "test_macro_f1"):
-                raise ValueError("promotion on test_accuracy or test_macro_f1 is for classifiers; remove promote")
         else:
             if self.forecast is not None:
                 raise ValueError('a forecast block needs "task": "forecast"')
             if arch not in CLASSIFIERS:
                 raise ValueError(f"{arch} is a forecasting baseline; set \"task\": \"forecast\"")
+        return self
+
+    @model_validator(mode="after")
+    def _gate_fits(self) -> "JobSpec":
+        if self.promote is not None:
+            self.promote = PromoteSpec(**self.promote.for_task(self.task).model_dump())
         return self
 
     @model_validator(mode="after")

@@ -80,14 +80,14 @@ def set_alias(name: str, alias: AliasName, body: AliasIn, session: SessionDep, r
 
 
 @router.post("/{name}/versions/{version}/promote", response_model=PromotionOut, dependencies=[allow(Scope.admin)],
-             responses=errors(404))
+             responses=errors(404, 422))
 def promote_version(name: str, version: Annotated[int, Path(ge=1, le=MAX_INT)], body: PromoteIn,
                     session: SessionDep, request: Request) -> PromotionOut:
-    """Gated promotion, as a job's `promote` does it: point `name@alias` at this version only if its
-    `metric` clears `min` and beats the version the alias points at now. The answer is the gate's verdict,
-    with its reason, whether the alias moved or not."""
-    decision = service.promote(session, service.get_version(session, name, version), body.alias, body.metric,
-                               body.min)
+    """Gated promotion, as a job's `promote` does it: point `name@alias` at this version only if it passes the
+    gate (a classifier: `metric` clears `min`; a forecaster: `metric` within `max` and below the persistence
+    and seasonal-naive baselines') and beats the version the alias points at now. The answer is the gate's
+    verdict, with its reason, whether the alias moved or not."""
+    decision = service.promote(session, service.get_version(session, name, version), body)
     session.commit()
     if decision["moved"]:
         request.app.state.models.forget_refs()

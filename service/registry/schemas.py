@@ -44,18 +44,58 @@ class AliasIn(BaseModel):
     version: int = Field(ge=1, le=2**31 - 1, description="The version of the model the alias should point at.")
 
 
+CLASSIFIER_METRICS = ("test_accuracy", "test_macro_f1")  # higher is better
+FORECASTER_METRICS = ("test_rmse", "test_mae")  # lower is better; in the target's units
+
+
 class PromoteIn(BaseModel):
+    """A promotion gate: point `alias` at the version only if it passes every check, and beats the version the
+    alias points at now on `metric`. Classifiers: `metric` at least `min`. Forecasters: `metric` at most
+    `max`, and lower than the persistence and seasonal-naive baselines' on the same test windows."""
+
     model_config = ConfigDict(extra="forbid")
 
     alias: str = Field(pattern=ALIAS_PATTERN, examples=["production"])
-    metric: Literal["test_accuracy", "test_macro_f1"] = "test_accuracy"
-    min: float = Field(0.0, ge=0.0, le=1.0, description="the bar the metric must clear")
+    metric: Literal["test_accuracy", "test_macro_f1", "test_rmse", "test_mae"] | None = Field(
+        None, description="default test_accuracy for a classifier, test_rmse for a forecaster")
+    min: float | None = Field(None, ge=0.0, le=1.0, description="classifiers: the bar the metric must clear "
+                                                                "(default 0)")
+    max: float | None = Field(None, gt=0.0, description="forecasters: the most test_rmse or test_mae may be, in "
+                                                         "the target's units")
+    beats_persistence: bool | None = Field(None, description="forecasters (default true): the metric must be "
+                                           "lower than the persistence baseline's (the last reading)")
+    beats_seasonal_naive: bool | None = Field(None, description="forecasters (default true): the metric must be "
+                                              "lower than the seasonal-naive baseline's (a season ago)")
+
+    def for_task(self, task: str) -> "PromoteIn":
+        """The gate with its defaults for a classifier or a forecaster; ValueError for checks that do not apply."""
+        if task == "forecast":
+            if self.metric in CLASSIFIER_METRICS:
+                raise ValueError(f"promote.metric {self.metric} is for classifiers; a forecaster is judged on "
+                                 "test_rmse or test_mae")
+            if self.min is not None:
+                raise ValueError("promote.min is a classifier's bar; bound a forecaster's error with promote.max")
+            return self.model_copy(update={
+                "metric": self.metric or "test_rmse",
+                "beats_persistence": self.beats_persistence is not False,
+                "beats_seasonal_naive": self.beats_seasonal_naive is not False})
+        if self.metric in FORECASTER_METRICS:
+            raise ValueError(f"promote.metric {self.metric} is for forecasters; a classifier is judged on "
+                             "test_accuracy or test_macro_f1")
+        wrong = [f for f in ("max", "beats_persistence", "beats_seasonal_naive") if getattr(self, f)]
+        if wrong:
+            raise ValueError(f"promote.{wrong[0]} is a forecaster's check; a classifier's gate takes metric and min")
+        return self.model_copy(update={"metric": self.metric or "test_accuracy", "min": self.min or 0.0,
+                                       "beats_persistence": None, "beats_seasonal_naive": None})
 
 
 class PromotionOut(BaseModel):
     alias: str
     metric: str
-    min: float
+    min: float | None = Field(None, description="a classifier's bar")
+    max: float | None = Field(None, description="a forecaster's bound")
+    beats_persistence: bool | None = Field(None, description="whether the gate required beating persistence")
+    beats_seasonal_naive: bool | None = Field(None, description="whether the gate required beating seasonal naive")
     value: float | None = Field(description="this version's metric")
     moved: bool = Field(description="whether the alias now points at this version")
     previous_version: int | None = Field(description="the version the alias pointed at before")

@@ -15,11 +15,11 @@ from models.portable import FILE_SUFFIX
 from service.audit import record
 from service.artifacts import ArtifactStore
 from service.db import session_scope
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, InvalidInput, NotFound
 from service.datasets.schemas import DatasetRef
 from service.pagination import newest_first
 from service.references import next_version, parse_reference, retry_on_conflict
-from service.registry.schemas import AliasOut, ModelOut
+from service.registry.schemas import FORECASTER_METRICS, AliasOut, ModelOut, PromoteIn
 from service.tables import ModelAlias, TrainedModel, utcnow
 
 
@@ -105,38 +105,62 @@ def delete_alias(session: Session, name: str, alias: str) -> None:
     session.flush()
 
 
-def promote(session: Session, model: TrainedModel, alias: str, metric: str, minimum: float) -> dict:
-    """Gated promotion: point ``alias`` at ``model`` only if its ``metric`` clears ``minimum`` and beats the
-    version the alias points at now. Returns the decision and the reason, for the job's record."""
-    value = model.metrics.get(metric)
-    current = session.get(ModelAlias, (model.name, alias))
-    decision = {"alias": alias, "metric": metric, "min": minimum, "value": value, "moved": False,
-                "previous_version": current.model.version if current else None}
+def metric_of(metrics: dict, metric: str) -> float | None:
+    """A version's ``metric`` from its recorded metrics: a classifier's directly, a forecaster's from its
+    model errors (``test_rmse`` is ``model.rmse``)."""
+    if metric in FORECASTER_METRICS:
+        return (metrics.get("model") or {}).get(metric.removeprefix("test_"))
+    return metrics.get(metric)
+
+
+def _gate_failure(gate: PromoteIn, metrics: dict, value: float | None) -> str | None:
+    """Why the version fails the gate's own checks; None when it passes them."""
     if value is None:
-        decision["reason"] = f"this model has no {metric} to judge it by"
-    elif value < minimum:
-        decision["reason"] = f"{metric} {value:.4f} is below the bar of {minimum}"
-    elif current is not None and current.model.metrics.get(metric, float("-inf")) >= value:
-        decision["reason"] = (f"{metric} {value:.4f} does not beat version {current.model.version}'s "
-                              f"{current.model.metrics.get(metric):.4f}")
-    else:
-        before = f"beats version {current.model.version}'s {current.model.metrics.get(metric, float('nan')):.4f}" \
-            if current else "and no version held the alias"
-        set_alias(session, model.name, alias, model.version)
-        decision.update(moved=True, reason=f"{metric} {value:.4f} clears {minimum} {before}")
-        record(session, None, "model.promote", f"{model.name}@{alias}",
-               before={"version": current.model.version if current else None},
-               after={"version": model.version, "job_id": str(model.job_id), metric: value})
+        return f"this model has no {gate.metric} to judge it by"
+    if gate.min is not None and value < gate.min:
+        return f"{gate.metric} {value:.4f} is below the bar of {gate.min}"
+    if gate.max is not None and value > gate.max:
+        return f"{gate.metric} {value:.4g} is above the bound of {gate.max:g}"
+    for check, baseline, name in ((gate.beats_persistence, "persistence", "persistence (the last reading)"),
+                                  (gate.beats_seasonal_naive, "seasonal_naive", "seasonal naive (a season ago)")):
+        if not check:
+            continue
+        theirs = (metrics.get(baseline) or {}).get(gate.metric.removeprefix("test_"))
+        if theirs is None:
+            return f"{name} has no {gate.metric} on these test windows to compare with"
+        if value >= theirs:
+            return f"{gate.metric} {value:.4g} does not beat {name}'s {theirs:.4g}"
+    return None
+
+
+def promote(session: Session, model: TrainedModel, gate: PromoteIn) -> dict:
+    """Gated promotion: point ``gate.alias`` at ``model`` only if it passes the gate's checks and beats the
+    version the alias points at now on ``gate.metric``. Returns the decision and the reason, for the job's
+    record. ``gate`` is checked against the model's task here (InvalidInput when a check does not apply)."""
+    try:
+        gate = gate.for_task(model.task)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), details=[{"field": "promote", "message": "not for this task"}]) from None
+    metric, lower_is_better = gate.metric, gate.metric in FORECASTER_METRICS
+    value = metric_of(model.metrics, metric)
+    current = session.get(ModelAlias, (model.name, gate.alias))
+    theirs = metric_of(current.model.metrics, metric) if current else None
+    decision = {**gate.model_dump(), "value": value, "moved": False,
+                "previous_version": current.model.version if current else None}
+    failure = _gate_failure(gate, model.metrics, value)
+    if failure is None and theirs is not None and (value >= theirs if lower_is_better else value <= theirs):
+        failure = f"{metric} {value:.4g} does not beat version {current.model.version}'s {theirs:.4g}"
+    if failure is not None:
+        decision["reason"] = failure
+        return decision
+    before = f"beats version {current.model.version}'s {theirs:.4g}" if current else "and no version held the alias"
+    set_alias(session, model.name, gate.alias, model.version)
+    passed = f"{metric} {value:.4g} clears {'the gate' if lower_is_better else gate.min}"
+    decision.update(moved=True, reason=f"{passed} {before}")
+    record(session, None, "model.promote", f"{model.name}@{gate.alias}",
+           before={"version": current.model.version if current else None},
+           after={"version": model.version, "job_id": str(model.job_id), metric: value})
     return decision
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """Point ``alias`` at the new version if its ``metric`` is at least ``min`` and beats the alias's version."""
-
-    alias: str
-    metric: str
-    min: float
 
 
 @dataclass(frozen=True)
@@ -151,7 +175,7 @@ class NewVersion:
     data: bytes  # the model file: state_dict and config
     held_out: bytes  # inputs from the job's test part, the exports are checked on (models.export.tensor_to_bytes)
     metrics: dict
-    promote: Promotion | None = None
+    promote: PromoteIn | None = None
 
 
 def register_version(store: ArtifactStore, new: NewVersion,
@@ -177,8 +201,7 @@ def register_version(store: ArtifactStore, new: NewVersion,
             session.flush()
             result = dict(new.metrics)
             if new.promote is not None:
-                result["promotion"] = promote(session, model, new.promote.alias, new.promote.metric,
-                                              new.promote.min)
+                result["promotion"] = promote(session, model, new.promote)
             finish(session, result)
         return model_id
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from models.timeseries import TimeSeries
-from models.forecasting import ForecastSetup, error_metrics, prepare, regular_grid
+from models.forecasting import ForecastSetup, error_metrics, predict_windows, prepare, regular_grid
 
 
 def series(n: int = 200, drop: tuple[int, ...] = (), trend: float = 0.0) -> TimeSeries:
@@ -71,3 +71,22 @@ def test_day_total_keeps_whole_days_and_predicts_their_final_value():
     assert len(test) == 11 and np.all(test.actual == 12 * 20.0)  # the last day: 11 prefixes of 2..12 readings
     assert test.seasonal[0, 0] == 12 * 19.0  # yesterday's final value
     assert test.x.shape == (11, 14, 1) and test.x[0, :12, 0].sum() == 0  # left-padded
+
+
+def test_day_total_with_the_previous_total_forecasts_the_change_from_it():
+    stamps = pd.date_range("2024-01-01 07:00", periods=12, freq="30min")
+    values = [np.cumsum(np.full(12, 1.0 + d)) for d in range(20)]
+    ts = TimeSeries(np.concatenate([(stamps + pd.Timedelta(days=d)).to_numpy() for d in range(20)]),
+                    np.concatenate(values).reshape(-1, 1), ("total",))
+    setup = ForecastSetup(target="total", framing="day_total", lookback=14, scale="fixed", scale_factor=10,
+                          previous_total=True, calendar=["day_of_year"])
+    prepared = prepare(ts, setup, validation_split=0.1, test_split=0.1)
+    assert len(prepared.train) == 15 * 11  # the first day has no day before: its windows are left out
+    test = prepared.test
+    assert setup.n_features == 4 and test.x.shape == (22, 14, 4)  # two test days of 11 prefixes
+    last = slice(11, 22)  # 2024-01-20, the day before's total 12 * 19
+    assert np.allclose(test.x[last, :, 1], 12 * 19.0 / 10)  # the day before's total, scaled, on every step
+    day = (pd.Timestamp("2024-01-20").day_of_year - 1) / 365.25 * 2 * np.pi
+    assert np.allclose(test.x[last, :, 2:], [np.sin(day), np.cos(day)])
+    assert np.allclose(test.base[last], 12 * 19.0 / 10) and np.allclose(test.y[last, 0], (12 * 20.0 - 12 * 19.0) / 10)
+    assert np.allclose(predict_windows(None, setup, test, "seasonal_naive")[last], 12 * 19.0)

@@ -120,18 +120,29 @@ def test_the_co2_series_from_statsmodels_beats_persistence_with_interpolated_gap
     assert baseline["result"]["model"] == result["persistence"]  # the same test windows
 
 
+# CNTK 106B as the tutorial runs it: the day's readings alone, on its fixed 1/20000 scale.
+TUTORIAL_106B = {"task": "forecast", "dataset": "solar",
+                 "forecast": {"target": "solar.total", "framing": "day_total", "lookback": 14, "scale": "fixed",
+                              "scale_factor": 20000, "min_readings_per_day": 8, "calendar": [],
+                              "previous_total": False},
+                 "architecture": {"type": "lstm", "hidden_size": 14, "dropout": 0.2},
+                 "training": {"epochs": 3, "batch_size": 140, "learning_rate": 0.005, "validation_split": 0.1,
+                              "test_split": 0.1, "seed": 0}}
+# trainserve's default for the framing: the day before's total, the day of year, the readings so far.
+DEFAULT_DAY_TOTAL = {"task": "forecast", "dataset": "solar",
+                     "forecast": {"target": "solar.total", "framing": "day_total", "lookback": 14},
+                     "architecture": {"type": "lstm", "hidden_size": 14},
+                     "training": {"epochs": 10, "batch_size": 140, "learning_rate": 0.005, "validation_split": 0.1,
+                                  "test_split": 0.1, "seed": 0}}
+
+
 def test_the_cntk_106b_lab_trains_and_is_compared_with_its_baselines(client, run_job):
-    spec = {"task": "forecast", "dataset": "solar",
-            "forecast": {"target": "solar.total", "framing": "day_total", "lookback": 14, "scale": "fixed",
-                         "scale_factor": 20000, "min_readings_per_day": 8},
-            "architecture": {"type": "lstm", "hidden_size": 14, "dropout": 0.2},
-            "training": {"epochs": 3, "batch_size": 140, "learning_rate": 0.005, "validation_split": 0.1,
-                         "test_split": 0.1}}
-    job = finished(client, run_job, spec)
+    job = finished(client, run_job, TUTORIAL_106B)
     preparation = job["result"]["preparation"]
     assert preparation["days_kept"] == 1040 and preparation["days_dropped"] == 7
     assert preparation["test_days"] == 104
     assert job["result"]["model"]["rmse"] < job["result"]["persistence"]["rmse"]
+    assert job["spec"]["forecast"]["calendar"] == [] and job["spec"]["forecast"]["previous_total"] is False
 
     day = solar_day("2016-11-20")
     response = client.post("/forecast", json={"model": job["model"]["id"],
@@ -142,6 +153,62 @@ def test_the_cntk_106b_lab_trains_and_is_compared_with_its_baselines(client, run
     response = client.post("/forecast/anomalies", json={"model": job["model"]["id"],
                                                         **readings(day, ("solar.total",))})
     assert response.status_code == 422 and "next_steps" in response.json()["error"]["message"]
+
+
+def test_the_default_day_total_forecaster_beats_yesterdays_total(client, run_job):
+    """On the same time-ordered test days: MAE over every prefix of 2..14 readings, and RMSE of the day's total
+    from its first 14 readings, both below "same as yesterday" and "the total so far"."""
+    job = finished(client, run_job, DEFAULT_DAY_TOTAL)
+    assert job["spec"]["forecast"]["calendar"] == ["day_of_year"] and job["spec"]["forecast"]["previous_total"]
+    result = job["result"]
+    assert result["preparation"]["test_days"] == 104 and result["test_windows"] == 1339
+    for baseline in ("seasonal_naive", "persistence"):
+        assert result["model"]["mae"] < 0.85 * result[baseline]["mae"], result
+        assert result["from_lookback"]["model"]["rmse"] < 0.8 * result["from_lookback"][baseline]["rmse"], result
+    assert result["beats_persistence"] and result["beats_seasonal_naive"]
+
+    yesterday, today = solar_day("2016-11-19"), solar_day("2016-11-20")
+    both = pd.concat([yesterday, today.iloc[:10]])
+    response = client.post("/forecast", json={"model": job["model"]["id"], **readings(both, ("solar.total",))})
+    assert response.status_code == 200, response.text
+    (point,) = response.json()["forecast"]
+    assert point["timestamp"] == "2016-11-21T00:00:00"
+    alone = client.post("/forecast", json={"model": job["model"]["id"], **readings(today.iloc[:10], ("solar.total",))})
+    assert alone.status_code == 422 and "send the day before's readings" in alone.json()["error"]["message"]
+    just_its_total = pd.concat([yesterday.iloc[-1:], today.iloc[:10]])  # the day before's last reading is enough
+    again = client.post("/forecast", json={"model": job["model"]["id"], **readings(just_its_total, ("solar.total",))})
+    assert again.json()["forecast"] == response.json()["forecast"]
+
+
+def test_forecaster_promotion_gates_pass_and_refuse(client, run_job):
+    name = f"solar-day-{uuid.uuid4().hex[:8]}"
+    gate = {"alias": "production"}  # a forecaster's defaults: test_rmse, below both baselines'
+    tutorial = finished(client, run_job, {**TUTORIAL_106B, "name": name, "promote": gate})["result"]["promotion"]
+    assert not tutorial["moved"] and tutorial["metric"] == "test_rmse"
+    assert "does not beat seasonal naive (a season ago)'s" in tutorial["reason"], tutorial
+    assert tutorial["beats_persistence"] is True and tutorial["beats_seasonal_naive"] is True
+
+    passed = finished(client, run_job, {**DEFAULT_DAY_TOTAL, "name": name, "promote": gate})["result"]["promotion"]
+    assert passed["moved"] and "no version held the alias" in passed["reason"], passed
+    assert client.get(f"/v1/models/{name}@production").json()["version"] == 2
+
+    bound = {**gate, "metric": "test_mae", "max": 100.0}
+    tight = finished(client, run_job, {**DEFAULT_DAY_TOTAL, "name": name, "promote": bound})["result"]["promotion"]
+    assert not tight["moved"] and "test_mae" in tight["reason"] and "above the bound of 100" in tight["reason"]
+
+    # Over the API: the tutorial's version passes once the seasonal check is off, but does not beat version 2.
+    url = f"/v1/models/{name}/versions/1/promote"
+    verdict = client.post(url, json={**gate, "beats_seasonal_naive": False}).json()
+    assert not verdict["moved"] and "does not beat version 2's" in verdict["reason"], verdict
+    loose = client.post(url, json={"alias": "tutorial", "beats_seasonal_naive": False, "max": 1e6}).json()
+    assert loose["moved"] and client.get(f"/v1/models/{name}@tutorial").json()["version"] == 1
+    refused = client.post(url, json={"alias": "production", "metric": "test_accuracy"})
+    assert refused.status_code == 422 and "is for classifiers; a forecaster is judged on test_rmse or test_mae" in refused.text
+    for body, message in (({"alias": "x", "min": 0.5}, "promote.min is a classifier's bar"),):
+        response = client.post("/v1/jobs", json={**DEFAULT_DAY_TOTAL, "promote": body})
+        assert response.status_code == 422 and message in response.text
+    response = client.post("/v1/jobs", json={**LOGREG_SPEC, "promote": {"alias": "x", "beats_persistence": True}})
+    assert response.status_code == 422 and "promote.beats_persistence is a forecaster's check" in response.text
 
 
 def test_a_reloaded_model_gives_the_same_forecast_in_a_fresh_process(client, solar_job):
@@ -227,6 +294,8 @@ def test_forecasters_and_classifiers_are_not_mixed_up(client, run_job, solar_job
     ({"forecast": {"target": "solar.total", "inputs": ["wind"]}}, "'wind' is not a column"),
     ({"dataset": "digits"}, "holds images; a forecast job needs a time series"),
     ({"forecast": {"target": "solar.total", "framing": "day_total", "horizon": 2}}, "set horizon 1"),
+    ({"forecast": {"target": "solar.total", "framing": "day_total", "calendar": ["time_of_day"]}}, "no time_of_day"),
+    ({"forecast": {"target": "solar.current", "previous_total": True}}, "previous_total is for framing day_total"),
     ({"task": "classification"}, 'a forecast block needs "task": "forecast"'),
     ({"task": "classification", "forecast": None, "dataset": "solar", "architecture": {"type": "mlp"}},
      "is a time series; a classification job needs images"),

@@ -116,7 +116,7 @@ def test_gated_promotion_moves_the_alias_only_for_a_better_model(client, run_job
 def test_a_bad_promotion_gate_is_refused_up_front(client):
     spec = {"dataset": "digits", "architecture": {"type": "logistic_regression"}, "optimizer": {"type": "sgd"}}
     assert_error(client.post("/v1/jobs", json={**spec, "promote": {"alias": "production", "metric": "loss"}}),
-                 422, "'test_accuracy' or 'test_macro_f1'")
+                 422, "'test_accuracy', 'test_macro_f1', 'test_rmse' or 'test_mae'")
     assert_error(client.post("/v1/jobs", json={**spec, "promote": {"alias": "production", "min": 2}}), 422, "min")
 
 

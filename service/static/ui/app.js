@@ -500,7 +500,7 @@ async function modelsPage() {
         el("td", {}, m.name + " v" + m.version), el("td", {}, m.task), el("td", {}, headline(m)),
         el("td", {class: "gate"}, promotion ? (promotion.moved ? "passed: " : "refused: ") + promotion.reason : ""),
         el("td", {class: "aliases"}, m.aliases.join(", ")),
-        el("td", {}, alias, " ", el("button", {title: "promote only if its test accuracy beats the version the alias points at",
+        el("td", {}, alias, " ", el("button", {title: m.task === "forecast" ? "promote only if its test RMSE beats both baselines and the version the alias points at" : "promote only if its test accuracy beats the version the alias points at",
           onclick: async () => {
             try {
               const verdict = await api("v1/models/" + encodeURIComponent(m.name) + "/versions/" + m.version + "/promote",
