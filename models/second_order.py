@@ -66,6 +66,21 @@ class LineSearchOptimizer(Optimizer):
         for p, v in zip(self._params, _unflat(vector, self._params)):
             p.copy_(v)
 
+    def _wolfe_step(self, closure, loss: float, g: torch.Tensor, direction: torch.Tensor, gd: float, trial: float,
+                    c2: float) -> float:
+        """Step along ``direction`` as far as PyTorch's strong-Wolfe line search (the one ``LBFGS`` uses) says;
+        returns the step length taken."""
+        x = _flat(self._params).detach().clone()
+
+        def evaluate(x0: torch.Tensor, t: float, d: torch.Tensor):
+            self._set(x0 + t * d)
+            f, gr = self._gradient(closure)
+            return float(f.detach()), _flat(gr).detach()
+
+        _, _, t, _ = _strong_wolfe(evaluate, x, trial, direction, loss, g, gd, c2=c2)
+        self._set(x + t * direction)
+        return float(t)
+
     @torch.no_grad()
     def _line_search(self, closure, loss: float, gd: float, direction: torch.Tensor, step: float,
                      max_steps: int, c1: float = 1e-4) -> float:
@@ -197,15 +212,7 @@ class ConjugateGradient(LineSearchOptimizer):
         else:
             trial = min(1.0, 1.0 / float(g.abs().sum())) * group["lr"]
 
-        x = _flat(self._params).detach().clone()
-
-        def evaluate(x0: torch.Tensor, t: float, direction: torch.Tensor):
-            self._set(x0 + t * direction)
-            f, gr = self._gradient(closure)
-            return float(f.detach()), _flat(gr).detach()
-
-        _, _, t, _ = _strong_wolfe(evaluate, x, trial, d, float(loss), g, gd, c2=0.1)
-        self._set(x + t * d)
+        t = self._wolfe_step(closure, float(loss), g, d, gd, trial, c2=0.1)
         self.state["cg"] = {"g": g, "d": d, "t": torch.tensor(float(t)), "gd": torch.tensor(gd), "k": k + 1}
         return loss, float(g.norm()), float(t)
 
@@ -249,14 +256,7 @@ class BFGS(LineSearchOptimizer):
             d, gd = -g, -float(g @ g)
         x = _flat(self._params).detach().clone()
         trial = group["lr"] if "h" in state else min(1.0, 1.0 / float(g.abs().sum())) * group["lr"]
-
-        def evaluate(x0: torch.Tensor, t: float, direction: torch.Tensor):
-            self._set(x0 + t * direction)
-            f, gr = self._gradient(closure)
-            return float(f.detach()), _flat(gr).detach()
-
-        _, _, t, _ = _strong_wolfe(evaluate, x, trial, d, float(loss), g, gd, c2=0.9)
-        self._set(x + t * d)
+        t = self._wolfe_step(closure, float(loss), g, d, gd, trial, c2=0.9)
         self.state["bfgs"] = {"h": h, "x": x, "g": g, "k": torch.tensor(int(state.get("k", 0)) + 1)}
         return loss, float(g.norm()), float(t)
 
