@@ -244,9 +244,11 @@ class BFGS(LineSearchOptimizer):
             if ys > 1e-10:
                 if int(state["k"]) == 1:  # scale the identity to the curvature just seen
                     h = torch.eye(g.numel(), dtype=g.dtype, device=g.device) * (ys / float(y @ y))
+                # H + (ys + y.Hy) ss'/ys^2 - (Hy s' + s Hy')/ys, as two in-place rank-1 updates: the matrix is
+                # the large thing here (268 MB at the limit), so it is read and written as few times as can be.
                 hy = h @ y
-                h = h + torch.outer(s, s) * ((ys + float(y @ hy)) / ys ** 2) - (torch.outer(hy, s) + torch.outer(s, hy)) / ys
-                h = 0.5 * (h + h.T)  # keep rounding from making it lopsided
+                h.addr_(s, s * ((ys + float(y @ hy)) / ys ** 2) - hy / ys)
+                h.addr_(hy, s, alpha=-1.0 / ys)
         else:
             h = torch.eye(g.numel(), dtype=g.dtype, device=g.device)
         d = -(h @ g)

@@ -64,6 +64,10 @@ async def _upload_form(request: Request, max_bytes: int) -> AsyncIterator[FormDa
         if "Too many files" in str(exc.detail):
             raise InvalidInput("too many files; send one file, two for IDX (images and labels), and as many again "
                                "for a test part", details=[{"field": "file", "message": "at most 4 files"}]) from None
+        if "Too many fields" in str(exc.detail):
+            raise InvalidInput(f"too many form fields; an upload takes name, description and the options "
+                               f"{', '.join(f for f in UploadForm.model_fields if f not in ('name', 'description'))}",
+                               details=[{"field": "body", "message": "at most 10 fields"}]) from None
         raise
     try:
         yield form

@@ -186,6 +186,8 @@ def test_a_bad_name_or_option_is_refused(client):
     assert response.status_code == 422 and "format" in response.json()["error"]["message"]
     response = client.post("/v1/datasets", data={"name": unique("nofile")})
     assert response.status_code == 422 and '"file"' in response.json()["error"]["message"]
+    response = upload(client, unique("fields"), *files, **{f"extra{i}": "1" for i in range(12)})
+    assert response.status_code == 422 and "too many form fields" in response.json()["error"]["message"]
 
 
 def test_a_zip_that_expands_past_the_limit_is_refused(migrated):
