@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast test-slow test-deploy lint-imports migrate bench lock clean vendor-ui
+.PHONY: run test test-fast test-slow test-deploy lint-imports migrate bench lock clean vendor-ui grpc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,3 +80,8 @@ vendor-ui:
 		../../../service/static/vendor/redoc/
 	cd .vendor-ui/uplot/package && cp dist/uPlot.iife.min.js dist/uPlot.min.css LICENSE ../../../service/static/vendor/uplot/
 	rm -rf .vendor-ui
+
+# service/inference_v2: the Python modules of the Open Inference Protocol's gRPC service, from KServe's
+# published grpc_predict_v2.proto beside them (committed, so that installing needs no compiler).
+grpc: $(VENV)/.installed-dev
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. service/inference_v2/grpc_predict_v2.proto

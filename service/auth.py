@@ -86,11 +86,19 @@ class KeyCache:
 
 async def authorize(request: Request, *scopes: str) -> Principal:
     """The caller, if one of ``scopes`` (or admin) lets it in; 401 without a usable key, 403 without the scope."""
-    settings = request.app.state.settings
-    if not settings.keys_required:
-        request.state.principal = OPEN
+    principal = await authenticate(request.app.state, request.headers.get("authorization"), scopes,
+                                   f"{request.method} {request.url.path}")
+    request.state.principal = principal
+    if principal is not OPEN:
+        logs.key_id.set(principal.owner)  # the key's id, never the key: on this request's log lines
+    return principal
+
+
+async def authenticate(state, header: str | None, scopes: tuple[str, ...], what: str) -> Principal:
+    """The caller an ``Authorization`` header (HTTP) or metadata entry (gRPC) names, if one of ``scopes``
+    (or admin) lets it do ``what``; Unauthorized or Forbidden otherwise."""
+    if not state.settings.keys_required:
         return OPEN
-    header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("this API needs a key: send `Authorization: Bearer <key>` (`trainserve keys create` "
                            "makes one)")
@@ -98,7 +106,7 @@ async def authorize(request: Request, *scopes: str) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send the key as `Authorization: Bearer <key>`")
     sha256 = digest(token.strip())
-    cache: KeyCache = request.app.state.keys
+    cache: KeyCache = state.keys
     found, principal = cache.get(sha256)
     if not found:
         principal = await run_in_threadpool(cache.load, sha256)
@@ -113,9 +121,7 @@ async def authorize(request: Request, *scopes: str) -> Principal:
                            "ask an admin for a new one")
     if not principal.allows(scopes):
         raise Forbidden(f"API key {principal.name!r} has the scopes {', '.join(sorted(principal.scopes))}; "
-                        f"{request.method} {request.url.path} needs {' or '.join(scopes)} (or admin)")
-    request.state.principal = principal
-    logs.key_id.set(principal.owner)  # the key's id, never the key: on this request's log lines
+                        f"{what} needs {' or '.join(scopes)} (or admin)")
     return principal
 
 

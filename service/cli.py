@@ -191,6 +191,9 @@ def up(host: str | None, port: int | None, fd: int | None = None) -> int:
     foreground; Ctrl-C stops them all."""
     from service.queue import gpu_workers_present
 
+    if "TRAINSERVE_GRPC_PORT" not in os.environ:  # the Open Inference Protocol over gRPC beside HTTP
+        os.environ["TRAINSERVE_GRPC_PORT"] = "8081"
+        get_settings.cache_clear()
     migrate()
     # Their own sessions, so Ctrl-C reaches only us; we then stop the workers ourselves, in order. Exports
     # have a worker of their own so that making one never delays the start of the next job.

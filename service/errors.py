@@ -95,6 +95,7 @@ WHY = {
     404: "What the request names does not exist.",
     409: "The request conflicts with the current state (the message says which, and what to do).",
     413: "The body, a file or an image is larger than the server takes.",
+    415: "A Content-Encoding the server does not read (gzip, deflate or none).",
     422: "The request breaks a rule of the schema or of the route; `details` names the fields.",
     429: "A rate limit or the queued-jobs cap; wait `Retry-After` seconds.",
     503: "The database (or, for /readyz, a dependency) does not answer; retry after `Retry-After` seconds.",

@@ -46,6 +46,11 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
                         "set TRAINSERVE_AUTH=required to require them", settings.api_host, settings.auth)
         if settings.api_metrics_port and app.state.metrics is not None:
             app.state.metrics.serve(settings.api_metrics_port)
+        grpc_server = None
+        if settings.grpc_port is not None:  # imported only here: a process without gRPC loads none of it
+            from service.inference_v2 import grpc as inference_grpc
+
+            grpc_server = await inference_grpc.start(app.state, settings.grpc_port, settings.api_host)
         with api_process_settings(settings.api_torch_threads) if tune_process else contextlib.nullcontext():
             task = asyncio.create_task(reconcile_forever(settings, app.state.reconciler)) if reconcile else None
             yield
@@ -53,6 +58,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2)
 
     provider = tracing.configure("trainserve-api")
     app = TracedFastAPI(

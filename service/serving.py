@@ -137,7 +137,7 @@ WRONG_TASK = {"classification": "a digit classifier; /predict takes it",
 
 
 def cached_model(cache: ModelCache, ref: str | None, default: str | None,
-                 task: str = "classification") -> LoadedModel | None:
+                 task: str | None = "classification") -> LoadedModel | None:
     """The model a request names, if this process has it loaded and trusts the reference: no I/O at all."""
     ref = ref or default
     model_id = cache.ref(ref or _newest_key(task))
@@ -147,21 +147,23 @@ def cached_model(cache: ModelCache, ref: str | None, default: str | None,
         except ValueError:
             return None
     model = cache.cached(model_id) if model_id is not None else None
-    if model is not None and (model.forecast is not None) != (task == "forecast"):
+    if model is not None and task is not None and (model.forecast is not None) != (task == "forecast"):
         raise InvalidInput(f"model {model.name} v{model.version} is "
                            f"{WRONG_TASK['forecast' if model.forecast is not None else 'classification']}")
     return model
 
 
-def resolve(cache: ModelCache, ref: str | None, default: str | None, task: str = "classification") -> LoadedModel:
-    """The model a request names, or the default route; the hot path makes no database round trip."""
+def resolve(cache: ModelCache, ref: str | None, default: str | None,
+            task: str | None = "classification") -> LoadedModel:
+    """The model a request names, or the default route; the hot path makes no database round trip.
+    ``task`` None takes a model of either task (a name is then needed)."""
     if (hit := cached_model(cache, ref, default, task)) is not None:
         return hit
     ref = ref or default
     key = ref or _newest_key(task)
     with session_scope() as session:
         row = registry.resolve(session, ref) if ref else registry.newest_model(session, task)
-        if row.task != task:
+        if task is not None and row.task != task:
             raise InvalidInput(f"model {row.name} v{row.version} is {WRONG_TASK.get(row.task, row.task)}")
         model = cache.load(row)
     cache.remember_ref(key, model.id)

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
                                      "metrics; 0: nowhere.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int | None = Field(None, ge=1, le=65535, description="Where the API also serves the Open Inference "
+                                  "Protocol over gRPC, on api_host (trainserve up and deploy/k8s: 8081); unset: no "
+                                  "gRPC.")
     access_log: bool = Field(True, description="Log every request (uvicorn's access log).")
     api_torch_threads: int = Field(1, ge=1, description="Inference threads per API process (PyTorch and NumPy's BLAS).")
     worker_torch_threads: int = Field(0, ge=0, description="Training threads per worker; 0 = all cores.")

@@ -76,8 +76,11 @@ def test_image_runs_as_a_non_root_user():
 
 
 def test_the_api_scales_without_a_host_port_conflict(compose):
-    """`docker compose up --scale api=3`: each replica takes the next free port of a range on the host."""
-    (port,) = compose["services"]["api"]["ports"]
-    assert port["host_ip"] == "127.0.0.1" and port["target"] == 8000
-    first, last = map(int, port["published"].split("-"))
-    assert first == 8000 and last - first + 1 >= 5
+    """`docker compose up --scale api=3`: each replica takes the next free port of a range on the host, for
+    HTTP and for gRPC (TRAINSERVE_GRPC_PORT)."""
+    http, grpc = compose["services"]["api"]["ports"]
+    assert compose["services"]["api"]["environment"]["TRAINSERVE_GRPC_PORT"] == str(grpc["target"])
+    for port, target in ((http, 8000), (grpc, 8081)):
+        assert port["host_ip"] == "127.0.0.1" and port["target"] == target
+        first, last = map(int, port["published"].split("-"))
+        assert first == target and last - first + 1 >= 5

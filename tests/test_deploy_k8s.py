@@ -353,3 +353,19 @@ def test_checkov_finds_nothing_in_the_manifests_the_dockerfile_and_the_bicep(ren
     assert not failed, "\n".join(failed)
     assert {r["check_type"] for r in reports} == {"kubernetes", "bicep", "dockerfile"}
     assert sum(r["summary"]["passed"] for r in reports) > 1000
+
+
+def test_the_api_serves_grpc_on_the_port_its_settings_name(rendered):
+    """The Open Inference Protocol over gRPC: TRAINSERVE_GRPC_PORT, the container's grpc port, the Service's
+    grpc port and the network policy all agree."""
+    for overlay, objs in rendered.items():
+        settings = next(o["data"] for o in objs if o["kind"] == "ConfigMap"
+                        and o["metadata"]["name"].startswith("trainserve-settings"))
+        port = int(settings["TRAINSERVE_GRPC_PORT"])
+        (api,) = [c for c in containers(named(objs, "Deployment", "trainserve-api"), init=False)]
+        assert {"name": "grpc", "containerPort": port, "protocol": "TCP"} in api["ports"], overlay
+        service = named(objs, "Service", "trainserve-api")
+        assert {"name": "grpc", "port": port, "targetPort": "grpc", "protocol": "TCP",
+                "appProtocol": "grpc"} in service["spec"]["ports"], overlay
+        policy = named(objs, "NetworkPolicy", "api-from-ingress")
+        assert {"protocol": "TCP", "port": port} in policy["spec"]["ingress"][0]["ports"], overlay

@@ -1,4 +1,6 @@
-"""Open Inference Protocol (KServe v2) endpoints, so that KServe and Triton clients work unchanged."""
+"""Open Inference Protocol (KServe v2) endpoints over HTTP, so that KServe and Triton clients work unchanged:
+JSON tensors, the binary tensor data extension, and compressed bodies (``service/inference_v2/tensors.py``).
+gRPC serves the same calls (``service/inference_v2/grpc.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from service.auth import allow
 from service.ratelimit import limited
@@ -14,14 +16,15 @@ from service.keys.service import Scope
 from service.errors import Unavailable, errors
 from service.health import database_reachable
 from service.inference_v2 import service
-from service.serving import resolve
+from service.inference_v2.tensors import decode_http, encode_http
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
 
 @router.get("")
 async def server_metadata() -> dict:
-    return {"name": "trainserve", "version": "0.1.0", "extensions": []}
+    """The server's name, version and the protocol extensions it speaks."""
+    return service.server_metadata()
 
 
 @router.get("/health/live")
@@ -37,7 +40,7 @@ async def ready() -> dict:
 
 
 MODEL_READ = {"dependencies": [allow(Scope.predict, Scope.read)], "responses": errors(404, v2=True)}
-INFER = {"dependencies": [allow(Scope.predict), limited("inference")], "responses": errors(400, 404, 429, v2=True)}
+INFER = {"dependencies": [allow(Scope.predict), limited("inference")], "responses": errors(400, 404, 413, 415, 429, v2=True)}
 Version = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,9}$", description="A version number of the model, e.g. 3.")]
 
 
@@ -47,15 +50,18 @@ async def _metadata(request: Request, name: str, version: str | None) -> dict:
 
 async def _ready(request: Request, name: str, version: str | None) -> dict:
     """Ready once the model is loaded in this process (loading it if need be)."""
-    model = await run_in_threadpool(resolve, request.app.state.models, service.model_ref(name, version), None)
+    model = await run_in_threadpool(service.ready_model, request.app.state.models, name, version)
     return {"name": model.name, "ready": True}
 
 
-async def _infer(request: Request, name: str, version: str | None) -> JSONResponse:
-    body = await request.body()
-    result = await run_in_threadpool(service.infer, body, request.app.state.models, name, version,
-                                     request.app.state.settings.max_batch)
-    return JSONResponse(result)
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    state = request.app.state
+    model = await service.find_model(state.models, name, version, run_in_threadpool)
+    parsed = decode_http(await request.body(), request.headers, state.settings.max_upload_bytes)
+    outputs = await service.infer(parsed, model, state.batcher, state.settings.max_batch, run_in_threadpool)
+    body, headers = encode_http(service.response_header(model, parsed), outputs,
+                                request.headers.get("accept-encoding", ""))
+    return Response(body, headers=headers)
 
 
 @router.get("/models/{name}", **MODEL_READ)
@@ -81,11 +87,12 @@ async def version_ready(request: Request, name: str, version: Version) -> dict:
 
 
 @router.post("/models/{name}/infer", **INFER)
-async def infer(request: Request, name: str) -> JSONResponse:
-    """Inference with the Open Inference Protocol's request and response."""
+async def infer(request: Request, name: str) -> Response:
+    """Inference with the Open Inference Protocol's request and response: JSON, or a JSON header and binary
+    tensor data (`Inference-Header-Content-Length`); gzip or deflate bodies either way."""
     return await _infer(request, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", **INFER)
-async def version_infer(request: Request, name: str, version: Version) -> JSONResponse:
+async def version_infer(request: Request, name: str, version: Version) -> Response:
     return await _infer(request, name, version)

@@ -1,91 +1,167 @@
-"""The Open Inference Protocol (KServe v2) over trainserve's registry and model cache.
+"""The Open Inference Protocol (KServe v2) over trainserve's registry and model cache, for HTTP and gRPC alike.
 
 A model is addressed by its registry name (its newest version), or by name and version; trainserve also
-takes ``name@alias`` as the name. Inputs and outputs are the protocol's JSON tensors: ``name``, ``shape``,
-``datatype`` and ``data`` (flat in row-major order, or nested).
+takes ``name@alias`` as the name.
+
+- A classifier takes one input, the digits' pixels (any numeric datatype, ``[n, pixels]`` or
+  ``[n, height, width]``), and answers ``probabilities`` (FP32) and ``label`` (INT64). Its rows join the
+  same dynamic batcher as ``/predict``, so concurrent callers of both share forward passes, and its numbers
+  are ``/predict``'s.
+- A next-step forecaster takes ``readings`` (``[n, lookback, columns]`` in the data's own units, the target
+  first, then its ``inputs``) and, when it reads calendar features, ``timestamps`` (``[n, lookback]``,
+  INT64 seconds since 1970 of the readings' wall-clock times); it answers ``forecast``, ``lower`` and
+  ``upper`` (``[n, horizon]``), the numbers ``/forecast`` gives for the same readings.
 """
 
 from __future__ import annotations
 
-import json
-from math import prod
+from collections.abc import Awaitable, Callable
 
 import numpy as np
-import torch
+import pandas as pd
 
+from models.forecast_serving import ForecastInputError, forecast
+from models.forecasting import ForecastSetup
 from service.db import session_scope
 from service.errors import InvalidInput
-from service.serving import LoadedModel, ModelCache, logits_of, resolve, to_batch
+from service.inference_v2.tensors import InferRequest, Tensor
+from service.predict.batching import Batcher
 from service.registry import service as registry
+from service.serving import LoadedModel, ModelCache, cached_model, resolve, to_batch
 
-INPUT = "pixels"
-NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
+CLASSIFIER_OUTPUTS = ("probabilities", "label")
+FORECASTER_OUTPUTS = ("forecast", "lower", "upper")
+EXTENSIONS = ["binary_tensor_data", "compression"]  # what the server metadata advertises
 
 
 def model_ref(name: str, version: str | None) -> str:
-    if version is None:
+    if version is None or version == "":
         return name
     if not version.isdigit():
         raise InvalidInput(f"model version must be a number, not {version!r}")
     return f"{name.partition('@')[0]}@{version}"
 
 
+def server_metadata() -> dict:
+    return {"name": "trainserve", "version": "0.1.0", "extensions": EXTENSIONS}
+
+
+def _setup(model: LoadedModel) -> ForecastSetup | None:
+    return ForecastSetup.from_dict(model.forecast) if model.forecast is not None else None
+
+
 def metadata(cache: ModelCache, name: str, version: str | None) -> dict:
-    model = resolve(cache, model_ref(name, version), None)
+    model = resolve(cache, model_ref(name, version), None, task=None)
     with session_scope() as session:
         versions = [str(m.version) for m in registry.list_models(session, model.name, 200, 0)[0]]
-    return {
-        "name": model.name,
-        "versions": versions,
-        "platform": "pytorch",
-        "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *model.input_shape]}],
-        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, model.num_classes]},
-                    {"name": "label", "datatype": "INT64", "shape": [-1]}],
-    }
+    setup = _setup(model)
+    if setup is None:
+        inputs = [{"name": "pixels", "datatype": "FP32", "shape": [-1, *model.input_shape]}]
+        outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, model.num_classes]},
+                   {"name": "label", "datatype": "INT64", "shape": [-1]}]
+    else:
+        inputs = [{"name": "readings", "datatype": "FP32", "shape": [-1, setup.lookback, len(setup.columns)]},
+                  {"name": "timestamps", "datatype": "INT64", "shape": [-1, setup.lookback]}]
+        outputs = [{"name": n, "datatype": "FP32", "shape": [-1, setup.horizon]} for n in FORECASTER_OUTPUTS]
+    return {"name": model.name, "versions": versions, "platform": "pytorch", "inputs": inputs, "outputs": outputs}
 
 
-def _input_array(tensor: object) -> np.ndarray:
-    if not isinstance(tensor, dict) or not {"name", "shape", "datatype", "data"} <= set(tensor):
-        raise InvalidInput("each input needs name, shape, datatype and data")
-    shape, datatype = tensor["shape"], tensor["datatype"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) or not shape:
-        raise InvalidInput(f"input {tensor['name']!r}: shape must be a list of non-negative integers")
-    if datatype not in NUMERIC:
-        raise InvalidInput(f"input {tensor['name']!r}: datatype {datatype!r} is not numeric; send FP32")
-    try:
-        values = np.asarray(tensor["data"], dtype=np.float32).reshape(-1)
-    except (ValueError, TypeError):
-        raise InvalidInput(f"input {tensor['name']!r}: data must be numbers")
-    if values.size != prod(shape):
-        raise InvalidInput(f"input {tensor['name']!r} has {values.size} values but shape {shape} needs {prod(shape)}")
-    return values.reshape(shape)
+def ready_model(cache: ModelCache, name: str, version: str | None) -> LoadedModel:
+    """The model, loaded in this process (loading it if need be)."""
+    return resolve(cache, model_ref(name, version), None, task=None)
 
 
-def infer(body: bytes, cache: ModelCache, name: str, version: str | None, max_batch: int) -> dict:
-    try:
-        request = json.loads(body)
-    except ValueError:
-        raise InvalidInput("the body is not valid JSON")
-    model: LoadedModel = resolve(cache, model_ref(name, version), None)  # an unknown model is a 404 first
-    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or len(request["inputs"]) != 1:
-        raise InvalidInput(f'the request needs "inputs" with exactly one tensor, named {INPUT!r}')
-    x = _input_array(request["inputs"][0])
-    if x.shape[0] > max_batch:
-        raise InvalidInput(f"{x.shape[0]} instances in one request; send at most {max_batch}", status_code=413)
-    batch = to_batch(x, model)
-    probabilities = torch.softmax(torch.from_numpy(logits_of(model, batch)), dim=1)
-    outputs = {
-        "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
-                          "data": probabilities.reshape(-1).tolist()},
-        "label": {"name": "label", "datatype": "INT64", "shape": [len(batch)],
-                  "data": probabilities.argmax(1).tolist()},
-    }
-    wanted = [o.get("name") if isinstance(o, dict) else o for o in request.get("outputs") or []] or list(outputs)
-    unknown = [w for w in wanted if w not in outputs]
+async def find_model(cache: ModelCache, name: str, version: str | None,
+                     off_loop: Callable[..., Awaitable]) -> LoadedModel:
+    """The model a call names: from this process's cache, or (a database look-up, perhaps a load) off the
+    event loop through ``off_loop(fn, *args)``. Looked up before the request is read: an unknown model is
+    a 404 (NOT_FOUND) whatever the body holds."""
+    ref = model_ref(name, version)
+    return cached_model(cache, ref, None, task=None) or await off_loop(resolve, cache, ref, None, None)
+
+
+async def infer(request: InferRequest, model: LoadedModel, batcher: Batcher, max_batch: int,
+                off_loop: Callable[..., Awaitable]) -> list[Tensor]:
+    """The model's output tensors, as the request asks for them. A classifier runs inline, batched with the
+    other requests of the moment; a forecaster off the loop."""
+    if model.forecast is not None:
+        outputs = await off_loop(_forecast, model, request, max_batch)
+    else:
+        outputs = await _classify(model, request, batcher, max_batch)
+    return _requested(outputs, request)
+
+
+async def _classify(model: LoadedModel, request: InferRequest, batcher: Batcher, max_batch: int) -> list[Tensor]:
+    if len(request.inputs) != 1:
+        raise InvalidInput(f"model {model.name} takes one input, the digits' pixels; got {len(request.inputs)}")
+    x = request.inputs[0].array
+    if x.ndim == 0 or x.shape[0] > max_batch:
+        raise InvalidInput(f"{x.shape[0] if x.ndim else 0} instances in one request; send 1 to {max_batch}",
+                           status_code=413 if x.ndim else 400)
+    batch = to_batch(x.astype(np.float32, copy=False), model)
+    probabilities = np.asarray(await batcher.probabilities(model, batch), dtype=np.float32)
+    return [Tensor("probabilities", "FP32", probabilities),
+            Tensor("label", "INT64", probabilities.argmax(axis=1).astype(np.int64))]
+
+
+def _forecast(model: LoadedModel, request: InferRequest, max_batch: int) -> list[Tensor]:
+    setup = _setup(model)
+    if setup.framing != "next_steps":
+        raise InvalidInput(f"model {model.name} forecasts a day's total from a day's readings, which vary in number; "
+                           "POST /forecast serves it")
+    tensors = {t.name: t.array for t in request.inputs}
+    unknown = sorted(set(tensors) - {"readings", "timestamps"})
+    if unknown or "readings" not in tensors:
+        raise InvalidInput(f"model {model.name} takes inputs readings [n, {setup.lookback}, {len(setup.columns)}] "
+                           f"and timestamps [n, {setup.lookback}]; got {', '.join(map(repr, tensors)) or 'none'}")
+    readings = tensors["readings"].astype(np.float64)
+    expected = (setup.lookback, len(setup.columns))
+    if readings.ndim != 3 or readings.shape[1:] != expected:
+        raise InvalidInput(f"readings must have shape [n, {expected[0]}, {expected[1]}] (the last {setup.lookback} "
+                           f"readings of {', '.join(setup.columns)}); got {list(readings.shape)}")
+    if len(readings) > max_batch:
+        raise InvalidInput(f"{len(readings)} instances in one request; send at most {max_batch}", status_code=413)
+    stamps = tensors.get("timestamps")
+    if stamps is None and setup.calendar:
+        raise InvalidInput(f"model {model.name} reads the calendar ({', '.join(setup.calendar)}): send timestamps "
+                           f"[n, {setup.lookback}], INT64 seconds since 1970 of the readings' wall-clock times")
+    if stamps is not None and stamps.shape != readings.shape[:2]:
+        raise InvalidInput(f"timestamps must have shape [n, {setup.lookback}], one a reading; got {list(stamps.shape)}")
+    rows = []
+    for i in range(len(readings)):
+        if stamps is not None:
+            index = pd.DatetimeIndex(pd.to_datetime(stamps[i].astype(np.int64), unit="s"))
+            steps = np.diff(index.values)
+            if (steps != setup.frequency.to_timedelta64()).any():
+                raise InvalidInput(f"timestamps[{i}] are not {setup.frequency} apart; this model takes readings "
+                                   f"every {setup.frequency} without gaps")
+        else:  # no calendar: only the spacing matters, and the readings are taken as evenly spaced
+            index = pd.date_range("2000-01-01", periods=setup.lookback, freq=setup.frequency)
+        frame = pd.DataFrame(readings[i], index=index, columns=setup.columns)
+        if not np.isfinite(readings[i]).all():
+            raise InvalidInput(f"readings[{i}] holds NaN or infinite values")
+        try:
+            rows.append(forecast(model.module, setup, frame, setup.horizon))
+        except ForecastInputError as exc:
+            raise InvalidInput(str(exc)) from None
+    return [Tensor(name, "FP32", np.array([r[key] for r in rows], dtype=np.float32).reshape(len(rows), setup.horizon))
+            for name, key in zip(FORECASTER_OUTPUTS, ("values", "lower", "upper"))]
+
+
+def _requested(outputs: list[Tensor], request: InferRequest) -> list[Tensor]:
+    """The outputs asked for, in the order asked, each binary or JSON as asked; all of them when none were."""
+    by_name = {t.name: t for t in outputs}
+    if not request.outputs:
+        return [Tensor(t.name, t.datatype, t.array, request.binary_output) for t in outputs]
+    unknown = [o.name for o in request.outputs if o.name not in by_name]
     if unknown:
-        raise InvalidInput(f"unknown output(s) {unknown}; this model has {list(outputs)}")
-    response = {"model_name": model.name, "model_version": str(model.version),
-                "outputs": [outputs[w] for w in wanted]}
-    if "id" in request:
-        response["id"] = request["id"]
-    return response
+        raise InvalidInput(f"unknown output(s) {unknown}; this model has {list(by_name)}")
+    return [Tensor(o.name, by_name[o.name].datatype, by_name[o.name].array, o.binary) for o in request.outputs]
+
+
+def response_header(model: LoadedModel, request: InferRequest) -> dict:
+    header = {"model_name": model.name, "model_version": str(model.version)}
+    if request.id is not None:
+        header["id"] = request.id
+    return header
+

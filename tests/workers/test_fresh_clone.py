@@ -39,7 +39,8 @@ def test_make_run_in_a_fresh_clone_trains_on_mnist_5k(tmp_path):
     clone = fresh_copy(tmp_path / "trainserve")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINSERVE_", "VIRTUAL_ENV", "PYTHONPATH"))}
-    env.update(TRAINSERVE_API_PORT=str(port), TRAINSERVE_WORKER_METRICS_PORT="0", PYTHONUNBUFFERED="1")
+    env.update(TRAINSERVE_API_PORT=str(port), TRAINSERVE_GRPC_PORT=str(free_port()), TRAINSERVE_WORKER_METRICS_PORT="0",
+               PYTHONUNBUFFERED="1")
     log = tmp_path / "make-run.log"
     make = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)  # its own process group, stopped below as Ctrl-C would

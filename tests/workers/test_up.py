@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.helpers import LOGREG_SPEC
-from tests.helpers import listening_socket
+from tests.helpers import free_port, listening_socket
 from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,9 @@ def test_up_trains_exports_and_stops_everything_on_ctrl_c(tmp_path):
     sock = listening_socket()
     port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
-    env.update(TRAINSERVE_HOME=str(tmp_path), TRAINSERVE_ENV_FILE="", PYTHONUNBUFFERED="1")
+    grpc_port = free_port()
+    env.update(TRAINSERVE_HOME=str(tmp_path), TRAINSERVE_ENV_FILE="", PYTHONUNBUFFERED="1",
+               TRAINSERVE_GRPC_PORT=str(grpc_port))
     log = (tmp_path / "up.log").open("wb")
     with sock:
         up = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--fd", str(sock.fileno())], env=env,
@@ -46,6 +48,9 @@ def test_up_trains_exports_and_stops_everything_on_ctrl_c(tmp_path):
     try:
         stack.wait_ready()
         assert len(processes_of(tmp_path)) == 3, "up, a training worker and an export worker"
+        import tritonclient.grpc as grpcclient
+
+        assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_server_live(), "gRPC beside HTTP"
         job = stack.wait_for(stack.http.post("/v1/jobs", json=LOGREG_SPEC).json()["id"])
         assert job["status"] == "succeeded", f"{job['error']}\n{stack.tail_logs()}"
         model = stack.wait_until(
