@@ -7,8 +7,10 @@ uploads, the JSON bodies again on a second API process configured as deployments
 with each request, a per-key rate limit) and on a third with the telemetry deployments ship (Prometheus
 metrics, JSON logs, and traces sampled as shipped, sent over OTLP to a local sink) against the first with
 all of these off, and in the same run a bare endpoint on the same HTTP stack that only parses the same JSON body,
-the ceiling (and the same endpoint on /predict's lighter route class). Then times the parts of one
-request in-process: what the time goes to.
+the ceiling (and the same endpoint on /predict's lighter route class). The Open Inference Protocol too: the
+same digit as binary tensor data over HTTP (wrk) and over gRPC (a grpc.aio client with as many calls in
+flight as wrk has connections, in this process). Then times the parts of one request in-process: what the
+time goes to.
 """
 
 from __future__ import annotations
@@ -71,6 +73,48 @@ def wrk(url: str, body: bytes, content_type: str, connections: int, seconds: int
     if non_2xx:
         raise SystemExit(f"{url}: {non_2xx.group(1)} failed responses")
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50%"), "p99": ms("99%")}
+
+
+def v2_binary(image: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """One digit as the binary tensor data extension sends it, asking for the probabilities in binary."""
+    raw = image.astype(np.float32).reshape(1, -1).tobytes()
+    header = json.dumps({"inputs": [{"name": "pixels", "shape": [1, image.size], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}).encode()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def grpc_load(target: str, model: str, image: np.ndarray, connections: int, seconds: int) -> dict:
+    """ModelInfer calls, ``connections`` in flight at once on one channel, for ``seconds``: requests/s, p50, p99."""
+    import asyncio
+
+    import grpc
+
+    from service.inference_v2 import grpc_predict_v2_pb2 as pb
+    from service.inference_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[image.astype(np.float32).tobytes()])
+    request.inputs.add(name="pixels", datatype="FP32", shape=[1, image.size])
+
+    async def run() -> list[float]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            await stub.ModelInfer(request)  # connect and warm
+            latencies: list[float] = []
+            deadline = time.perf_counter() + seconds
+
+            async def caller() -> None:
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    await stub.ModelInfer(request)
+                    latencies.append(time.perf_counter() - started)
+
+            await asyncio.gather(*(caller() for _ in range(connections)))
+            return latencies
+
+    latencies = asyncio.run(run())
+    return {"rps": len(latencies) / seconds, "p50": float(np.percentile(latencies, 50) * 1e3),
+            "p99": float(np.percentile(latencies, 99) * 1e3)}
 
 
 def multipart(png: bytes, model: str) -> tuple[bytes, str]:
@@ -235,10 +279,11 @@ def main() -> None:
     args = parser.parse_args()
     ensure_fashion_mnist()
     subprocess.run([sys.executable, "-m", "service.cli", "migrate"], check=True)
-    api_port, bare_port, keyed_port, observed_port = 8781, 8782, 8783, 8784
-    # The bare API: no keys (loopback), no rate limit, no metrics, plain logs, no traces.
+    api_port, bare_port, keyed_port, observed_port, grpc_port = 8781, 8782, 8783, 8784, 8785
+    # The bare API: no keys (loopback), no rate limit, no metrics, plain logs, no traces; gRPC beside it.
     quiet = {"TRAINSERVE_METRICS": "false"}
-    api = start([sys.executable, "-m", "service.cli", "api", "--port", str(api_port)], api_port, env=quiet)
+    api = start([sys.executable, "-m", "service.cli", "api", "--port", str(api_port)], api_port,
+                env={**quiet, "TRAINSERVE_GRPC_PORT": str(grpc_port)})
     # The same API on the same database as deployments ship it: keys required, and the per-key rate limit
     # counting every request (set too high to refuse any). Telemetry off, as in the bare one.
     keyed = start([sys.executable, "-m", "service.cli", "api", "--port", str(keyed_port)], keyed_port,
@@ -262,6 +307,9 @@ def main() -> None:
         buffer = io.BytesIO()
         Image.fromarray(image.astype(np.uint8)).save(buffer, format="PNG")
         png_body, png_type = multipart(buffer.getvalue(), model_id)
+        v2_body, v2_headers = v2_binary(image)
+        v2_url = f"http://127.0.0.1:{api_port}/v2/models/bench-mlp/infer"
+        httpx.post(v2_url, content=v2_body, headers=v2_headers, timeout=30).raise_for_status()
         httpx.post(f"http://127.0.0.1:{api_port}/predict", content=json_body,
                    headers={"Content-Type": "application/json"}, timeout=30).raise_for_status()  # load + warm
         httpx.post(f"http://127.0.0.1:{keyed_port}/predict", content=json_body,
@@ -276,6 +324,8 @@ def main() -> None:
             lean = wrk(f"http://127.0.0.1:{bare_port}/parse-lean", json_body, "application/json", c, args.seconds)
             json_run = wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c, args.seconds)
             png_run = wrk(f"http://127.0.0.1:{api_port}/predict", png_body, png_type, c, args.seconds)
+            v2_http = wrk(v2_url, v2_body, "application/octet-stream", c, args.seconds, v2_headers)
+            v2_grpc = grpc_load(f"127.0.0.1:{grpc_port}", "bench-mlp", image, c, args.seconds)
             keyed_run = wrk(f"http://127.0.0.1:{keyed_port}/predict", json_body, "application/json", c, args.seconds,
                             auth)
             # The bare API again after the deployed one: the ratio compares it with both neighbours' mean.
@@ -293,11 +343,13 @@ def main() -> None:
             for name, body, run in (("bare parse (ceiling)", "JSON, 784 pixels", ceiling),
                                     ("bare parse, /predict's route class (lean ceiling)", "JSON, 784 pixels", lean),
                                     ("/predict", "JSON, 784 pixels", json_run), ("/predict", "PNG upload", png_run),
+                                    ("/v2 infer over HTTP", "binary tensor data, 784 FP32", v2_http),
+                                    ("/v2 ModelInfer over gRPC", "raw_input_contents, 784 FP32", v2_grpc),
                                     ("/predict, as deployed: key and rate limit", "JSON, 784 pixels", keyed_run),
                                     ("/predict, as deployed: metrics, JSON logs, sampled traces", "JSON, 784 pixels",
                                      observed_run)):
                 shares = (f"{run['rps'] / ceiling['rps']:.0%} | {run['rps'] / lean['rps']:.0%}"
-                          if name.startswith("/predict") else "100% | " if run is ceiling else " | 100%")
+                          if name.startswith(("/predict", "/v2")) else "100% | " if run is ceiling else " | 100%")
                 if run is keyed_run:
                     shares += f" (x{keyed_run['rps'] / keys_off_rps:.2f} of neither)"
                 if run is observed_run:

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from service.auth import allow
-from service.ratelimit import limited
+from service.auth import allow, authorize, openapi_security
+from service.ratelimit import spend
 from service.keys.service import Scope
 from service.errors import Unavailable, errors
 from service.health import database_reachable
 from service.inference_v2 import service
 from service.inference_v2.tensors import decode_http, encode_http
+from service.routing import RequestRoute
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
@@ -40,7 +41,14 @@ async def ready() -> dict:
 
 
 MODEL_READ = {"dependencies": [allow(Scope.predict, Scope.read)], "responses": errors(404, v2=True)}
-INFER = {"dependencies": [allow(Scope.predict), limited("inference")], "responses": errors(400, 404, 413, 415, 429, v2=True)}
+
+def _path_parameters(*names: str) -> list[dict]:
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+
+
+# As /predict: the endpoint takes the request and checks the key and rate limit itself (RequestRoute), since
+# solving dependencies and path parameters cost more per request than the model does (docs/benchmarks.md).
+INFER = {"responses": errors(400, 404, 413, 415, 429, v2=True), "route_class_override": RequestRoute}
 Version = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,9}$", description="A version number of the model, e.g. 3.")]
 
 
@@ -55,6 +63,8 @@ async def _ready(request: Request, name: str, version: str | None) -> dict:
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
+    await authorize(request, Scope.predict.value)
+    spend(request, "inference")
     state = request.app.state
     model = await service.find_model(state.models, name, version, run_in_threadpool)
     parsed = decode_http(await request.body(), request.headers, state.settings.max_upload_bytes)
@@ -86,13 +96,19 @@ async def version_ready(request: Request, name: str, version: Version) -> dict:
     return await _ready(request, name, version)
 
 
-@router.post("/models/{name}/infer", **INFER)
-async def infer(request: Request, name: str) -> Response:
+async def infer(request: Request) -> Response:
     """Inference with the Open Inference Protocol's request and response: JSON, or a JSON header and binary
     tensor data (`Inference-Header-Content-Length`); gzip or deflate bodies either way."""
-    return await _infer(request, name, None)
+    return await _infer(request, request.path_params["name"], None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", **INFER)
-async def version_infer(request: Request, name: str, version: Version) -> Response:
-    return await _infer(request, name, version)
+async def version_infer(request: Request) -> Response:
+    """The same, for one version of the model."""
+    return await _infer(request, request.path_params["name"], request.path_params["version"])
+
+
+router.add_api_route("/models/{name}/infer", infer, methods=["POST"], **INFER,
+                     openapi_extra={**openapi_security(Scope.predict), "parameters": _path_parameters("name")})
+router.add_api_route("/models/{name}/versions/{version}/infer", version_infer, methods=["POST"], **INFER,
+                     openapi_extra={**openapi_security(Scope.predict),
+                                    "parameters": _path_parameters("name", "version")})
