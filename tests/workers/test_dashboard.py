@@ -166,6 +166,30 @@ def test_datasets_upload_with_progress_then_samples_of_each_class(embedded_stack
     assert not page.refused and not page.errors, (page.refused, page.errors)
 
 
+def test_a_dataset_with_its_own_test_set_shows_both_parts(embedded_stack, browser):
+    import io
+
+    import numpy as np
+
+    from tests.datafiles import digits
+
+    x, y = digits(400)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x[:300], y=y[:300], x_test=x[300:], y_test=y[300:])
+    row = embedded_stack.http.post("/v1/datasets", data={"name": "ui-with-test"},
+                                   files={"file": ("digits.npz", buffer.getvalue())}).json()
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/datasets/{row['ref']}")
+    page.locator("#class-histogram thead").wait_for(timeout=30_000)
+    stats = page.locator("#dataset-stats")
+    assert stats.locator("tr", has_text="test samples").locator("td").inner_text() == "100"
+    histogram = page.locator("#class-histogram")
+    assert histogram.locator("thead th").all_inner_texts() == ["class", "training", "test"]
+    test_counts = [int(t) for t in histogram.locator("tbody tr td:nth-of-type(2)").all_inner_texts()]
+    assert test_counts == np.bincount(y[300:], minlength=10).tolist()
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+
+
 def test_models_list_promotes_and_downloads(trained, embedded_stack, browser):
     model = embedded_stack.http.get(f"/v1/jobs/{trained.job_id}").json()["model"]
     page = offline_page(browser, embedded_stack.base_url)

@@ -461,14 +461,18 @@ async function datasetPage(ref) {
   const stats = row.stats || {};
   const statRows = Object.entries(stats).filter(([, v]) => typeof v !== "object" || v === null)
     .map(([k, v]) => el("tr", {}, el("th", {}, k.replace(/_/g, " ")), el("td", {}, typeof v === "number" ? +v.toFixed(4) : v)));
+  if (stats.test) statRows.push(el("tr", {}, el("th", {}, "test samples (its own test set)"), el("td", {}, stats.test.samples)));
   const parts = [el("h1", {}, "Dataset " + row.ref), el("p", {class: "muted"}, row.description || ""),
     el("div", {class: "row"}, el("div", {class: "card"}, el("h2", {}, "Statistics"), el("table", {id: "dataset-stats"}, el("tbody", {}, statRows))))];
   if (preview.kind === "images") {
     parts.push(el("h2", {}, "Samples of each class"), el("div", {class: "card samples", id: "samples"},
       preview.classes.map((c) => el("div", {class: "sample-row", "data-class": c.label},
         el("span", {class: "sample-label"}, c.name), c.images.map((pixels) => pixelCanvas(pixels, preview.shape, preview.value_range))))));
-    if (stats.class_histogram) parts.push(el("h2", {}, "Images per class"), el("table", {}, el("tbody", {},
-      stats.class_histogram.map((n, i) => el("tr", {}, el("th", {}, (stats.classes || [])[i] ?? i), el("td", {}, n))))));
+    const test = stats.test ? stats.test.class_histogram : null;  // the dataset's own test set, per class
+    if (stats.class_histogram) parts.push(el("h2", {}, "Images per class"), el("table", {id: "class-histogram"},
+      test ? el("thead", {}, el("tr", {}, el("th", {}, "class"), el("th", {}, "training"), el("th", {}, "test"))) : null,
+      el("tbody", {}, stats.class_histogram.map((n, i) => el("tr", {}, el("th", {}, (stats.classes || [])[i] ?? i),
+        el("td", {}, n), test ? el("td", {}, test[i] ?? 0) : null)))));
   } else {
     const box = el("div", {class: "chart", id: "series-chart"});
     parts.push(el("h2", {}, "The newest " + preview.timestamps.length + " readings"), el("div", {class: "card"}, box));
