@@ -143,8 +143,25 @@ class Upload:
         """Of the content, whatever order the files came in and whatever they were called."""
         if len(self.files) == 1:
             return hashlib.sha256(self.files[0][1]).hexdigest()
-        digests = sorted(hashlib.sha256(data).hexdigest() for _, data in self.files)
-        return hashlib.sha256("".join(digests).encode()).hexdigest()
+        return _digest_of(self.files)
+
+    def content_sha256(self, options: ParseOptions) -> str:
+        """Of the content and, where the files bring a test part, of which files are that part: the same
+        bytes with another file as the test set are another dataset. Without a test part, ``sha256``."""
+        if len(self.files) > 1:
+            try:
+                fmt = options.format or dataformats.detect_format(self.files)
+                train, test = dataformats.split_parts(self.files, fmt, options.test_file_names)
+            except DataFormatError:  # refused when parsed, with the same message
+                return self.sha256
+            if test:
+                return hashlib.sha256(f"{_digest_of(train)}:test:{_digest_of(test)}".encode()).hexdigest()
+        return self.sha256
+
+
+def _digest_of(files: list[tuple[str, bytes]]) -> str:
+    digests = sorted(hashlib.sha256(data).hexdigest() for _, data in files)
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 def parse_upload(upload: Upload, options: ParseOptions, max_bytes: int):
@@ -193,7 +210,7 @@ def register_upload(session: Session, store: ArtifactStore, *, name: str, descri
     there (``False``), else a new version (``True``). Nothing is written for files that fail the checks."""
     if name in BUILTIN_DATASETS:
         raise Conflict(f"{name!r} is a built-in dataset; upload under another name")
-    sha = upload.sha256
+    sha = upload.content_sha256(options)
     existing = session.scalar(select(Dataset).where(Dataset.name == name, Dataset.sha256 == sha))
     if existing is not None:
         return existing, False

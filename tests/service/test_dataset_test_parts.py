@@ -194,3 +194,19 @@ def test_fashion_mnist_takes_test_split_0_and_reports_its_parts(client):
     assert body["stats"]["samples"] == 60000 and body["stats"]["test"]["samples"] == 10000
     assert body["stats"]["test"]["class_histogram"] == [1000] * 10
     assert client.post("/v1/jobs", json=job("fashion-mnist", test_split=0)).status_code == 202
+
+
+def test_the_same_files_with_another_test_part_are_another_version(client):
+    name = unique("parts")
+    files = [("a.idx", datafiles.idx(TRAIN_X)), ("b.idx", datafiles.idx(TRAIN_Y)),
+             ("c.idx", datafiles.idx(TEST_X)), ("d.idx", datafiles.idx(TEST_Y))]
+    first = upload(client, name, *files, test_files="c.idx,d.idx")
+    again = upload(client, name, *reversed(files), test_files="d.idx,c.idx")  # the same parts: the same dataset
+    assert (first.status_code, again.status_code) == (201, 200) and again.json()["id"] == first.json()["id"]
+    swapped = upload(client, name, *files, test_files="a.idx,b.idx")  # the same bytes, the other part tested on
+    assert swapped.status_code == 201 and swapped.json()["version"] == 2
+    assert swapped.json()["stats"]["samples"] == 397 and swapped.json()["stats"]["test"]["samples"] == 1400
+    plain = upload(client, unique("plain"), *files[:2])  # without a test part, the hash is as it always was
+    from service.datasets.service import Upload
+
+    assert plain.json()["sha256"] == Upload(files[:2]).sha256
