@@ -61,14 +61,14 @@ class ArrayDataset:
                 raise DataFormatError(f"the test part has class(es) {', '.join(extra)} that the training part lacks "
                                       f"(it has {', '.join(classes)}); a model can only be tested on classes it "
                                       "was trained on")
-            test = ArrayDataset(test.x, torch.tensor([classes.index(test_classes[i]) for i in test.y.tolist()],
-                                                     dtype=torch.int64), len(classes), test.value_range)
+            labels = torch.tensor([classes.index(c) for c in test_classes], dtype=torch.int64)[test.y]
         else:
             extra = sorted(set(test.y.unique().tolist()) - set(self.y.unique().tolist()))
             if extra:
                 raise DataFormatError(f"the test part has label(s) {', '.join(map(str, extra))} that the training "
                                       "part lacks; a model can only be tested on classes it was trained on")
-        test = ArrayDataset(test.x, test.y, self.num_classes, self.value_range)
+            labels = test.y
+        test = ArrayDataset(test.x, labels, self.num_classes, self.value_range)
         return ArrayDataset(self.x, self.y, self.num_classes, self.value_range, self.description, test)
 
 
