@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from models.augment import AugmentConfig, augment
 from models.dataformats import ArrayDataset
+from models.graphs import GraphStep, TrainingPath, choose_path, make_capturable
 from models.metrics import classification_report
 from models.optimizers import is_full_batch
 from models.schedules import ScheduleConfig, build_scheduler
@@ -51,6 +52,11 @@ class TrainConfig:
     schedule: ScheduleConfig | None = None
     early_stopping: EarlyStopping | None = None
     augmentation: AugmentConfig | None = None
+    compile: str = "auto"  # "graph": whole-step CUDA graphs (models/graphs.py), "none": eager, "auto": graph where it can
+    # How often the loop reads the device's finite-loss flag: None is every step on the CPU (free there) and
+    # every SYNC_EVERY steps on a GPU, where each read stalls the host until the GPU catches up.
+    sync_every: int | None = None
+    cancel_check_seconds: float = 0.2  # how often should_stop is asked, at most; 0: before every step
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -90,6 +96,7 @@ class FitResult:
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int | None = None  # with early stopping: the epoch whose weights the model now holds
     stopped_early: bool = False
+    path: TrainingPath | None = None  # eager or CUDA graph, and why
 
 
 class TrainingCancelled(Exception):
@@ -98,6 +105,9 @@ class TrainingCancelled(Exception):
 
 class TrainingDiverged(Exception):
     """The loss stopped being a finite number."""
+
+
+SYNC_EVERY = 50
 
 
 def resolve_device(name: str) -> torch.device:
@@ -203,8 +213,16 @@ def fit(
         raise ValueError(f"early stopping on {stopper.monitor} needs a validation split above 0")
     augmenting = config.augmentation is not None and config.augmentation.active and x.ndim == 4
     background = float(train.value_range[0])
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.precision == "bf16" and device.type == "cuda" \
-        else nullcontext()
+    full_batches = n // batch_size
+    path = choose_path(config.compile, device, optimizer, full_batch=full_batch, augmenting=augmenting,
+                       scheduled=config.schedule is not None, full_batches=full_batches)
+    graphing = path.path == "graph"
+    # Under capture, autocast must not cache casts made outside the graph.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphing) \
+        if config.precision == "bf16" and device.type == "cuda" else nullcontext()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not augmenting  # fixed shapes: let cuDNN time its algorithms once
+    sync_every = config.sync_every or (1 if device.type == "cpu" else SYNC_EVERY)
 
     # The shuffling generator is separate from the global RNG so that a checkpoint restores it exactly.
     order_rng = torch.Generator().manual_seed(config.seed)
@@ -232,10 +250,43 @@ def fit(
 
     classifying = not y.is_floating_point()
 
-    def check(loss: torch.Tensor, epoch: int, step: int) -> None:
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step}; "
-                                   "lower the learning rate or clip gradients")
+    # Added up on the device and read once an epoch (the loss) or every sync_every steps (the finite flag).
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    finite = torch.ones((), device=device, dtype=torch.bool)
+
+    def train_step(xb: torch.Tensor, yb: torch.Tensor, zero_grad: bool = True) -> None:
+        loss, out = forward(xb, yb)
+        if classifying:
+            correct.add_((out.detach().argmax(1) == yb).sum())
+        if zero_grad:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+        optimizer.step()
+        count(loss.detach(), len(yb))
+
+    def count(loss: torch.Tensor, size: int) -> None:
+        loss_sum.add_(loss * size)
+        finite.logical_and_(torch.isfinite(loss))
+
+    def check(epoch: int, step: int, checked: int) -> None:
+        """Raise if a loss since step ``checked`` was not finite: one read of the device."""
+        if bool(finite):
+            return
+        exact = step - checked <= 1
+        where = f"step {step}" if exact else f"a step from {checked + 1} to {step}"
+        value = f"{loss_sum.item()}" if exact else "NaN or infinite"
+        raise TrainingDiverged(f"loss became {value} at epoch {epoch}, {where}; lower the learning rate or clip "
+                               "gradients")
+
+    graph_step = None
+    if graphing:
+        make_capturable(optimizer, device)
+        index = torch.zeros(batch_size, dtype=torch.long, device=device)
+        graph_step = GraphStep(lambda zero_grad: train_step(x[index], y[index], zero_grad), index,
+                               optimizer=optimizer)
 
     def checkpoint_at(epoch: int) -> Callable[[], dict]:
         return lambda: {
@@ -250,40 +301,42 @@ def fit(
         }
 
     epoch = start_epoch
+    next_stop_check = -math.inf
     meter = UsageMeter(device)
     while epoch < config.epochs and not result.stopped_early:
         epoch += 1
         model.train()
+        finite.fill_(True)
         meter.start()
         started = time.perf_counter()
         perm = torch.randperm(n, generator=order_rng).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)  # read once, at the epoch's end
+        loss_sum.zero_()
+        correct.zero_()
+        checked = 0
         for step, start in enumerate(range(0, n, batch_size), start=1):
-            if should_stop is not None and should_stop():
-                raise TrainingCancelled(f"cancelled during epoch {epoch}")
+            now = time.monotonic()
+            if should_stop is not None and now >= next_stop_check:
+                next_stop_check = now + config.cancel_check_seconds
+                if should_stop():
+                    raise TrainingCancelled(f"cancelled during epoch {epoch}")
             if on_step is not None:
                 on_step(epoch, step, steps_per_epoch)
             idx = perm[start : start + batch_size]
-            xb, yb = x[idx], y[idx]
-            if augmenting:
-                xb = augment(xb, config.augmentation, order_rng, background)
-            if full_batch:
-                loss = _full_batch_step(optimizer, objective, xb, yb)
-                check(loss, epoch, step)
+            if graph_step is not None and idx.numel() == batch_size:
+                graph_step(idx)
             else:
-                loss, out = forward(xb, yb)
-                check(loss, epoch, step)
-                if classifying:
-                    correct += (out.detach().argmax(1) == yb).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip_norm:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-                optimizer.step()
+                xb, yb = x[idx], y[idx]
+                if augmenting:
+                    xb = augment(xb, config.augmentation, order_rng, background)
+                if full_batch:
+                    count(_full_batch_step(optimizer, objective, xb, yb).detach(), idx.numel())
+                else:
+                    train_step(xb, yb)
+            if step % sync_every == 0 or step == steps_per_epoch:
+                check(epoch, step, checked)
+                checked = step
             if scheduler is not None and config.schedule.per_batch:
                 scheduler.step()
-            loss_sum += loss.detach() * idx.numel()
         current_lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None and not config.schedule.per_batch:
             scheduler.step()
@@ -316,6 +369,8 @@ def fit(
     if stopper is not None and best["model"] is not None:
         model.load_state_dict(best["model"])  # the best epoch's weights are the ones kept
         result.best_epoch = best["epoch"]
+    result.path = path if graph_step is None or graph_step.failure is None else \
+        TrainingPath("eager", graph_step.failure)
     return result
 
 

@@ -269,7 +269,8 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
                          should_stop=monitor, resume=resume, on_step=monitor.at_step)
         with span("evaluate"):
             report = plan.report(model, resolve_device(train_config.device), train_config.loss)
-        report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early)
+        report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early,
+                      training_path=fitted.path.to_dict())
         with span("registration") as registration:
             model_id = _register(job, spec, plan, model, report, store)
             registration.set_attribute("trainserve.model_id", str(model_id))

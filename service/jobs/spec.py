@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.graphs import static_refusal
 from models.optimizers import FULL_BATCH
 from service.registry.schemas import PromoteIn
 
@@ -269,6 +270,12 @@ class TrainingSpec(Strict):
     early_stopping: EarlyStoppingSpec | None = None
     augmentation: AugmentationSpec | None = Field(None, description="Random shifts, rotations and scaling of "
                                                   "training images; off unless given.")
+    compile: Literal["auto", "graph", "none"] = Field(
+        "auto", description="How a GPU runs each training step. graph: the whole step (forward, backward, "
+        "optimizer) captured once as a CUDA graph and replayed, several times faster for small models; none: "
+        "eager PyTorch; auto: graph where the job allows it (a minibatch optimizer other than adagrad, no "
+        "schedule, no augmentation), else eager. The CPU always runs eagerly. The result's training_path says "
+        "which ran and why.")
 
 
 class PromoteSpec(PromoteIn, Strict):
@@ -354,6 +361,15 @@ class JobSpec(Strict):
         if t.early_stopping and t.early_stopping.monitor.startswith("val_") and t.validation_split == 0:
             raise ValueError(f"early stopping on {t.early_stopping.monitor} needs a validation set: set "
                              "training.validation_split above 0, or monitor train_loss")
+        if t.compile == "graph":
+            if t.device == "cpu":
+                raise ValueError("training.compile graph captures CUDA graphs on a GPU; use device auto or cuda, "
+                                 "or compile auto")
+            reason = static_refusal(opt, full_batch=opt in FULL_BATCH, augmenting=bool(t.augmentation and (
+                                        t.augmentation.shift or t.augmentation.rotation or t.augmentation.scale)),
+                                    scheduled=t.schedule is not None)
+            if reason:
+                raise ValueError(f"training.compile graph cannot be used: {reason}; use compile auto or none")
         if t.precision == "bf16" and t.device == "cpu":
             raise ValueError("precision bf16 is autocast on a GPU; use device auto or cuda, or precision fp32")
         if t.loss == "mae" and self.task == "classification":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
+import threading
+
 import pytest
 import torch
 
@@ -77,7 +81,7 @@ def test_should_stop_cancels_before_the_next_batch(splits):
     model, opt, _ = make(splits)
     calls = []
     with pytest.raises(TrainingCancelled):
-        fit(model, opt, splits.train, None, TrainConfig(epochs=5, device="cpu"),
+        fit(model, opt, splits.train, None, TrainConfig(epochs=5, device="cpu", cancel_check_seconds=0),
             should_stop=lambda: calls.append(1) or len(calls) > 3)
     assert len(calls) == 4
 
@@ -136,3 +140,41 @@ def test_each_epoch_reports_the_training_accuracy_counted_as_it_trained(splits):
     lbfgs_model, lbfgs, _ = make(splits, "logistic_regression", {}, "lbfgs", 1.0)
     full = fit(lbfgs_model, lbfgs, splits.train, None, TrainConfig(epochs=1, device="cpu")).history
     assert full[0].train_accuracy is None, "a full-batch step runs its closure many times: no single count"
+
+
+def test_a_loss_read_every_few_steps_names_the_steps_it_could_have_been(splits):
+    """Off the CPU the finite flag is read every sync_every steps; the message gives the steps in between."""
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [400, 200]}, "sgd", 10.0, momentum=0.99)
+    with pytest.raises(TrainingDiverged, match=r"loss became NaN or infinite at epoch 1, a step from (\d+) to "
+                                               r"(\d+); lower the learning rate") as failed:
+        fit(model, opt, splits.train, None, TrainConfig(epochs=20, batch_size=16, device="cpu", sync_every=10))
+    first, last = (int(s) for s in re.search(r"from (\d+) to (\d+)", str(failed.value)).groups())
+    assert last - first == 9 and last % 10 == 0
+
+
+def test_should_stop_is_asked_on_a_timer_not_before_every_step(splits):
+    steps, calls = [], []
+    model, opt, _ = make(splits)
+    fit(model, opt, splits.train, None, TrainConfig(epochs=2, device="cpu", cancel_check_seconds=3600),
+        should_stop=lambda: calls.append(1) and False, on_step=lambda *step: steps.append(step))
+    assert len(calls) == 1 and len(steps) == 2 * math.ceil(len(splits.train) / 64)
+
+    # With the default interval a cancel raised during the run is still seen within the run.
+    cancel = threading.Event()
+    steps.clear(), calls.clear()
+    model, opt, _ = make(splits)
+    with pytest.raises(TrainingCancelled):
+        fit(model, opt, splits.train, None, TrainConfig(epochs=1000, device="cpu"),
+            should_stop=lambda: calls.append(1) or cancel.is_set(),
+            on_step=lambda *step: steps.append(step) or (len(steps) == 100 and cancel.set()))
+    assert len(steps) > 100 and len(calls) < len(steps) / 2
+
+
+def test_the_cpu_trains_eagerly_and_says_why(splits):
+    model, opt, _ = make(splits)
+    assert fit(model, opt, splits.train, None, TrainConfig(epochs=1, device="cpu")).path.to_dict() == {
+        "path": "eager", "reason": "CUDA graphs need a GPU, and this job trains on the CPU"}
+    assert fit(model, opt, splits.train, None, TrainConfig(epochs=1, device="cpu", compile="none")).path.reason \
+        == "training.compile is none"
+    with pytest.raises(ValueError, match="compile graph cannot be used: CUDA graphs need a GPU"):
+        fit(model, opt, splits.train, None, TrainConfig(epochs=1, device="cpu", compile="graph"))
