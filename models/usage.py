@@ -46,3 +46,23 @@ class UsageMeter:
                          gpu_peak_memory_bytes=int(torch.cuda.max_memory_allocated(self.device)),
                          gpu_utilization=_nvml_utilization(self.device))
         return usage
+
+
+# A CUDA context, cuBLAS and cuDNN workspaces and the caching allocator's slack, on top of what a job holds.
+GPU_OVERHEAD_BYTES = 512 * 2**20
+
+
+def gpu_memory_needed(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> int:
+    """About what a job needs on the GPU: the resident dataset, the weights with their gradients and two
+    optimizer states, a batch's activations (every layer's output at the input's size, twice for backward:
+    generous for these models) and the fixed overhead."""
+    data = x.numel() * x.element_size() + y.numel() * y.element_size()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    widest = max([x[0].numel()] + [p.shape[0] for p in model.parameters() if p.ndim > 1])
+    activations = 2 * batch_size * widest * 4 * max(1, sum(1 for p in model.parameters() if p.ndim > 1))
+    return data + 4 * weights + activations + GPU_OVERHEAD_BYTES
+
+
+def gpu_memory_free(device: torch.device) -> tuple[int, int]:
+    """(free, total) bytes on ``device``, as the driver sees them: other processes' use included."""
+    return torch.cuda.mem_get_info(device)

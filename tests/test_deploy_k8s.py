@@ -167,6 +167,7 @@ def test_gpu_limits_tolerations_and_node_selector_only_on_gpu_workers(rendered):
             assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in pod(worker)["tolerations"]
             args = build_parser().parse_args(main["args"][1:])
             assert args.queues == ["gpu"] and args.max_tasks_per_child == 1, "one job per child process"
+            assert args.concurrency == 2, "two small jobs share a GPU"
             assert main["image"].split("/")[-1].startswith("trainserve-cuda")
             assert pod(worker)["terminationGracePeriodSeconds"] >= 300, "time for a warm shutdown"
 
@@ -184,6 +185,9 @@ def test_keda_scales_gpu_workers_from_zero_on_the_gpu_queue(rendered):
     triggers = {t["type"]: t for t in scaled["spec"]["triggers"]}
     assert triggers["redis"]["metadata"]["listName"] == settings.gpu_queue
     assert f"queue = '{settings.gpu_queue}'" in triggers["postgresql"]["metadata"]["query"]
+    worker_args = build_parser().parse_args(containers(target, init=False)[0]["args"][1:])
+    assert int(triggers["postgresql"]["metadata"]["targetQueryValue"]) == worker_args.concurrency, \
+        "a GPU worker for every --concurrency jobs in hand"
     for trigger in triggers.values():
         auth = named(objs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
         assert auth["spec"], auth

@@ -21,6 +21,7 @@ from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_b
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainConfig, TrainingCancelled, TrainingDiverged, fit, resolve_device, \
     seed_everything
+from models.usage import gpu_memory_free, gpu_memory_needed
 from service import logs
 from service.artifacts import ArtifactStore, store_for
 from service.db import session_scope
@@ -40,6 +41,23 @@ EXPORT_CHECK_INPUTS = 256  # held-out inputs saved with a model, that its export
 
 class WorkerShutdown(Exception):
     """The worker is stopping; the job goes back to the queue."""
+
+
+class GpuMemoryShort(Exception):
+    """The GPU is busy with other jobs and lacks the memory this one needs now; it goes back to the queue and
+    the reconciler sends it again on its next pass."""
+
+
+def _check_gpu_memory(model: torch.nn.Module, data, batch_size: int, device: torch.device) -> None:
+    need = gpu_memory_needed(model, data.x, data.y, batch_size)
+    free, total = gpu_memory_free(device)
+    mib = 2**20
+    if need > total:
+        raise ValueError(f"this job needs about {need // mib:,} MiB of GPU memory and the GPU has {total // mib:,} "
+                         "MiB in all; use a smaller batch_size or model, or device cpu")
+    if need > free:
+        raise GpuMemoryShort(f"the GPU has {free // mib:,} MiB free and this job needs about {need // mib:,} MiB; "
+                             "it waits in the queue until jobs sharing the GPU finish")
 
 
 class JobLost(Exception):
@@ -264,11 +282,14 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
 
         worker = metrics()
         train_config = TrainConfig.from_dict(training.model_dump())
+        device = resolve_device(train_config.device)
+        if device.type == "cuda":  # several jobs may share this GPU (trainserve worker --concurrency)
+            _check_gpu_memory(model, plan.train, train_config.batch_size or len(plan.train), device)
         with span("train", **{"trainserve.epochs": training.epochs}):
             fitted = fit(model, optimizer, plan.train, plan.validation, train_config, on_epoch=on_epoch,
                          should_stop=monitor, resume=resume, on_step=monitor.at_step)
         with span("evaluate"):
-            report = plan.report(model, resolve_device(train_config.device), train_config.loss)
+            report = plan.report(model, device, train_config.loss)
         report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early,
                       training_path=fitted.path.to_dict())
         with span("registration") as registration:
@@ -302,6 +323,13 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
         if requeued:
             _send_again(job_id, job.queue)
         log.info("job %s: worker shutting down; back in the queue, it resumes from its last checkpoint", job_id)
+    except GpuMemoryShort as exc:
+        outcome = "requeued"
+        with session_scope() as session:  # enqueued_at empty: the reconciler's next pass sends it again
+            if session.execute(update(TrainingJob).where(_ours(job)).values(
+                    status=JobStatus.queued, heartbeat_at=None, enqueued_at=None)).rowcount:
+                events.status(session, job_id, JobStatus.queued, reason=str(exc))
+        log.info("job %s: back in the queue: %s", job_id, exc)
     except (TrainingDiverged, ValueError, FileNotFoundError) as exc:  # the message says what to change
         _finish(job, JobStatus.failed, error=str(exc))
         log.warning("job %s: failed: %s", job_id, exc)

@@ -99,3 +99,88 @@ def test_an_epoch_on_the_gpu_records_the_gpu_and_its_peak_memory(splits):
     history = fit(model, opt, splits.train, None, TrainConfig(epochs=1, device="cuda")).history
     assert history[0].gpu_name and history[0].gpu_peak_memory_bytes > 0
     assert history[0].cpu_seconds > 0
+
+
+# Whole-step CUDA graphs (models/graphs.py): the graph path against the eager one on the same GPU.
+
+def graph_fit(splits, epochs=3, compile="graph", **config):
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [64]}, seed=3)
+    result = fit(model, opt, splits.train, None, TrainConfig(epochs=epochs, seed=3, device="cuda", compile=compile,
+                                                             **config))
+    return model, result
+
+
+@pytest.mark.parametrize("architecture,params", [("logistic_regression", {}), ("mlp", None),
+                                                 ("cnn", {"channels": [16, 32]}), ("lstm", {"hidden_size": 64})])
+def test_the_graph_path_trains_each_static_architecture(splits, architecture, params):
+    model, opt, _ = make(splits, architecture, params)
+    steps = []
+    result = fit(model, opt, splits.train, None, TrainConfig(epochs=15, device="cuda", compile="graph"),
+                 on_step=lambda *s: steps.append(s))
+    assert result.path.path == "graph", result.path.reason
+    assert len(splits.train) % 64 and len(steps) == 15 * (len(splits.train) // 64 + 1)  # the tail batch ran too
+    assert evaluate(model, splits.test, CUDA)["accuracy"] >= (0.85 if architecture == "logistic_regression" else 0.9)
+
+
+def test_graph_and_eager_follow_the_same_curve(splits):
+    _, graphed = graph_fit(splits, epochs=5)
+    _, eager = graph_fit(splits, epochs=5, compile="none")
+    assert graphed.path.path == "graph" and eager.path.path == "eager"
+    assert np.allclose([m.train_loss for m in graphed.history], [m.train_loss for m in eager.history], rtol=1e-2)
+
+
+def test_the_graph_path_resumes_from_a_checkpoint(splits):
+    _, full = graph_fit(splits, epochs=4)
+    saved = {}
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [64]}, seed=3)
+    fit(model, opt, splits.train, None, TrainConfig(epochs=2, seed=3, device="cuda", compile="graph"),
+        on_epoch=lambda m, checkpoint: saved.__setitem__(m.epoch, checkpoint_to_bytes(checkpoint())))
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [64]}, seed=99)
+    resumed = fit(model, opt, splits.train, None, TrainConfig(epochs=4, seed=3, device="cuda", compile="graph"),
+                  resume=checkpoint_from_bytes(saved[2]))
+    assert resumed.path.path == "graph" and [m.epoch for m in resumed.history] == [3, 4]
+    assert np.allclose([m.train_loss for m in resumed.history], [m.train_loss for m in full.history[2:]], rtol=1e-2)
+
+
+def test_the_graph_path_cancels_and_fails_on_a_nan(splits):
+    from models.training import TrainingCancelled, TrainingDiverged
+
+    steps = []
+    model, opt, _ = make(splits)
+    with pytest.raises(TrainingCancelled):
+        fit(model, opt, splits.train, None, TrainConfig(epochs=50, device="cuda", compile="graph",
+                                                        cancel_check_seconds=0),
+            should_stop=lambda: len(steps) > 30, on_step=lambda *s: steps.append(s))
+    assert len(steps) < 100
+    model, opt, _ = make(splits, "mlp", {"hidden_sizes": [400, 200]}, "sgd", 10.0, momentum=0.99)
+    with pytest.raises(TrainingDiverged, match=r"at epoch \d+, (step \d+|a step from \d+ to \d+); lower"):
+        fit(model, opt, splits.train, None, TrainConfig(epochs=20, batch_size=16, device="cuda", compile="graph"))
+
+
+def test_what_a_graph_cannot_hold_falls_back_and_says_so(splits):
+    model, opt, _ = make(splits, "mlp", None, "adagrad", 0.01)
+    result = fit(model, opt, splits.train, None, TrainConfig(epochs=1, device="cuda"))
+    assert result.path.path == "eager" and "adagrad" in result.path.reason
+    model, opt, _ = make(splits, "logistic_regression", {}, "lbfgs", 1.0)
+    result = fit(model, opt, splits.train, None, TrainConfig(epochs=1, device="cuda"))
+    assert result.path.path == "eager" and "full-batch" in result.path.reason
+
+
+def test_bf16_on_the_graph_path_trains(splits):
+    model, opt, _ = make(splits, "cnn", {"channels": [16, 32]})
+    result = fit(model, opt, splits.train, None, TrainConfig(epochs=15, device="cuda", precision="bf16",
+                                                             compile="graph"))
+    assert result.path.path == "graph" and evaluate(model, splits.test, CUDA)["accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize("architecture,params", [("mlp", None), ("cnn", {"channels": [16, 32]})])
+def test_the_memory_a_job_is_said_to_need_covers_what_it_takes(splits, architecture, params):
+    from models.usage import GPU_OVERHEAD_BYTES, gpu_memory_needed
+
+    model, opt, _ = make(splits, architecture, params)
+    need = gpu_memory_needed(model, splits.train.x, splits.train.y, 64) - GPU_OVERHEAD_BYTES
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fit(model, opt, splits.train, None, TrainConfig(epochs=1, device="cuda"))
+    assert torch.cuda.max_memory_allocated() - before <= need

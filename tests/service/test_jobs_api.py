@@ -74,6 +74,14 @@ def test_the_stored_spec_says_which_defaults_applied(client, optimizer, learning
      "optimizer.type",
      ["use lbfgs"]),
     ({"training__loss": "mae"}, "body", ["classification takes cross_entropy or mse"]),
+    ({"training__compile": "fast"}, "training.compile", ["'auto', 'graph' or 'none'"]),
+    ({"training__compile": "graph", "training__device": "cpu"}, "body", ["CUDA graphs on a GPU", "compile auto"]),
+    ({"training__compile": "graph", "optimizer": {"type": "lbfgs"}, "training__batch_size": None}, "body",
+     ["compile graph cannot be used: lbfgs is a full-batch optimizer"]),
+    ({"training__compile": "graph", "optimizer": {"type": "adagrad"}}, "body",
+     ["PyTorch has no capturable adagrad step", "use compile auto or none"]),
+    ({"training__compile": "graph", "training__schedule": {"type": "cosine"}}, "body", ["learning-rate schedule"]),
+    ({"training__compile": "graph", "training__augmentation": {}}, "body", ["augmentation draws new transforms"]),
 ])
 def test_bad_specs_answer_422_naming_the_field(client, changes, field, fragments):
     error = assert_error(client.post("/v1/jobs", json=spec(**changes)), 422, *fragments)
@@ -219,3 +227,12 @@ def test_a_method_the_path_does_not_take_is_refused_with_every_method_it_does(cl
     r = client.request(method, path)
     assert r.status_code == 405 and r.headers["allow"] == allowed
     assert f"this path takes {allowed}" in r.json()["error"]["message"]
+
+
+def test_a_job_says_which_training_path_ran_and_why(client, run_job):
+    job = client.post("/v1/jobs", json={**LOGREG_SPEC, "training": {"epochs": 1, "device": "cpu"}}).json()
+    assert job["spec"]["training"]["compile"] == "auto"
+    run_job(job["id"])
+    result = client.get(f"/v1/jobs/{job['id']}").json()["result"]
+    assert result["training_path"] == {"path": "eager",
+                                       "reason": "CUDA graphs need a GPU, and this job trains on the CPU"}
