@@ -25,6 +25,7 @@ from service.serving import ModelCache
 from service.ratelimit import Limit, RateLimiter
 from service.reconciler import Reconciler, reconcile_forever
 from service.registry.router import router as models_router
+from service.sweeps.router import router as sweeps_router
 from service.runtime import api_process_settings
 from service.settings import Settings, get_settings
 from service.telemetry import TelemetryMiddleware, TracedFastAPI
@@ -87,8 +88,8 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     install_error_handlers(app)
     openapi.install(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
-    for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, models_router,
-                   datasets_router, keys_router, audit.router, metrics.router):
+    for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, sweeps_router,
+                   models_router, datasets_router, keys_router, audit.router, metrics.router):
         app.include_router(router)
     docs_ui.install(app)  # after the API's routes: /predict is matched first
     logs.configure(settings.log_format, access_log=settings.access_log)

@@ -12,11 +12,13 @@ from datetime import timedelta
 
 from fastapi.concurrency import run_in_threadpool
 
+from service.artifacts import store_for
 from service.db import session_scope
 from service.jobs.service import job_ages, job_counts, jobs_to_resend
 from service.settings import Settings
 from service.tables import utcnow
 from service.queue import broker_state, enqueue_job
+from service.sweeps import service as sweeps
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,26 @@ class Reconciler:
         for job_id, queue in jobs:
             enqueue_job(job_id, queue)
         self.resent += len(jobs)
+        self.advance_sweeps()
         if jobs:
             why = ("the broker is back after an outage" if before is None else "the broker restarted") if everything \
                 else "not started in time"
             log.warning("reconciler: sent %d queued job(s) again (%s); %d in all by this process", len(jobs), why,
                         self.resent)
         return len(jobs)
+
+
+    def advance_sweeps(self) -> None:
+        """Every running sweep, advanced: a trial that ended while no worker could advance it (a worker killed
+        after its job finished, an API restarted mid-sweep) is told to Optuna, free slots get trials, and a
+        sweep whose trials are all done is finished."""
+        with session_scope() as session:
+            running = sweeps.running_sweeps(session)
+        for sweep_id in running:
+            try:
+                sweeps.step(self.settings, store_for(self.settings), sweep_id)
+            except Exception:
+                log.exception("reconciler: could not advance sweep %s", sweep_id)
 
 
 async def reconcile_forever(settings: Settings, reconciler: Reconciler | None = None) -> None:

@@ -36,10 +36,11 @@ class JobStatus(str, enum.Enum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    pruned = "pruned"  # a sweep's trial its pruner stopped at an epoch's end; its metrics are kept
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled, JobStatus.pruned)
 
 
 class Dataset(Base):
@@ -89,11 +90,38 @@ class TrainingJob(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # A sweep's trial: the sweep, and the trial's number in it (Optuna's, from 0).
+    sweep_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("sweeps.id"), index=True)
+    trial_number: Mapped[int | None]
 
     dataset: Mapped[Dataset | None] = relationship(lazy="joined")
     model: Mapped["TrainedModel | None"] = relationship(back_populates="job", lazy="joined", uselist=False)
     metrics: Mapped[list["JobMetric"]] = relationship(order_by="JobMetric.epoch", cascade="all, delete-orphan",
                                                       lazy="raise")
+
+
+class Sweep(Base):
+    """A hyperparameter search: trials are ordinary jobs (``TrainingJob.sweep_id``); Optuna's study, in its own
+    tables, holds the sampler's and the pruner's view of them (service/sweeps)."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))  # the model name the best trial is registered under
+    status: Mapped[str] = mapped_column(String(20), default="running", index=True)  # running, succeeded, failed, cancelled
+    request: Mapped[dict[str, Any]]  # the sweep as accepted: base spec, space, metric, sampler, budget, pruner
+    study_name: Mapped[str] = mapped_column(String(200))
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    best_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # at the end: the best trial, the promotion
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # Written first by every pass that advances the sweep: the write lock that keeps two passes (an API
+    # process's reconciler, a worker that finished a trial) from launching the same free slot twice.
+    advanced_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
 
 
 class JobEvent(Base):

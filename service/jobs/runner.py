@@ -13,6 +13,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import optuna
 import torch
 from sqlalchemy import delete, func, select, update
 
@@ -30,6 +31,7 @@ from service.jobs.plans import Plan, plan_for
 from service.jobs.spec import JobSpec
 from service.queue import enqueue_export, enqueue_job
 from service.registry import service as registry
+from service.sweeps import service as sweeps
 from service.settings import get_settings, worker_threads
 from service.tables import JobMetric, JobStatus, TrainedModel, TrainingJob, utcnow
 from service.tracing import record_span, span
@@ -193,6 +195,16 @@ def _headline(report: dict) -> str:
             f"{report['persistence']['rmse'] if report['persistence'] else float('nan'):.4g})")
 
 
+def _keep_trial_model(job: TrainingJob, plan: Plan, model: torch.nn.Module, report: dict,
+                     store: ArtifactStore) -> None:
+    """A sweep's trial keeps its model file where the sweep finds it, and succeeds with its report."""
+    config = plan.final_config()
+    store.put(sweeps.trial_model_key(job.sweep_id, job.trial_number), model_to_bytes(model, config))
+    store.put(sweeps.trial_held_out_key(job.sweep_id, job.trial_number),
+              tensor_to_bytes(plan.held_out[:EXPORT_CHECK_INPUTS]))
+    _finish(job, JobStatus.succeeded, result=report)
+
+
 def _register(job: TrainingJob, spec: JobSpec, plan: Plan, model: torch.nn.Module, report: dict,
               store: ArtifactStore) -> uuid.UUID:
     """Register the model as a new version and mark the job succeeded, in one transaction."""
@@ -263,6 +275,7 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
             session.execute(delete(JobMetric).where(JobMetric.job_id == job_id, JobMetric.epoch > done))
         if resume:
             log.info("job %s: resuming after epoch %d", job_id, done)
+        reporter = sweeps.TrialReporter(get_settings(), job) if job.sweep_id else None
 
         def on_epoch(metrics: EpochMetrics, checkpoint) -> None:
             # The row first: killed between the two, the next delivery resumes from the previous checkpoint,
@@ -279,6 +292,8 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
             with span("checkpoint", **{"trainserve.epoch": metrics.epoch}):
                 store.put(checkpoint_key, checkpoint_to_bytes(checkpoint()))
             worker.checkpoint_seconds.labels(*labels).observe(time.perf_counter() - started)
+            if reporter is not None:  # a sweep's trial: its pruner may stop it here (optuna.TrialPruned)
+                reporter(metrics.epoch, metrics)
 
         worker = metrics()
         train_config = TrainConfig.from_dict(training.model_dump())
@@ -292,6 +307,13 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
             report = plan.report(model, device, train_config.loss)
         report.update(best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early,
                       training_path=fitted.path.to_dict())
+        if job.sweep_id:  # the sweep registers its best trial's model when it ends
+            _keep_trial_model(job, plan, model, report, store)
+            outcome = "succeeded"
+            store.delete(checkpoint_key)
+            log.info("job %s: trial %d of sweep %s succeeded: %s", job_id, job.trial_number, job.sweep_id,
+                     _headline(report))
+            return
         with span("registration") as registration:
             model_id = _register(job, spec, plan, model, report, store)
             registration.set_attribute("trainserve.model_id", str(model_id))
@@ -307,6 +329,11 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
         outcome = "lost"
         log.warning("job %s: attempt %d no longer owns the job (finished, or claimed again after this worker "
                     "went silent); stopping without writing", job_id, job.attempts)
+    except optuna.TrialPruned as exc:
+        outcome = "pruned"
+        _finish(job, JobStatus.pruned, error=str(exc))
+        store.delete(checkpoint_key)
+        log.info("job %s: %s", job_id, exc)
     except TrainingCancelled:
         outcome = "cancelled"
         _finish(job, JobStatus.cancelled)
@@ -339,5 +366,10 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
         log.exception("job %s: failed", job_id)
     finally:
         metrics().finished.labels(*labels, outcome).inc()
+        if job.sweep_id and outcome in ("succeeded", "failed", "cancelled", "pruned"):
+            try:  # the next trial starts now, not at the reconciler's next pass
+                sweeps.step(get_settings(), store, job.sweep_id)
+            except Exception:
+                log.exception("job %s: could not advance sweep %s; the reconciler will", job_id, job.sweep_id)
         if labels != ("unknown", "unknown"):
             metrics().running.labels(*labels).dec()

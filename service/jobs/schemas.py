@@ -57,6 +57,8 @@ class JobOut(BaseModel):
     queue: str | None = Field(description="The broker queue the job was sent to: the CPU queue, or the GPU "
                                           "queue (device cuda, or auto where GPU workers exist)")
     model: ModelRef | None
+    sweep_id: uuid.UUID | None = Field(None, description="The sweep this job is a trial of (GET /v1/sweeps/{id})")
+    trial_number: int | None = Field(None, description="The trial's number in its sweep, from 0")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -27,7 +27,9 @@ from service.tables import Dataset, JobMetric, JobStatus, TrainingJob, utcnow
 log = logging.getLogger(__name__)
 
 
-def create_job(session: Session, spec: JobSpec, settings: Settings, key_id: uuid.UUID | None = None) -> TrainingJob:
+def check_job(session: Session, spec: JobSpec, settings: Settings) -> tuple[Dataset, str]:
+    """Everything a job is checked against before it is accepted (its dataset, the model's size, a worker for
+    its device): the dataset and the queue, or InvalidInput/NotFound saying what to change."""
     dataset = resolve_dataset(session, spec.dataset)
     _check_dataset_fits(session, spec, dataset)
     if spec.optimizer.type == "bfgs":
@@ -37,8 +39,15 @@ def create_job(session: Session, spec: JobSpec, settings: Settings, key_id: uuid
         raise InvalidInput("training.device cuda: no GPU worker takes jobs in this deployment; use device auto "
                            "(a GPU where there is one) or cpu, or run GPU workers and set TRAINSERVE_GPU_WORKERS=true",
                            details=[{"field": "training.device", "message": "no GPU workers"}])
+    return dataset, queue
+
+
+def create_job(session: Session, spec: JobSpec, settings: Settings, key_id: uuid.UUID | None = None,
+               **sweep: object) -> TrainingJob:
+    """A queued job, flushed; ``sweep``: a trial's sweep_id and trial_number."""
+    dataset, queue = check_job(session, spec, settings)
     job = TrainingJob(spec=spec.model_dump(mode="json"), dataset=dataset, epochs_total=spec.training.epochs,
-                      status=JobStatus.queued, enqueued_at=utcnow(), queue=queue, key_id=key_id)
+                      status=JobStatus.queued, enqueued_at=utcnow(), queue=queue, key_id=key_id, **sweep)
     session.add(job)
     session.flush()
     events.status(session, job.id, JobStatus.queued)
@@ -161,6 +170,8 @@ def job_out(session: Session, job: TrainingJob) -> JobOut:
         attempts=job.attempts,
         queue=job.queue,
         model=ModelRef(id=model.id, name=model.name, version=model.version) if model else None,
+        sweep_id=job.sweep_id,
+        trial_number=job.trial_number,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

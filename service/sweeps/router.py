@@ -1,0 +1,79 @@
+"""`/v1/sweeps`: hyperparameter searches whose trials are ordinary jobs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from service.artifacts import store_for
+from service.auth import allow, principal_of
+from service.db import SessionDep, session_scope
+from service.errors import errors, parse_id
+from service.keys.service import Scope
+from service.pagination import PageLimit, PageOffset
+from service.ratelimit import spend
+from service.sweeps import service
+from service.sweeps.schemas import SweepIn, SweepOut, SweepPage
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+SweepId = Annotated[uuid.UUID, Depends(lambda sweep_id: parse_id(sweep_id, "sweep"))]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=SweepOut, dependencies=[allow(Scope.train)],
+             responses=errors(404, 422, 429))
+async def create_sweep(sweep: SweepIn, request: Request, response: Response) -> SweepOut:
+    """Start a search: Optuna samples each trial's settings from `space`, every trial is an ordinary job
+    (with `sweep_id` and `trial_number`), at most `budget.parallel` of them queued or running at once, and
+    the pruner stops poor trials at an epoch's end (status `pruned`). When the budget is spent the best
+    trial's model is registered under `name`. Poll the URL in `Location`."""
+    settings, principal = request.app.state.settings, principal_of(request)
+    spend(request, "jobs")
+
+    def create() -> uuid.UUID:
+        with session_scope() as session:
+            return service.create_sweep(session, sweep, settings, principal.key_id).id
+
+    sweep_id = await run_in_threadpool(create)
+    await run_in_threadpool(service.step, settings, store_for(settings), sweep_id)  # the first trials, now
+    response.headers["Location"] = f"/v1/sweeps/{sweep_id}"
+    return await run_in_threadpool(_out, sweep_id, settings)
+
+
+def _out(sweep_id: uuid.UUID, settings) -> SweepOut:
+    with session_scope() as session:
+        return service.sweep_out(session, service.get_sweep(session, sweep_id), settings)
+
+
+@router.get("", response_model=SweepPage, dependencies=[allow(Scope.train, Scope.read)])
+def list_sweeps(session: SessionDep, status: Literal["running", "succeeded", "failed", "cancelled"] | None = None,
+                limit: PageLimit = 50, offset: PageOffset = 0) -> SweepPage:
+    """Sweeps, newest first, with their trials counted by status."""
+    rows, total = service.list_sweeps(session, status, limit, offset)
+    return SweepPage(items=[service.summary(session, r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{sweep_id}", response_model=SweepOut, dependencies=[allow(Scope.train, Scope.read)],
+            responses=errors(404))
+def get_sweep(sweep_id: SweepId, session: SessionDep, request: Request) -> SweepOut:
+    """Status, trials counted by status, the best trial so far, every trial's parameters and curve, and the
+    parameters' importances once enough trials have finished."""
+    return service.sweep_out(session, service.get_sweep(session, sweep_id), request.app.state.settings)
+
+
+@router.post("/{sweep_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=SweepOut,
+             dependencies=[allow(Scope.train)], responses=errors(404, 409))
+async def cancel_sweep(sweep_id: SweepId, request: Request) -> SweepOut:
+    """Start no more trials: queued ones are cancelled at once, running ones stop at their next batch, and
+    the sweep ends `cancelled` when the last has stopped."""
+    settings = request.app.state.settings
+
+    def cancel() -> None:
+        with session_scope() as session:
+            service.cancel_sweep(session, sweep_id)
+
+    await run_in_threadpool(cancel)
+    await run_in_threadpool(service.step, settings, store_for(settings), sweep_id)
+    return await run_in_threadpool(_out, sweep_id, settings)
