@@ -244,6 +244,8 @@ def advance(session: Session, settings: Settings, sweep_id: uuid.UUID) -> tuple[
         (utcnow() - row.created_at).total_seconds() > request.budget.timeout_seconds
     room = 0 if expired else min(request.budget.parallel - len(active), request.budget.trials - len(trials))
     launched = []
+    if room > 0:
+        study.sampler = studies.sampler(request, offset=len(trials))
     for _ in range(max(room, 0)):
         job = _launch(session, settings, row, request, study)
         if job.status == JobStatus.queued:

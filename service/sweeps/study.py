@@ -65,13 +65,17 @@ def distributions(sweep: SweepIn) -> dict[str, BaseDistribution]:
     return {path: distribution(p) for path, p in sweep.space.items()}
 
 
-def sampler(sweep: SweepIn) -> optuna.samplers.BaseSampler:
+def sampler(sweep: SweepIn, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler. Each pass that launches trials builds it anew, in whichever process runs the pass:
+    seeded with the sweep's seed plus the trials so far, so that a fresh sampler does not repeat the first
+    trial's draw, and a sweep replays the same way."""
+    seed = sweep.seed + offset
     if sweep.sampler == "grid":
         return optuna.samplers.GridSampler({path: [_hashable(v) for v in p.grid()] for path, p in sweep.space.items()},
-                                           seed=sweep.seed)
+                                           seed=seed)
     if sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=sweep.seed)
-    return optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=min(10, max(2, sweep.budget.trials // 3)))
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, sweep.budget.trials // 3)))
 
 
 def pruner(sweep: SweepIn) -> optuna.pruners.BasePruner:

@@ -93,6 +93,7 @@ def test_a_sweep_runs_its_trials_as_jobs_and_registers_the_best(client, run_job)
     values = [t["value"] for t in done["trials"]]
     assert done["best"]["value"] == pytest.approx(min(values))
     assert all(len(t["curve"]) == 3 for t in done["trials"])
+    assert len({t["params"]["training.learning_rate"] for t in done["trials"]}) == 4, "every trial a new draw"
     model = client.get(f"/v1/models/{body['name']}").json()
     assert model["id"] == done["model"]["id"] and model["version"] == 1
     assert client.get(f"/v1/jobs/{done['best']['job_id']}").json()["model"]["id"] == model["id"]
