@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3}  # a finished job's status -> the exit code
+EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 4}  # a finished job's status -> the exit code
 
 
 class ApiError(Exception):

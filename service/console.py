@@ -113,6 +113,9 @@ def follow(client: Client, job_id: str, as_json: bool) -> int:
             elif event["status"] == "cancelled":
                 err.print(f"job {job_id}: cancelled")
                 return 3
+            elif event["status"] == "pruned":
+                err.print(f"job {job_id}: pruned: {event.get('error')}")
+                return 4
     return 1
 
 
@@ -179,7 +182,7 @@ def add_commands(sub) -> None:
                                                           "follows its outcome (0 succeeded, 1 failed, 3 cancelled)")
     command("follow", "show a job's progress until it ends (exit code as submit --follow)").add_argument("job")
     p = command("jobs", "list jobs, newest first")
-    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled", "pruned"])
     p.add_argument("--limit", type=int, default=20)
     command("show", "a job: status, progress, result").add_argument("job")
     command("cancel", "cancel a job").add_argument("job")

@@ -16,7 +16,7 @@ import httpx
 
 from tests.helpers import listening_socket, wait_until
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = {"succeeded", "failed", "cancelled", "pruned"}
 CLI = [sys.executable, "-m", "service.cli"]
 
 

@@ -19,7 +19,8 @@ from service.settings import Settings
 from service.tables import Base
 
 TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "job_events", "models", "model_aliases", "api_keys",
-          "audit_events", "idempotent_requests", "sweeps"}
+          "audit_events", "idempotent_requests", "sweeps",
+          "sweep_events"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

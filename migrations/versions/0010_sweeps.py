@@ -1,4 +1,4 @@
-"""hyperparameter sweeps: the sweeps table, a job's sweep and trial number, Optuna's schema on PostgreSQL
+"""hyperparameter sweeps: the sweeps and sweep_events tables, a job's sweep and trial number, Optuna's schema on PostgreSQL
 
 Revision ID: 0010
 Revises: 0009
@@ -33,6 +33,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id'),
     )
     op.create_index('ix_sweeps_status', 'sweeps', ['status'])
+    op.create_table(
+        'sweep_events',
+        sa.Column('sweep_id', sa.Uuid(), sa.ForeignKey('sweeps.id', ondelete='CASCADE'), primary_key=True),
+        sa.Column('seq', sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column('kind', sa.String(length=20), nullable=False),
+        sa.Column('data', sa.JSON(), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    )
     op.create_index('ix_sweeps_created_at', 'sweeps', ['created_at'])
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('sweep_id', sa.Uuid(), nullable=True))
@@ -50,6 +58,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_jobs_sweep_id')
         batch_op.drop_column('trial_number')
         batch_op.drop_column('sweep_id')
+    op.drop_table('sweep_events')
     op.drop_index('ix_sweeps_created_at', table_name='sweeps')
     op.drop_index('ix_sweeps_status', table_name='sweeps')
     op.drop_table('sweeps')

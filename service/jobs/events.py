@@ -2,7 +2,7 @@
 
 Kinds, each with its ``data``:
 - ``status``: ``{"status", "attempt"?, "error"?, "model_id"?, "result"?, "reason"?}`` on every change of
-  status: queued, running, succeeded, failed, cancelled, and queued again.
+  status: queued, running, succeeded, failed, cancelled, pruned (a sweep's trial), and queued again.
 - ``progress``: ``{"epoch", "step", "steps"}`` within an epoch, at most every
   ``TRAINSERVE_CANCEL_CHECK_SECONDS`` (the worker's heartbeat thread writes it, not the training loop).
 - ``epoch``: that epoch's metrics, as ``GET /v1/jobs/{id}/metrics`` lists them.
@@ -24,17 +24,26 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.db import session_scope
-from service.tables import JobEvent, JobStatus, utcnow
+from service.tables import JobEvent, JobStatus, SweepEvent, utcnow
 
 POLL_SECONDS = 0.2
-TERMINAL = frozenset({JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value})
+TERMINAL = frozenset(s.value for s in JobStatus if s.finished)  # a sweep's own end: succeeded, failed, cancelled
 
 
 def append(session: Session, job_id: uuid.UUID, kind: str, **data: Any) -> None:
     """Add an event to ``session``'s transaction, which must also update the job's row (writers of one job
     then take turns, and the sequence has no gaps)."""
-    last = session.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id)) or 0
-    session.add(JobEvent(job_id=job_id, seq=last + 1, kind=kind, data=data, created_at=utcnow()))
+    _append(session, JobEvent, JobEvent.job_id, job_id, kind, data)
+
+
+def append_sweep(session: Session, sweep_id: uuid.UUID, kind: str, **data: Any) -> None:
+    """A sweep's event, in the transaction that holds the sweep's row lock."""
+    _append(session, SweepEvent, SweepEvent.sweep_id, sweep_id, kind, data)
+
+
+def _append(session: Session, table, owner, key: uuid.UUID, kind: str, data: dict) -> None:
+    last = session.scalar(select(func.max(table.seq)).where(owner == key)) or 0
+    session.add(table(**{owner.key: key}, seq=last + 1, kind=kind, data=data, created_at=utcnow()))
     session.flush()
 
 
@@ -42,16 +51,19 @@ def status(session: Session, job_id: uuid.UUID, status: JobStatus, **data: Any) 
     append(session, job_id, "status", status=status.value, **data)
 
 
-def after(job_id: uuid.UUID, seq: int) -> list[tuple[int, str, dict, str]]:
-    """The job's events after ``seq``: (seq, kind, data, time in ISO 8601)."""
+def after(job_id: uuid.UUID, seq: int, table=JobEvent) -> list[tuple[int, str, dict, str]]:
+    """The job's (or with ``table=SweepEvent``, the sweep's) events after ``seq``: (seq, kind, data, time in
+    ISO 8601)."""
+    owner = table.job_id if table is JobEvent else table.sweep_id
     with session_scope() as session:
-        rows = session.execute(select(JobEvent.seq, JobEvent.kind, JobEvent.data, JobEvent.created_at)
-                               .where(JobEvent.job_id == job_id, JobEvent.seq > seq).order_by(JobEvent.seq)).all()
+        rows = session.execute(select(table.seq, table.kind, table.data, table.created_at)
+                               .where(owner == job_id, table.seq > seq).order_by(table.seq)).all()
     return [(s, k, d, t.isoformat()) for s, k, d, t in rows]
 
 
 class _Feed:
-    def __init__(self) -> None:
+    def __init__(self, table) -> None:
+        self.table = table
         self.watchers: set[asyncio.Queue] = set()
         self.seen = 0  # the last seq this feed has handed out
         self.task: asyncio.Task | None = None
@@ -69,11 +81,12 @@ class EventHub:
     def watchers(self) -> int:
         return sum(len(feed.watchers) for feed in self.feeds.values())
 
-    async def watch(self, job_id: uuid.UUID, last: int = 0) -> AsyncIterator[tuple[int, str, dict, str]]:
-        """The job's events after ``last``, in order, each once; ends after a final status."""
+    async def watch(self, job_id: uuid.UUID, last: int = 0, table=JobEvent) -> AsyncIterator[tuple[int, str, dict, str]]:
+        """The job's (or with ``table=SweepEvent``, the sweep's) events after ``last``, in order, each once;
+        ends after a final status."""
         feed = self.feeds.get(job_id)
         if feed is None:
-            feed = self.feeds[job_id] = _Feed()
+            feed = self.feeds[job_id] = _Feed(table)
             feed.seen = last
         queue: asyncio.Queue = asyncio.Queue()
         feed.watchers.add(queue)
@@ -82,7 +95,7 @@ class EventHub:
         try:
             # What the feed handed out before this watcher joined, read once for it; what comes after
             # reaches it through the feed. An event in both is passed on once (seq only grows).
-            backlog = await run_in_threadpool(after, job_id, last) if last < feed.seen else []
+            backlog = await run_in_threadpool(after, job_id, last, table) if last < feed.seen else []
             while True:
                 event = backlog.pop(0) if backlog else await queue.get()
                 if event[0] <= last:
@@ -103,7 +116,7 @@ class EventHub:
     async def _poll(self, job_id: uuid.UUID, feed: _Feed) -> None:
         while True:
             self.polls += 1
-            for event in await run_in_threadpool(after, job_id, feed.seen):
+            for event in await run_in_threadpool(after, job_id, feed.seen, feed.table):
                 feed.seen = event[0]
                 for queue in feed.watchers:
                     queue.put_nowait(event)

@@ -21,7 +21,7 @@ from service.errors import InvalidInput, errors, parse_id
 from service.jobs import service
 from service.jobs.spec import JobSpec
 from service.jobs.schemas import EpochMetricsOut, JobOut, JobPage, MetricsOut
-from service.tables import JobStatus
+from service.tables import JobEvent, JobStatus
 from service.queue import enqueue_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -92,20 +92,16 @@ def _exists(job_id: uuid.UUID) -> None:
         service.get_job(session, job_id)
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse, dependencies=[allow(Scope.train, Scope.read)],
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "Server-Sent Events: `status`, `progress` and `epoch`, each with its "
-                                            "`id`; the stream ends after the final status."},
-                       **errors(404, 422)})
-async def job_events(job_id: JobId, request: Request,
-                     last_event_id: Annotated[str | None, Header(
-                         description="Resume after this event id (an EventSource sends it when it reconnects); "
-                                     "empty: from the first.", json_schema_extra={"pattern": "^[0-9]*$"})] = None,
-                     after: Annotated[int | None, Query(ge=0, description="Resume after this event id, where "
-                                                        "the client cannot send Last-Event-ID.")] = None):
-    """The job's events as they happen, from its first (or after `Last-Event-ID`): every status change,
-    progress within an epoch a few times a second at most, and each epoch's metrics. A finished job's
-    stream replays its events and ends."""
+LastEventId = Annotated[str | None, Header(
+    description="Resume after this event id (an EventSource sends it when it reconnects); empty: from the first.",
+    json_schema_extra={"pattern": "^[0-9]*$"})]
+After = Annotated[int | None, Query(ge=0, description="Resume after this event id, where the client cannot send "
+                                                      "Last-Event-ID.")]
+
+
+def event_stream(request: Request, key: uuid.UUID, last_event_id: str | None, after: int | None,
+                 table=JobEvent) -> EventSourceResponse:
+    """A job's or a sweep's events as Server-Sent Events, from after ``Last-Event-ID`` (or ``after``)."""
     last = after or 0
     if last_event_id is not None and last_event_id.strip():  # empty, as the SSE standard has it: the first
         if not last_event_id.strip().isdigit():
@@ -113,11 +109,23 @@ async def job_events(job_id: JobId, request: Request,
                                "event received (a whole number), or leave it out to start from the first",
                                details=[{"field": "Last-Event-ID", "message": "not a whole number"}])
         last = int(last_event_id)
-    await run_in_threadpool(_exists, job_id)
 
     async def stream():
-        async for seq, kind, data, at in request.app.state.events.watch(job_id, last):
+        async for seq, kind, data, at in request.app.state.events.watch(key, last, table):
             yield ServerSentEvent(data=orjson.dumps({"seq": seq, "kind": kind, "time": at, **data}).decode(),
                                   event=kind, id=str(seq))
 
     return EventSourceResponse(stream(), ping=15)
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse, dependencies=[allow(Scope.train, Scope.read)],
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-Sent Events: `status`, `progress` and `epoch`, each with its "
+                                            "`id`; the stream ends after the final status."},
+                       **errors(404, 422)})
+async def job_events(job_id: JobId, request: Request, last_event_id: LastEventId = None, after: After = None):
+    """The job's events as they happen, from its first (or after `Last-Event-ID`): every status change,
+    progress within an epoch a few times a second at most, and each epoch's metrics. A finished job's
+    stream replays its events and ends."""
+    await run_in_threadpool(_exists, job_id)
+    return event_stream(request, job_id, last_event_id, after)

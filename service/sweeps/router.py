@@ -7,16 +7,19 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from sse_starlette import EventSourceResponse
 
 from service.artifacts import store_for
 from service.auth import allow, principal_of
 from service.db import SessionDep, session_scope
 from service.errors import errors, parse_id
+from service.jobs.router import After, LastEventId, event_stream
 from service.keys.service import Scope
 from service.pagination import PageLimit, PageOffset
 from service.ratelimit import spend
 from service.sweeps import service
 from service.sweeps.schemas import SweepIn, SweepOut, SweepPage
+from service.tables import SweepEvent
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 SweepId = Annotated[uuid.UUID, Depends(lambda sweep_id: parse_id(sweep_id, "sweep"))]
@@ -77,3 +80,23 @@ async def cancel_sweep(sweep_id: SweepId, request: Request) -> SweepOut:
     await run_in_threadpool(cancel)
     await run_in_threadpool(service.step, settings, store_for(settings), sweep_id)
     return await run_in_threadpool(_out, sweep_id, settings)
+
+
+def _exists(sweep_id: uuid.UUID) -> None:
+    with session_scope() as session:
+        service.get_sweep(session, sweep_id)
+
+
+@router.get("/{sweep_id}/events", response_class=EventSourceResponse,
+            dependencies=[allow(Scope.train, Scope.read)],
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-Sent Events: `trial` and `status`, each with its `id`; the "
+                                            "stream ends after the sweep's final status."},
+                       **errors(404, 422)})
+async def sweep_events(sweep_id: SweepId, request: Request, last_event_id: LastEventId = None,
+                       after: After = None):
+    """The sweep's progress as it happens, on the same stream as a job's: a `trial` event when a trial is
+    launched and when it ends (number, job, status, parameters, value), and `status` when the sweep starts
+    and ends (with the best trial and the registered model). Each trial's epochs are on its job's stream."""
+    await run_in_threadpool(_exists, sweep_id)
+    return event_stream(request, sweep_id, last_event_id, after, SweepEvent)

@@ -103,6 +103,7 @@ def create_sweep(session: Session, sweep: SweepIn, settings: Settings, key_id: u
     studies.create(row.study_name, sweep, settings.database_url)
     session.add(row)
     session.flush()
+    events.append_sweep(session, row.id, "status", status="running")
     return row
 
 
@@ -239,7 +240,9 @@ def advance(session: Session, settings: Settings, sweep_id: uuid.UUID) -> tuple[
     if row.cancel_requested:
         for job in active:
             jobs.cancel_job(session, job.id)
-        return [], not any(t.status in ACTIVE for t in trials_of(session, sweep_id))
+        trials = trials_of(session, sweep_id)
+        _tell_finished(session, study, request, trials)  # the queued ones, cancelled just now
+        return [], not any(t.status in ACTIVE for t in trials)
     expired = request.budget.timeout_seconds is not None and \
         (utcnow() - row.created_at).total_seconds() > request.budget.timeout_seconds
     room = 0 if expired else min(request.budget.parallel - len(active), request.budget.trials - len(trials))
@@ -248,6 +251,7 @@ def advance(session: Session, settings: Settings, sweep_id: uuid.UUID) -> tuple[
         study.sampler = studies.sampler(request, offset=len(trials))
     for _ in range(max(room, 0)):
         job = _launch(session, settings, row, request, study)
+        _trial_event(session, row.id, job, request)
         if job.status == JobStatus.queued:
             launched.append((job.id, job.queue))
     finished = not launched and not active and (expired or len(trials) >= request.budget.trials)
@@ -274,6 +278,13 @@ def _launch(session: Session, settings: Settings, row: Sweep, request: SweepIn, 
         return job
 
 
+def _trial_event(session: Session, sweep_id: uuid.UUID, job: TrainingJob, request: SweepIn,
+                 value: float | None = None) -> None:
+    events.append_sweep(session, sweep_id, "trial", number=job.trial_number, job_id=str(job.id),
+                        status=job.status.value, params={path: _get(job.spec, path) for path in request.space},
+                        **({"value": value} if value is not None else {}))
+
+
 def _tell_finished(session: Session, study: optuna.Study, request: SweepIn, trials: list[TrainingJob]) -> None:
     """Tell Optuna how each finished trial ended, once; fail the trials Optuna began that never got a job
     (a pass that rolled back after asking)."""
@@ -284,6 +295,7 @@ def _tell_finished(session: Session, study: optuna.Study, request: SweepIn, tria
             study.tell(frozen.number, state=TrialState.FAIL)
         elif job.status.finished:
             value = trial_value(job, curve(session, job, request.metric))
+            _trial_event(session, job.sweep_id, job, request, value)
             if job.status == JobStatus.succeeded and value is not None and math.isfinite(value):
                 study.tell(frozen.number, value)
             elif job.status == JobStatus.pruned:
@@ -310,6 +322,9 @@ def finish(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> uui
             row.error = None if row.cancel_requested else (
                 "no trial succeeded with a finite metric; the trials' errors say why (GET /v1/jobs/{id})")
             row.result, row.finished_at = summary, utcnow()
+            session.flush()
+            events.append_sweep(session, sweep_id, "status", status=row.status, best=summary["best"],
+                                **({"error": row.error} if row.error else {}))
             _discard_trial_files(store, sweep_id, trials)
             return None
         best_job = session.get(TrainingJob, best.job_id)
@@ -327,6 +342,8 @@ def finish(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> uui
             result={**summary, "promotion": result.get("promotion")})).rowcount
         if not done:
             raise Conflict(f"sweep {sweep_id} was finished by another pass")
+        events.append_sweep(session, sweep_id, "status", status="succeeded", best=summary["best"],
+                            model_id=str(model_id), promotion=result.get("promotion"))
 
     try:
         model_id = registry.register_version(store, version, succeed)

@@ -3,6 +3,8 @@ cancelling. The live sweep with Celery workers, pruning and an API restart: test
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.helpers import assert_error, solar_forecaster, unique
@@ -101,12 +103,35 @@ def test_a_sweep_runs_its_trials_as_jobs_and_registers_the_best(client, run_job)
     listed = client.get("/v1/sweeps", params={"status": "succeeded"}).json()["items"]
     assert any(s["id"] == created["id"] and s["counts"]["succeeded"] == 4 for s in listed)
 
+    # The sweep's events, on the same stream as a job's: a finished sweep's replays them and ends.
+    events = sweep_events(client, created["id"])
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["kind"] == "status" and events[0]["status"] == "running"
+    trials = [e for e in events if e["kind"] == "trial"]
+    assert sorted((e["number"], e["status"]) for e in trials) == sorted(
+        [(n, "queued") for n in range(4)] + [(n, "succeeded") for n in range(4)])
+    assert all("value" in e for e in trials if e["status"] == "succeeded")
+    assert events[-1]["kind"] == "status" and events[-1]["status"] == "succeeded"
+    assert events[-1]["model_id"] == model["id"] and events[-1]["best"]["number"] == done["best"]["number"]
+    later = sweep_events(client, created["id"], headers={"Last-Event-ID": str(len(events) - 1)})
+    assert [e["seq"] for e in later] == [len(events)]
+
+
+def sweep_events(client, sweep_id, headers=None) -> list[dict]:
+    r = client.get(f"/v1/sweeps/{sweep_id}/events", headers=headers or {})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    return [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+
 
 def test_cancelling_a_sweep_cancels_its_queued_trials_and_starts_no_more(client):
     created = client.post("/v1/sweeps", json=sweep()).json()
     cancelled = client.post(f"/v1/sweeps/{created['id']}/cancel").json()
     assert cancelled["status"] == "cancelled" and cancelled["counts"]["cancelled"] == 2
     assert len(cancelled["trials"]) == 2, "no trial after the cancel"
+    assert cancelled["model"] is None and cancelled["finished_at"]
+    events = sweep_events(client, created["id"])
+    assert [(e["kind"], e.get("status")) for e in events][-3:] == [
+        ("trial", "cancelled"), ("trial", "cancelled"), ("status", "cancelled")]
     assert_error(client.post(f"/v1/sweeps/{created['id']}/cancel"), 409, "nothing to cancel")
     assert_error(client.get("/v1/sweeps/3f2b6c1e-0000-4000-8000-000000000000"), 404, "no sweep")
     assert_error(client.get("/v1/sweeps/not-an-id"), 404)

@@ -4,7 +4,7 @@
 
 const API = new URL("..", location.href);
 const KEY = "trainserve-api-key";
-const FINAL = ["succeeded", "failed", "cancelled"];
+const FINAL = ["succeeded", "failed", "cancelled", "pruned"];
 const main = document.getElementById("main");
 let cleanups = [];
 
@@ -110,7 +110,7 @@ function abortable() {
 // ------------------------------------------------------------------------------------------ jobs
 async function jobsPage() {
   const filter = el("select", {id: "status-filter", "aria-label": "status"},
-    ["", "queued", "running", "succeeded", "failed", "cancelled"].map((s) => el("option", {value: s}, s || "every status")));
+    ["", "queued", "running", "succeeded", "failed", "cancelled", "pruned"].map((s) => el("option", {value: s}, s || "every status")));
   const body = el("tbody");
   main.replaceChildren(el("h1", {}, "Jobs"),
     el("p", {}, el("label", {}, "Show ", filter), " ", el("a", {href: "#/new"}, "New job")),
