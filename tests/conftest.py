@@ -82,7 +82,7 @@ def client(migrated) -> Iterator[TestClient]:
 @pytest.fixture
 def run_job():
     """Runs a job in this process through the worker's own code (no Celery), as a worker would."""
-    from service.jobs.runner import run_job as _run
+    from service.sweeps.trials import run_job as _run
 
     return lambda job_id: _run(uuid.UUID(str(job_id)), threading.Event())
 

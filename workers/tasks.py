@@ -52,7 +52,7 @@ def _start_alive_file(**_: object) -> None:
 def train_job(job_id: str) -> None:
     if shutting_down.is_set():  # a stopping worker takes no new job: the message goes back for another
         raise Reject("this worker is shutting down", requeue=True)
-    from service.jobs.runner import run_job  # PyTorch is imported only in the process that trains
+    from service.sweeps.trials import run_job  # PyTorch is imported only in the process that trains
 
     run_job(uuid.UUID(job_id), shutting_down)
 

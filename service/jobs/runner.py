@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from typing import Callable, Protocol
 
 import optuna
 import torch
@@ -28,10 +29,10 @@ from service.artifacts import ArtifactStore, store_for
 from service.db import session_scope
 from service.jobs import events
 from service.jobs.plans import Plan, plan_for
+from service.jobs.service import trial_held_out_key, trial_model_key
 from service.jobs.spec import JobSpec
 from service.queue import enqueue_export, enqueue_job
 from service.registry import service as registry
-from service.sweeps import service as sweeps
 from service.settings import get_settings, worker_threads
 from service.tables import JobMetric, JobStatus, TrainedModel, TrainingJob, utcnow
 from service.tracing import record_span, span
@@ -199,9 +200,8 @@ def _keep_trial_model(job: TrainingJob, plan: Plan, model: torch.nn.Module, repo
                      store: ArtifactStore) -> None:
     """A sweep's trial keeps its model file where the sweep finds it, and succeeds with its report."""
     config = plan.final_config()
-    store.put(sweeps.trial_model_key(job.sweep_id, job.trial_number), model_to_bytes(model, config))
-    store.put(sweeps.trial_held_out_key(job.sweep_id, job.trial_number),
-              tensor_to_bytes(plan.held_out[:EXPORT_CHECK_INPUTS]))
+    store.put(trial_model_key(job.id), model_to_bytes(model, config))
+    store.put(trial_held_out_key(job.id), tensor_to_bytes(plan.held_out[:EXPORT_CHECK_INPUTS]))
     _finish(job, JobStatus.succeeded, result=report)
 
 
@@ -224,7 +224,16 @@ def _register(job: TrainingJob, spec: JobSpec, plan: Plan, model: torch.nn.Modul
     return registry.register_version(store, version, succeed)
 
 
-def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
+class TrialHooks(Protocol):
+    """What a sweep adds to its trials' runs (service/sweeps/trials.py): a report after each epoch, which may
+    stop the trial (``optuna.TrialPruned``), and a call once the trial has ended."""
+
+    def reporter(self, job: TrainingJob) -> Callable[[int, EpochMetrics], None]: ...
+
+    def ended(self, job: TrainingJob, store: ArtifactStore) -> None: ...
+
+
+def run_job(job_id: uuid.UUID, shutting_down: threading.Event, trial: TrialHooks | None = None) -> None:
     settings = get_settings()
     token = logs.job_id.set(str(job_id))
     try:
@@ -238,7 +247,7 @@ def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
         checkpoint_key = f"jobs/{job_id}/checkpoint.pt"
         torch.set_num_threads(worker_threads(settings))
         with JobMonitor(job, settings.cancel_check_seconds, shutting_down) as monitor:
-            _run_claimed(job, store, checkpoint_key, monitor)
+            _run_claimed(job, store, checkpoint_key, monitor, trial)
     finally:
         logs.job_id.reset(token)
 
@@ -248,7 +257,8 @@ def _labels(spec: JobSpec) -> tuple[str, str]:
     return spec.architecture.type, resolve_device(spec.training.device).type
 
 
-def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, monitor: JobMonitor) -> None:
+def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, monitor: JobMonitor,
+                 trial: TrialHooks | None = None) -> None:
     job_id, labels, outcome = job.id, ("unknown", "unknown"), "failed"
     try:
         spec = JobSpec.model_validate(job.spec)
@@ -275,7 +285,7 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
             session.execute(delete(JobMetric).where(JobMetric.job_id == job_id, JobMetric.epoch > done))
         if resume:
             log.info("job %s: resuming after epoch %d", job_id, done)
-        reporter = sweeps.TrialReporter(get_settings(), job) if job.sweep_id else None
+        reporter = trial.reporter(job) if trial is not None and job.sweep_id else None
 
         def on_epoch(metrics: EpochMetrics, checkpoint) -> None:
             # The row first: killed between the two, the next delivery resumes from the previous checkpoint,
@@ -366,9 +376,9 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
         log.exception("job %s: failed", job_id)
     finally:
         metrics().finished.labels(*labels, outcome).inc()
-        if job.sweep_id and outcome in ("succeeded", "failed", "cancelled", "pruned"):
+        if trial is not None and job.sweep_id and outcome in ("succeeded", "failed", "cancelled", "pruned"):
             try:  # the next trial starts now, not at the reconciler's next pass
-                sweeps.step(get_settings(), store, job.sweep_id)
+                trial.ended(job, store)
             except Exception:
                 log.exception("job %s: could not advance sweep %s; the reconciler will", job_id, job.sweep_id)
         if labels != ("unknown", "unknown"):

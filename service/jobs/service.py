@@ -27,6 +27,15 @@ from service.tables import Dataset, JobMetric, JobStatus, TrainingJob, utcnow
 log = logging.getLogger(__name__)
 
 
+def trial_model_key(job_id: uuid.UUID) -> str:
+    """Where a sweep's trial keeps its model until the sweep ends (only the best trial's is registered)."""
+    return f"jobs/{job_id}/trial-model.pt"
+
+
+def trial_held_out_key(job_id: uuid.UUID) -> str:
+    return f"jobs/{job_id}/trial-held-out.pt"
+
+
 def check_job(session: Session, spec: JobSpec, settings: Settings) -> tuple[Dataset, str]:
     """Everything a job is checked against before it is accepted (its dataset, the model's size, a worker for
     its device): the dataset and the queue, or InvalidInput/NotFound saying what to change."""

@@ -325,11 +325,11 @@ def finish(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> uui
             session.flush()
             events.append_sweep(session, sweep_id, "status", status=row.status, best=summary["best"],
                                 **({"error": row.error} if row.error else {}))
-            _discard_trial_files(store, sweep_id, trials)
+            _discard_trial_files(store, trials)
             return None
         best_job = session.get(TrainingJob, best.job_id)
-        data = store.get(trial_model_key(sweep_id, best.number))
-        held_out = store.get(trial_held_out_key(sweep_id, best.number))
+        data = store.get(jobs.trial_model_key(best.job_id))
+        held_out = store.get(jobs.trial_held_out_key(best.job_id))
         _, config = model_from_bytes(data)
         version = registry.NewVersion(name=row.name, task=best_job.spec.get("task", "classification"),
                                       job_id=best_job.id, dataset_id=best_job.dataset_id, config=config, data=data,
@@ -349,23 +349,15 @@ def finish(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> uui
         model_id = registry.register_version(store, version, succeed)
     except Conflict:
         return None
-    _discard_trial_files(store, sweep_id, trials)
+    _discard_trial_files(store, trials)
     log.info("sweep %s: succeeded; trial %d registered as %s", sweep_id, best.number, row.name)
     return model_id
 
 
-def trial_model_key(sweep_id: uuid.UUID, number: int) -> str:
-    return f"sweeps/{sweep_id}/trials/{number}/model.pt"
-
-
-def trial_held_out_key(sweep_id: uuid.UUID, number: int) -> str:
-    return f"sweeps/{sweep_id}/trials/{number}/held_out.pt"
-
-
-def _discard_trial_files(store: ArtifactStore, sweep_id: uuid.UUID, trials: list[TrialOut]) -> None:
+def _discard_trial_files(store: ArtifactStore, trials: list[TrialOut]) -> None:
     for trial in trials:
-        store.delete(trial_model_key(sweep_id, trial.number))
-        store.delete(trial_held_out_key(sweep_id, trial.number))
+        store.delete(jobs.trial_model_key(trial.job_id))
+        store.delete(jobs.trial_held_out_key(trial.job_id))
 
 
 def running_sweeps(session: Session) -> list[uuid.UUID]:
@@ -389,28 +381,3 @@ def step(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> None:
             enqueue_export(model_id)
         except Exception:
             log.exception("sweep %s: could not ask for the exports of model %s", sweep_id, model_id)
-
-
-class TrialReporter:
-    """In the worker, for a sweep's trial: after each epoch, give Optuna the metric and ask its pruner whether
-    to stop here; :class:`optuna.TrialPruned` says so, with the reason."""
-
-    def __init__(self, settings: Settings, job: TrainingJob) -> None:
-        with session_scope() as session:
-            row = get_sweep(session, job.sweep_id)
-            self.request = SweepIn.model_validate(row.request)
-            study_name = row.study_name
-        study = studies.load(study_name, self.request, settings.database_url)
-        storage = studies.storage(settings.database_url)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name),
-                                                                   job.trial_number)
-        self.trial = optuna.Trial(study, trial_id)
-
-    def __call__(self, epoch: int, row: Any) -> None:
-        value = metric_value(row, self.request.metric)
-        if value is None or not math.isfinite(value):
-            return
-        self.trial.report(value, epoch)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned by the sweep's {self.request.pruner.type} pruner after epoch {epoch}: "
-                                     f"{self.request.metric} {value:.4g} trails the other trials at that epoch")
