@@ -124,20 +124,25 @@ class Sweep(Base):
     finished_at: Mapped[datetime | None]
 
 
-class SweepEvent(Base):
-    """What happened to a sweep, in order: each trial launched and ended, and the sweep's own status; the
-    same shape and numbering as :class:`JobEvent`, written under the sweep's row lock."""
+class EventColumns:
+    """An event's own columns: its number within its owner (from 1, no gaps), kind, data and time."""
 
-    __tablename__ = "sweep_events"
-
-    sweep_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     kind: Mapped[str] = mapped_column(String(20))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class JobEvent(Base):
+class SweepEvent(EventColumns, Base):
+    """What happened to a sweep, in order: each trial launched and ended, and the sweep's own status; the
+    same shape and numbering as :class:`JobEvent`, written under the sweep's row lock."""
+
+    __tablename__ = "sweep_events"
+
+    sweep_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+
+
+class JobEvent(EventColumns, Base):
     """What happened to a job, in order: status changes, progress within an epoch, each epoch's metrics.
     ``seq`` counts from 1 for each job, and is the event's id on ``GET /v1/jobs/{id}/events``. Each is
     written in the transaction of the change it tells of, which also updates the job's row: writers of
@@ -146,10 +151,6 @@ class JobEvent(Base):
     __tablename__ = "job_events"
 
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    kind: Mapped[str] = mapped_column(String(20))
-    data: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class JobMetric(Base):
