@@ -282,6 +282,10 @@ def fit(
                                "gradients")
 
     graph_step = None
+    if device.type == "cpu":  # a checkpoint from the GPU's graph path, resumed on a CPU
+        for group in optimizer.param_groups:
+            if group.get("capturable"):
+                group["capturable"] = False
     if graphing:
         make_capturable(optimizer, device)
         index = torch.zeros(batch_size, dtype=torch.long, device=device)

@@ -245,7 +245,8 @@ def advance(session: Session, settings: Settings, sweep_id: uuid.UUID) -> tuple[
         return [], not any(t.status in ACTIVE for t in trials)
     expired = request.budget.timeout_seconds is not None and \
         (utcnow() - row.created_at).total_seconds() > request.budget.timeout_seconds
-    room = 0 if expired else min(request.budget.parallel - len(active), request.budget.trials - len(trials))
+    budget = trial_budget(request)
+    room = 0 if expired else min(request.budget.parallel - len(active), budget - len(trials))
     launched = []
     if room > 0:
         study.sampler = studies.sampler(request, offset=len(trials))
@@ -254,8 +255,15 @@ def advance(session: Session, settings: Settings, sweep_id: uuid.UUID) -> tuple[
         _trial_event(session, row.id, job, request)
         if job.status == JobStatus.queued:
             launched.append((job.id, job.queue))
-    finished = not launched and not active and (expired or len(trials) >= request.budget.trials)
+    finished = not launched and not active and (expired or len(trials) >= budget)
     return launched, finished
+
+
+def trial_budget(request: SweepIn) -> int:
+    """The trials a sweep runs: its budget, and for a grid no more than the grid's points (each once)."""
+    if request.sampler == "grid":
+        return min(request.budget.trials, math.prod(len(p.grid()) for p in request.space.values()))
+    return request.budget.trials
 
 
 def _launch(session: Session, settings: Settings, row: Sweep, request: SweepIn, study: optuna.Study) -> TrainingJob:
@@ -268,7 +276,7 @@ def _launch(session: Session, settings: Settings, row: Sweep, request: SweepIn, 
     except (ValidationError, AppError) as exc:  # a combination the spec refuses: a failed trial, with the reason
         reason = exc.message if isinstance(exc, AppError) else "; ".join(
             f"{d['field']}: {d['message']}" for d in validation_details(list(exc.errors())))
-        study.tell(trial, state=TrialState.FAIL)
+        studies.tell(study, trial, state=TrialState.FAIL)
         job = TrainingJob(spec=spec_dict, epochs_total=int(_get(spec_dict, "training.epochs") or 0),
                           status=JobStatus.failed, error=f"these parameters make no valid job: {reason}",
                           finished_at=utcnow(), sweep_id=row.id, trial_number=trial.number)
@@ -292,16 +300,16 @@ def _tell_finished(session: Session, study: optuna.Study, request: SweepIn, tria
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         job = by_number.get(frozen.number)
         if job is None:
-            study.tell(frozen.number, state=TrialState.FAIL)
+            studies.tell(study, frozen.number, state=TrialState.FAIL)
         elif job.status.finished:
             value = trial_value(job, curve(session, job, request.metric))
             _trial_event(session, job.sweep_id, job, request, value)
             if job.status == JobStatus.succeeded and value is not None and math.isfinite(value):
-                study.tell(frozen.number, value)
+                studies.tell(study, frozen.number, value)
             elif job.status == JobStatus.pruned:
-                study.tell(frozen.number, state=TrialState.PRUNED)
+                studies.tell(study, frozen.number, state=TrialState.PRUNED)
             else:
-                study.tell(frozen.number, state=TrialState.FAIL)
+                studies.tell(study, frozen.number, state=TrialState.FAIL)
 
 
 def finish(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> uuid.UUID | None:

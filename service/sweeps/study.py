@@ -100,6 +100,18 @@ def load(study_name: str, sweep: SweepIn, database_url: str) -> optuna.Study:
                              pruner=pruner(sweep))
 
 
+def tell(study: optuna.Study, trial: int | optuna.Trial, value: float | None = None,
+         state: optuna.trial.TrialState | None = None) -> None:
+    """``study.tell`` outside ``study.optimize``: a grid sampler's ``after_trial`` stops the study once the
+    grid is done, which Optuna allows only inside ``optimize``; telling goes through a sampler without that
+    step (the search's own sampler only matters when a trial is asked for)."""
+    searching, study.sampler = study.sampler, optuna.samplers.RandomSampler()
+    try:
+        study.tell(trial, value, state=state)
+    finally:
+        study.sampler = searching
+
+
 def params_of(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial, sweep: SweepIn) -> dict[str, Any]:
     return {path: _unhashable(trial.params[path], p) for path, p in sweep.space.items() if path in trial.params}
 

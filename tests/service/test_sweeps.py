@@ -172,3 +172,15 @@ def test_a_trial_that_ended_unseen_is_taken_up_by_the_next_pass(client):
     Reconciler(get_settings()).advance_sweeps()
     done = client.get(f"/v1/sweeps/{created['id']}").json()
     assert done["status"] == "succeeded" and len(done["trials"]) == 2 and done["model"]["name"] == created["name"]
+
+
+def test_a_grid_tries_each_point_once(client, run_job):
+    body = sweep(sampler="grid", budget={"trials": 10, "parallel": 2},
+                 space={"training.learning_rate": {"type": "categorical", "choices": [0.01, 0.1]},
+                        "architecture.type": {"type": "categorical", "choices": ["logistic_regression"]}})
+    created = client.post("/v1/sweeps", json=body).json()
+    while trials := queued_trials(client, created["id"]):
+        run_job(trials[0]["job_id"])
+    done = client.get(f"/v1/sweeps/{created['id']}").json()
+    assert done["status"] == "succeeded" and len(done["trials"]) == 2, "two points, two trials, budget or not"
+    assert sorted(t["params"]["training.learning_rate"] for t in done["trials"]) == [0.01, 0.1]
