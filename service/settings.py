@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(1024, ge=1, description="Most instances one /predict call may send.")
     max_image_bytes: int = Field(10_000_000, ge=1, description="Largest image file /predict takes.")
     cancel_check_seconds: float = Field(0.5, gt=0, description="How often a training job looks for a cancel.")
+    stop_check_seconds: float = Field(0.2, ge=0, description="How often the training loop asks whether to stop (a "
+                                      "cancel its heartbeat saw, a worker shutdown, a lost job); 0: before every "
+                                      "batch.")
     reconcile_seconds: float = Field(10.0, gt=0, description="How often the API looks for jobs the broker lost.")
     resend_after_seconds: float = Field(60.0, gt=0, description="A queued job not started this long after its "
                                                                 "message was sent is sent again (then after "

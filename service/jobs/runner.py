@@ -307,6 +307,7 @@ def _run_claimed(job: TrainingJob, store: ArtifactStore, checkpoint_key: str, mo
 
         worker = metrics()
         train_config = TrainConfig.from_dict(training.model_dump())
+        train_config.cancel_check_seconds = get_settings().stop_check_seconds
         device = resolve_device(train_config.device)
         if device.type == "cuda":  # several jobs may share this GPU (trainserve worker --concurrency)
             _check_gpu_memory(model, plan.train, train_config.batch_size or len(plan.train), device)

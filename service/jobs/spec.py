@@ -19,6 +19,11 @@ def _numeric(annotation: object) -> bool:
     return annotation in (int, float) or any(_numeric(a) for a in getattr(annotation, "__args__", ()))
 
 
+def _boolean(annotation: object) -> bool:
+    """bool, alone or as an Optional."""
+    return annotation is bool or (type(None) in getattr(annotation, "__args__", ()) and bool in annotation.__args__)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -33,7 +38,7 @@ class Strict(BaseModel):
                 values = value if isinstance(value, (list, tuple)) else [value]
                 if field is not None and _numeric(field.annotation) and any(isinstance(v, bool) for v in values):
                     raise ValueError(f"{name}: numbers are needed here, not true or false")
-                if field is not None and field.annotation is bool and not isinstance(value, bool):
+                if field is not None and _boolean(field.annotation) and value is not None and not isinstance(value, bool):
                     raise ValueError(f"{name}: true or false is needed here, not {value!r}")
         return data
 

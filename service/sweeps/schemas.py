@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.jobs.spec import PromoteSpec
+from service.jobs.spec import PromoteSpec, Strict
 
 METRICS = {
     # metric: (direction, the task that reports it per epoch, what it is)
@@ -19,10 +19,6 @@ METRICS = {
 }
 MAX_TRIALS = 500
 MAX_PARALLEL = 32
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Parameter(Strict):

@@ -40,6 +40,8 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/jobs"): {TRAIN}, ("GET", "/v1/jobs"): {TRAIN, READ}, ("GET", "/v1/jobs/{job_id}"): {TRAIN, READ},
     ("GET", "/v1/jobs/{job_id}/metrics"): {TRAIN, READ}, ("POST", "/v1/jobs/{job_id}/cancel"): {TRAIN},
     ("GET", "/v1/jobs/{job_id}/events"): {TRAIN, READ},
+    ("POST", "/v1/sweeps"): {TRAIN}, ("GET", "/v1/sweeps"): {TRAIN, READ}, ("GET", "/v1/sweeps/{sweep_id}"): {TRAIN, READ},
+    ("POST", "/v1/sweeps/{sweep_id}/cancel"): {TRAIN}, ("GET", "/v1/sweeps/{sweep_id}/events"): {TRAIN, READ},
     ("POST", "/v1/datasets"): {TRAIN}, ("POST", "/v1/datasets/import"): {TRAIN},
     ("GET", "/v1/datasets"): {TRAIN, READ}, ("GET", "/v1/datasets/{ref}"): {TRAIN, READ},
     ("GET", "/v1/datasets/{ref}/preview"): {TRAIN, READ},
@@ -48,7 +50,8 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/audit"): {ADMIN}, ("GET", "/metrics"): {READ},
 }
 PLACEHOLDERS = {"name": "no-such-model", "version": "1", "ref": "no-such-thing", "alias": "production",
-                "job_id": "00000000-0000-4000-8000-000000000000", "key_id": "00000000-0000-4000-8000-000000000000"}
+                "job_id": "00000000-0000-4000-8000-000000000000",
+                "sweep_id": "00000000-0000-4000-8000-000000000000", "key_id": "00000000-0000-4000-8000-000000000000"}
 
 
 def make_key(*scopes: Scope, expires_in: timedelta | None = None, revoked: bool = False, name: str = "test") -> str:

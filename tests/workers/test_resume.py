@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from service.jobs.runner import run_job
+from service.settings import get_settings
 
 SPEC = {
     "dataset": "digits",
@@ -33,7 +34,8 @@ class ShutdownAfter(threading.Event):
         return self.checks < 0
 
 
-def test_a_stopped_worker_requeues_its_job_and_the_next_delivery_resumes(client):
+def test_a_stopped_worker_requeues_its_job_and_the_next_delivery_resumes(client, monkeypatch):
+    monkeypatch.setattr(get_settings(), "stop_check_seconds", 0)  # the loop looks before every batch
     reference = client.post("/v1/jobs", json=SPEC).json()["id"]
     run_job(uuid.UUID(reference), threading.Event())
 
