@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.realstack]
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
+@pytest.mark.timeout(900)  # Schemathesis's own run has up to 900 s (below); pytest's default 300 s is for tests
 def test_the_api_keeps_its_published_contract(tmp_path):
     binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert binary, "schemathesis comes with the dev extra; run `make test`"
