@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 
-from service.routing import RequestRoute
+from service.serving.routing import RequestRoute
 
 app = FastAPI()
 lean = APIRouter(route_class=RequestRoute)

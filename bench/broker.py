@@ -33,7 +33,7 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 
 from bench.report import write_section
-from service.broker import SCHEME
+from service.platform.broker import SCHEME
 
 POLL = 0.05
 

@@ -29,11 +29,18 @@ import torch
 
 from bench.report import write_section
 from models.architectures import ModelConfig, build_model
-from models.timeseries import parse_timeseries_csv
 from models.datasets import load_builtin
-from models.forecasting import (BASELINES, ForecastSetup, Prepared, calibrate_interval, forecast_report,
-                                predict_windows, prepare)
+from models.forecasting import (
+    BASELINES,
+    ForecastSetup,
+    Prepared,
+    calibrate_interval,
+    forecast_report,
+    predict_windows,
+    prepare,
+)
 from models.optimizers import build_optimizer
+from models.timeseries import parse_timeseries_csv
 from models.training import TrainConfig, fit, seed_everything
 
 CNTK_BATCH = 140
@@ -55,8 +62,7 @@ def train(series, setup: ForecastSetup, architecture: str, params: dict, *, epoc
     model = build_model(ModelConfig(architecture, params, (setup.lookback, setup.n_features), setup.horizon,
                                     (0.0, 1.0)))
     optimizer = build_optimizer("adam", model.parameters(), lr, betas=betas)
-    config = TrainConfig.from_dict({"epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "loss": "mse",
-                                    "seed": 0, "device": "cpu"})
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, loss="mse", seed=0, device="cpu")
     started = time.perf_counter()
     fit(model, optimizer, prepared.train.dataset(), prepared.validation.dataset(), config)
     seconds = time.perf_counter() - started

@@ -141,14 +141,14 @@ def key_check():
 
     from starlette.requests import Request
 
-    from service.auth import KeyCache, Principal, authorize
+    from service.http.auth import KeyCache, Principal, authorize
     from service.keys.service import digest
-    from service.settings import get_settings
+    from service.platform.settings import load_settings
 
     token = "tsk_" + "x" * 43
-    cache = KeyCache(ttl=3600)
+    cache = KeyCache(None, ttl=3600)  # every key is in the cache: no session is ever opened
     cache._entries[digest(token)] = (time.monotonic(), Principal(uuid.uuid4(), "bench", frozenset({"predict"})))
-    app = SimpleNamespace(state=SimpleNamespace(settings=get_settings().model_copy(update={"auth": "required"}),
+    app = SimpleNamespace(state=SimpleNamespace(settings=load_settings().model_copy(update={"auth": "required"}),
                                                 keys=cache))
     scope = {"type": "http", "method": "POST", "path": "/predict", "app": app,
              "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode())]}
@@ -170,9 +170,9 @@ def telemetry_parts() -> list[tuple[str, object, int]]:
     untraced."""
     from types import SimpleNamespace
 
-    from service import tracing
-    from service.metrics import Metrics
-    from service.telemetry import TelemetryMiddleware
+    from service.observability import tracing
+    from service.observability.metrics import Metrics
+    from service.observability.telemetry import TelemetryMiddleware
 
     route = SimpleNamespace(path="/predict")
     start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
@@ -212,13 +212,13 @@ def breakdown(json_body: bytes, png: bytes, model_id: str) -> list[str]:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from service.artifacts import store_for
+    from service.platform.runtime import Runtime
+    from service.platform.settings import load_settings
     from service.predict import images, service
-    from service.settings import get_settings
 
     torch.set_num_threads(1)
     threadpool_limits(1, user_api="blas")  # as the API process runs
-    cache = service.ModelCache(store_for(get_settings()), 4, 5.0)
+    cache = service.ModelCache(Runtime(load_settings()), 4, 5.0)
     model = service.resolve(cache, model_id, None)
     instances, _, _ = service.parse_request(json_body, 1024)
     batch = service.to_batch(instances, model)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from alembic import context
-from service.db import make_engine
-from service.settings import get_settings
-from service.tables import Base
+
+from service.platform.db import make_engine
+from service.platform.settings import load_settings
+from service.platform.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
-url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+settings = load_settings()
+url = config.get_main_option("sqlalchemy.url") or settings.database_url
+# Entra logins (TRAINSERVE_DATABASE_AUTH=entra) for the migrate job on AKS as for the app.
+entra = settings.database_auth == "entra" and url.startswith("postgresql")
 
 
 def run_migrations_offline() -> None:
@@ -19,7 +23,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = make_engine(url)
+    engine = make_engine(url, entra=entra)
     try:
         with engine.connect() as connection:
             # render_as_batch: SQLite alters a table only by copying it, which batch mode does for us.

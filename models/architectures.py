@@ -14,6 +14,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from models.errors import ConfigError
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
@@ -68,7 +70,7 @@ def _logistic_regression(cfg: LogisticRegressionConfig, shape: tuple[int, ...], 
 def _mlp(cfg: MLPConfig, shape: tuple[int, ...], n_out: int) -> nn.Module:
     rates = cfg.dropout if isinstance(cfg.dropout, list) else [cfg.dropout] * len(cfg.hidden_sizes)
     if len(rates) != len(cfg.hidden_sizes):
-        raise ValueError(f"dropout has {len(rates)} rates for {len(cfg.hidden_sizes)} hidden layers")
+        raise ConfigError(f"dropout has {len(rates)} rates for {len(cfg.hidden_sizes)} hidden layers")
     layers: list[nn.Module] = [nn.Flatten()]
     n_in = prod(shape)
     for width, rate in zip(cfg.hidden_sizes, rates):
@@ -82,7 +84,7 @@ def _mlp(cfg: MLPConfig, shape: tuple[int, ...], n_out: int) -> nn.Module:
 
 def _cnn(cfg: CNNConfig, shape: tuple[int, ...], n_out: int) -> nn.Module:
     if len(shape) != 3:
-        raise ValueError(f"cnn needs images (channels, height, width); this data has shape {list(shape)}")
+        raise ConfigError(f"cnn needs images (channels, height, width); this data has shape {list(shape)}")
     channels, height, width = shape
     layers: list[nn.Module] = []
     for out in cfg.channels:
@@ -146,7 +148,7 @@ class ModelConfig:
 
 def build_model(config: ModelConfig) -> nn.Module:
     if config.architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {config.architecture!r}; valid: {', '.join(ARCHITECTURES)}")
+        raise ConfigError(f"unknown architecture {config.architecture!r}; valid: {', '.join(ARCHITECTURES)}")
     cfg_cls, builder = ARCHITECTURES[config.architecture]
     body = builder(cfg_cls(**config.params), config.input_shape, config.num_classes)
     return nn.Sequential(InputScaler(*config.value_range), body)

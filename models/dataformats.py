@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-
 NUM_CLASSES = 10  # labels are class indices 0-9, as in every dataset the course uses
 FORMATS = ("idx", "npz", "image_csv", "image_zip", "timeseries_csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from models.dataformats import ArrayDataset, images_and_labels, read_idx
+from models.errors import ConfigError
 from models.timeseries import TimeSeries, parse_timeseries_csv
 
 
@@ -36,13 +37,13 @@ def split_dataset(data: ArrayDataset, *, validation_split: float, test_split: fl
     """
     test = data.test
     if test is None and test_split <= 0:
-        raise ValueError("test_split 0 needs a dataset with its own test set; this one has none")
+        raise ConfigError("test_split 0 needs a dataset with its own test set; this one has none")
     n = len(data)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_test = 0 if test is not None else int(round(n * test_split))
     n_val = int(round(n * validation_split))
     if n - n_test - n_val < 1:
-        raise ValueError(f"splits leave no training samples: {n} samples, test {n_test}, validation {n_val}")
+        raise ConfigError(f"splits leave no training samples: {n} samples, test {n_test}, validation {n_val}")
     test_idx, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
     return Splits(train=data.subset(train), validation=data.subset(val),
                   test=test if test is not None else data.subset(test_idx))

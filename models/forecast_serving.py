@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.timeseries import wall_clock
 from models.forecasting import ForecastSetup, day_window, feature_matrix, predict_scaled, relative_window
+from models.timeseries import wall_clock
 
 
 class ForecastInputError(ValueError):

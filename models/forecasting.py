@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from models.dataformats import ArrayDataset
+from models.errors import ConfigError
 from models.timeseries import TimeSeries, infer_frequency
 
 BASELINES = ("persistence", "seasonal_naive")
@@ -213,11 +214,11 @@ def prepare(series: TimeSeries, setup: ForecastSetup, *, validation_split: float
     """Windows for training, validation and test, and the setup that serving will repeat."""
     missing = [c for c in setup.columns if c not in series.columns]
     if missing:
-        raise ValueError(f"column(s) {', '.join(missing)} not in the dataset; it has {', '.join(series.columns)}")
+        raise ConfigError(f"column(s) {', '.join(missing)} not in the dataset; it has {', '.join(series.columns)}")
     if not setup.frequency_seconds:
         freq = infer_frequency(series.timestamps)
         if freq is None:
-            raise ValueError("a time series needs at least two readings")
+            raise ConfigError("a time series needs at least two readings")
         setup.frequency_seconds = freq.total_seconds()
     if not setup.season_steps:
         setup.season_steps = max(1, round(86400 / setup.frequency_seconds))
@@ -243,7 +244,7 @@ def _check_sizes(prepared: Prepared) -> None:
     sizes = {"train": len(prepared.train), "validation": len(prepared.validation), "test": len(prepared.test)}
     prepared.report.update({f"{k}_windows": v for k, v in sizes.items()})
     if sizes["train"] < 1 or sizes["test"] < 1:
-        raise ValueError(f"the series makes {sizes['train']} training and {sizes['test']} test windows with "
+        raise ConfigError(f"the series makes {sizes['train']} training and {sizes['test']} test windows with "
                          f"lookback {prepared.setup.lookback} and horizon {prepared.setup.horizon}; use a "
                          "shorter lookback or horizon, interpolate gaps, or a longer series")
 
@@ -292,7 +293,7 @@ def _day_windows(setup: ForecastSetup, days: list[tuple[object, np.ndarray]], pr
 def _prepare_day_total(series: TimeSeries, setup: ForecastSetup, *, validation_split: float,
                        test_split: float) -> Prepared:
     if setup.horizon != 1 or setup.inputs or "time_of_day" in setup.calendar:
-        raise ValueError("day_total predicts one value a day from the target alone: horizon 1, no inputs, and "
+        raise ConfigError("day_total predicts one value a day from the target alone: horizon 1, no inputs, and "
                          "no time_of_day (a day's inputs are its own: day_of_year, the previous total)")
     frame = series.frame()[setup.target]
     groups = [(day, g.to_numpy(dtype=np.float64)) for day, g in frame.groupby(frame.index.date)]

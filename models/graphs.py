@@ -22,6 +22,8 @@ from typing import Callable
 
 import torch
 
+from models.errors import ConfigError
+
 log = logging.getLogger("trainserve.training")
 
 COMPILE_MODES = ("none", "graph", "auto")
@@ -70,7 +72,7 @@ def choose_path(mode: str, device: torch.device, optimizer: torch.optim.Optimize
     """The path a job trains on. ``auto`` takes the graph wherever it can; ``graph`` insists and raises
     ValueError, naming the reason, where it cannot; ``none`` is always eager."""
     if mode not in COMPILE_MODES:
-        raise ValueError(f"training.compile {mode!r} is not one of {', '.join(COMPILE_MODES)}")
+        raise ConfigError(f"training.compile {mode!r} is not one of {', '.join(COMPILE_MODES)}")
     if mode == "none":
         return TrainingPath("eager", "training.compile is none")
     reason = static_refusal(optimizer_name(optimizer), full_batch=full_batch, augmenting=augmenting,
@@ -83,7 +85,7 @@ def choose_path(mode: str, device: torch.device, optimizer: torch.optim.Optimize
         return TrainingPath("graph", "static shapes: each full batch's forward, backward and optimizer step "
                                      "replay as one CUDA graph")
     if mode == "graph":
-        raise ValueError(f"training.compile graph cannot be used: {reason}; use compile auto or none")
+        raise ConfigError(f"training.compile graph cannot be used: {reason}; use compile auto or none")
     return TrainingPath("eager", reason)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from models.errors import ConfigError
 from models.second_order import BFGS, ConjugateGradient, Newton
 
 
@@ -53,7 +54,7 @@ _FULL_BATCH_CLASSES = tuple(info.full_batch_class for info in OPTIMIZERS.values(
 
 def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, **options: Any) -> torch.optim.Optimizer:
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+        raise ConfigError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name].build(params, lr, **options)
 
 

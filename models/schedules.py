@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from models.errors import ConfigError
+
 
 @dataclass
 class ScheduleConfig:
@@ -27,4 +29,4 @@ def build_scheduler(cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, lr: f
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr)
     if cfg.type == "one_cycle":  # learning_rate is the peak; stepped after every batch
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
-    raise ValueError(f"unknown schedule {cfg.type!r}; valid: step, cosine, one_cycle")
+    raise ConfigError(f"unknown schedule {cfg.type!r}; valid: step, cosine, one_cycle")

@@ -15,6 +15,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lbfgs import _strong_wolfe
 
+from models.errors import ConfigError
+
 
 def _flat(tensors) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
@@ -231,7 +233,7 @@ class BFGS(LineSearchOptimizer):
         super().__init__(params, dict(lr=lr, max_iter=max_iter, tolerance_grad=tolerance_grad))
         n = sum(p.numel() for p in self._params)
         if n > BFGS_MAX_PARAMS:
-            raise ValueError(bfgs_too_large(n))
+            raise ConfigError(bfgs_too_large(n))
 
     def _iterate(self, closure):
         group, state = self.param_groups[0], self.state["bfgs"] if "bfgs" in self.state else {}

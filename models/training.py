@@ -11,7 +11,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -21,11 +21,13 @@ from torch.nn import functional as F
 
 from models.augment import AugmentConfig, augment
 from models.dataformats import ArrayDataset
+from models.errors import ConfigError
 from models.graphs import GraphStep, TrainingPath, choose_path, make_capturable
 from models.metrics import classification_report
 from models.optimizers import is_full_batch
 from models.schedules import ScheduleConfig, build_scheduler
 from models.usage import UsageMeter
+
 
 @dataclass
 class EarlyStopping:
@@ -57,16 +59,6 @@ class TrainConfig:
     # every SYNC_EVERY steps on a GPU, where each read stalls the host until the GPU catches up.
     sync_every: int | None = None
     cancel_check_seconds: float = 0.2  # how often should_stop is asked, at most; 0: before every step
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build from a job spec's training section; keys that are not settings here are ignored."""
-        values = {f.name: d[f.name] for f in fields(cls) if d.get(f.name) is not None}
-        for name, sub in (("schedule", ScheduleConfig), ("early_stopping", EarlyStopping),
-                          ("augmentation", AugmentConfig)):
-            if isinstance(values.get(name), dict):
-                values[name] = sub(**values[name])
-        return cls(**values)
 
 
 @dataclass
@@ -114,7 +106,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but this worker has no usable GPU; use 'auto' or 'cpu'")
+        raise ConfigError("device 'cuda' was requested but this worker has no usable GPU; use 'auto' or 'cpu'")
     return torch.device(name)
 
 
@@ -133,13 +125,13 @@ def data_loss(output: torch.Tensor, y: torch.Tensor, loss: str, reduction: str =
         if loss == "mse":
             per_sample = (output.softmax(1) - F.one_hot(y, output.shape[1]).to(output.dtype)).pow(2).sum(1)
             return per_sample.mean() if reduction == "mean" else per_sample.sum()
-        raise ValueError(f"loss {loss!r} does not apply to classes; use cross_entropy or mse")
+        raise ConfigError(f"loss {loss!r} does not apply to classes; use cross_entropy or mse")
     output = output.reshape(y.shape)
     if loss == "mse":
         return F.mse_loss(output, y, reduction=reduction)
     if loss == "mae":
         return F.l1_loss(output, y, reduction=reduction)
-    raise ValueError(f"loss {loss!r} does not apply to numeric targets; use mse or mae")
+    raise ConfigError(f"loss {loss!r} does not apply to numeric targets; use mse or mae")
 
 
 def penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
@@ -210,7 +202,7 @@ def fit(
         if config.schedule else None
     stopper = config.early_stopping
     if stopper and stopper.monitor.startswith("val_") and not (validation is not None and len(validation)):
-        raise ValueError(f"early stopping on {stopper.monitor} needs a validation split above 0")
+        raise ConfigError(f"early stopping on {stopper.monitor} needs a validation split above 0")
     augmenting = config.augmentation is not None and config.augmentation.active and x.ndim == 4
     background = float(train.value_range[0])
     full_batches = n // batch_size

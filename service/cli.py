@@ -15,24 +15,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service import console, logs, tracing, worker_metrics
-from service.settings import get_settings
+from service import console
+from service.observability import logs, tracing, worker_metrics
+from service.platform.settings import Settings, load_settings
 
 
-def run_api(host: str | None, port: int | None, fd: int | None = None) -> None:
+def run_api(settings: Settings, host: str | None, port: int | None, fd: int | None = None) -> None:
     import uvicorn
 
-    settings = get_settings()
-    # Whether keys are required depends on where the API listens (service/auth.py): tell the app.
+    from service.main import create_app
+
+    # Whether keys are required depends on where the API listens (service/http/auth.py): tell the app.
     if fd is not None:
         with socket.socket(fileno=os.dup(fd)) as inherited:
-            settings.api_host = str(inherited.getsockname()[0])
+            settings = settings.model_copy(update={"api_host": str(inherited.getsockname()[0])})
     elif host:
-        settings.api_host = host
+        settings = settings.model_copy(update={"api_host": host})
     # uvicorn's lines too: it is given no logging config of its own
     logs.configure(settings.log_format, access_log=settings.access_log)
     # fd: a socket already bound and listening, handed over by whoever started us (socket activation, tests).
-    uvicorn.run("service.main:create_app", factory=True, host=host or settings.api_host,
+    uvicorn.run(create_app(settings), host=host or settings.api_host,
                 port=port or settings.api_port, fd=fd, log_level="info", access_log=settings.access_log,
                 log_config=None)
 
@@ -47,15 +49,14 @@ def default_queues() -> list[str]:
     return ["jobs", "gpu", "exports"] if torch.cuda.is_available() else ["jobs", "exports"]
 
 
-def run_worker(concurrency: int, queues: list[str], max_tasks_per_child: int = 0) -> None:
-    settings = get_settings()
+def run_worker(settings: Settings, concurrency: int, queues: list[str], max_tasks_per_child: int = 0) -> None:
     metrics_folder = Path(tempfile.mkdtemp(prefix="trainserve-worker-metrics-"))
     worker_metrics.prepare(metrics_folder)  # before prometheus_client is imported in this process
     atexit.register(shutil.rmtree, metrics_folder, True)
-    import service.jobs.runner  # noqa: F401  PyTorch and the data libraries load now, not inside the first job
     from celery.signals import setup_logging, worker_process_shutdown, worker_ready
 
-    from service.queue import celery_app
+    import service.jobs.runner  # noqa: F401  PyTorch and the data libraries load now, not inside the first job
+    from service.platform.queue import make_celery
 
     logs.configure(settings.log_format)
     setup_logging.connect(lambda **_: logs.configure(settings.log_format), weak=False)  # Celery's own: not used
@@ -85,7 +86,7 @@ def run_worker(concurrency: int, queues: list[str], max_tasks_per_child: int = 0
         argv += ["--pool=solo"]
     else:
         argv += [f"--concurrency={concurrency}"]
-    celery_app().worker_main(argv)
+    make_celery(settings).worker_main(argv)
 
 
 def _queues(text: str) -> list[str]:
@@ -109,27 +110,27 @@ def _at_least(low: int):
     return parse
 
 
-def migrate() -> None:
-    from service.migrate import migrate_to_head
+def migrate(settings: Settings) -> None:
+    from service.platform.migrate import migrate_to_head
 
-    settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
-    print(f"trainserve: {migrate_to_head(settings.database_url)}")
+    print(f"trainserve: {migrate_to_head(settings.database_url, settings.database_auth == 'entra')}")
 
 
-def keys_command(args: argparse.Namespace) -> int:
+def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     """``trainserve keys create|list|revoke``: API keys, straight in the database (for the first admin key)."""
     import uuid
     from datetime import timedelta
 
-    from service.audit import record
-    from service.db import session_scope
-    from service.errors import AppError
+    from service.audit.service import record
+    from service.http.errors import AppError
     from service.keys import service
-    from service.tables import utcnow
+    from service.platform.runtime import Runtime
+    from service.platform.tables import utcnow
 
+    runtime = Runtime(settings)
     try:
-        with session_scope() as session:
+        with runtime.session() as session:
             if args.keys_command == "create":
                 expires = utcnow() + timedelta(days=args.expires_in_days) if args.expires_in_days else None
                 row, token = service.create_key(session, args.name, args.scopes, expires)
@@ -157,10 +158,12 @@ def keys_command(args: argparse.Namespace) -> int:
                     record(session, None, "key.revoke", f"key {row.id}", before={"name": row.name, "revoked": False},
                            after={"name": row.name, "revoked": True})
                 print(f"key {row.id} ({row.name}) is revoked; every API process refuses it within "
-                      f"{get_settings().auth_cache_seconds:g} s")
+                      f"{settings.auth_cache_seconds:g} s")
     except AppError as exc:
         print(f"trainserve: {exc.message}", file=sys.stderr)
         return 1
+    finally:
+        runtime.close()
     return 0
 
 
@@ -174,11 +177,11 @@ def _scopes(text: str) -> list[str]:
     return scopes
 
 
-def wait_for_migrations(timeout: float) -> int:
-    from service.migrate import wait_until_migrated
+def wait_for_migrations(settings: Settings, timeout: float) -> int:
+    from service.platform.migrate import wait_until_migrated
 
     try:
-        revision = wait_until_migrated(get_settings().database_url, timeout)
+        revision = wait_until_migrated(settings.database_url, timeout, entra=settings.database_auth == "entra")
     except TimeoutError as exc:
         print(f"trainserve: {exc}", file=sys.stderr)
         return 1
@@ -186,22 +189,21 @@ def wait_for_migrations(timeout: float) -> int:
     return 0
 
 
-def up(host: str | None, port: int | None, fd: int | None = None) -> int:
+def up(settings: Settings, host: str | None, port: int | None, fd: int | None = None) -> int:
     """Migrations, then a training worker and an export worker in the background and the API in the
     foreground; Ctrl-C stops them all."""
-    from service.queue import gpu_workers_present
+    from service.platform.queue import gpu_workers_present
 
-    if "TRAINSERVE_GRPC_PORT" not in os.environ:  # the Open Inference Protocol over gRPC beside HTTP
-        os.environ["TRAINSERVE_GRPC_PORT"] = "8081"
-        get_settings.cache_clear()
-    migrate()
+    if "grpc_port" not in settings.model_fields_set:  # the Open Inference Protocol over gRPC beside HTTP
+        settings = settings.model_copy(update={"grpc_port": 8081})
+    migrate(settings)
     # Their own sessions, so Ctrl-C reaches only us; we then stop the workers ourselves, in order. Exports
     # have a worker of their own so that making one never delays the start of the next job.
-    training = "jobs,gpu" if gpu_workers_present(get_settings()) else "jobs"
+    training = "jobs,gpu" if gpu_workers_present(settings) else "jobs"
     workers = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", queues],
                                 start_new_session=True) for queues in (training, "exports")]
     try:
-        run_api(host, port, fd)
+        run_api(settings, host, port, fd)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)  # warm shutdown: the job in hand goes back to the queue
@@ -256,19 +258,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in console.COMMANDS:
         return console.run(args)
+    settings = load_settings()  # the one place a server command reads its settings
 
     if args.command == "api":
-        run_api(args.host, args.port, args.fd)
+        run_api(settings, args.host, args.port, args.fd)
     elif args.command == "worker":
-        run_worker(args.concurrency, args.queues or default_queues(), args.max_tasks_per_child)
+        run_worker(settings, args.concurrency, args.queues or default_queues(), args.max_tasks_per_child)
     elif args.command == "keys":
-        return keys_command(args)
+        return keys_command(settings, args)
     elif args.command == "migrate":
-        migrate()
+        migrate(settings)
     elif args.command == "wait-for-migrations":
-        return wait_for_migrations(args.timeout)
+        return wait_for_migrations(settings, args.timeout)
     elif args.command == "up":
-        return up(args.host, args.port, args.fd)
+        return up(settings, args.host, args.port, args.fd)
     return 0
 
 

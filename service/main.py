@@ -9,34 +9,40 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service import audit, docs_ui, health, logs, metrics, openapi, tracing
-from service.auth import KeyCache
-from service.artifacts import store_for
+from service.audit.router import router as audit_router
 from service.datasets.router import router as datasets_router
-from service.errors import install_error_handlers
 from service.forecast.router import router as forecast_router
+from service.http import docs_ui, health, openapi
+from service.http.auth import KeyCache
+from service.http.errors import install_error_handlers
+from service.http.ratelimit import Limit, RateLimiter
 from service.inference_v2.router import router as v2_router
 from service.jobs.router import router as jobs_router
 from service.keys.router import router as keys_router
-from service.jobs.events import EventHub
-from service.predict.batching import Batcher
+from service.observability import logs, metrics, tracing
+from service.observability.telemetry import TelemetryMiddleware, TracedFastAPI
+from service.platform.events import EventHub
+from service.platform.runtime import Runtime
+from service.platform.settings import Settings, load_settings
 from service.predict.router import router as predict_router
-from service.serving import ModelCache
-from service.ratelimit import Limit, RateLimiter
 from service.reconciler import Reconciler, reconcile_forever
 from service.registry.router import router as models_router
+from service.serving.batching import Batcher
+from service.serving.models import ModelCache
+from service.serving.process import api_process_settings
 from service.sweeps.router import router as sweeps_router
-from service.runtime import api_process_settings
-from service.settings import Settings, get_settings
-from service.telemetry import TelemetryMiddleware, TracedFastAPI
 
 log = logging.getLogger("trainserve.api")
 
 
-def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune_process: bool = True) -> FastAPI:
-    """The app. ``tune_process``: while it runs, set the process's thread counts and garbage collector for
-    serving (service/runtime.py); off where the app is a guest in another program's process (the tests)."""
-    settings = settings or get_settings()
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None, reconcile: bool = True,
+               tune_process: bool = True) -> FastAPI:
+    """The app, on ``runtime`` (or one built from ``settings``, or else from the environment: this is the
+    API process's entry point). ``tune_process``: while it runs, set the process's thread counts and garbage
+    collector for serving (service/serving/process.py); off where the app is a guest in another program's
+    process (the tests)."""
+    runtime = runtime or Runtime(settings or load_settings())
+    settings = runtime.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +59,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
 
             grpc_server = await inference_grpc.start(app.state, settings.grpc_port, settings.api_host)
         with api_process_settings(settings.api_torch_threads) if tune_process else contextlib.nullcontext():
-            task = asyncio.create_task(reconcile_forever(settings, app.state.reconciler)) if reconcile else None
+            task = asyncio.create_task(reconcile_forever(app.state.reconciler)) if reconcile else None
             yield
             if task is not None:
                 task.cancel()
@@ -61,24 +67,24 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
                     await task
             if grpc_server is not None:
                 await grpc_server.stop(grace=2)
+        runtime.close()
 
     provider = tracing.configure("trainserve-api")
     app = TracedFastAPI(
         telemetry=tracing.fastapi_telemetry(provider),
-        docs_url=None, redoc_url=None,  # served from the package instead of a CDN (service/docs_ui.py)
+        docs_url=None, redoc_url=None,  # served from the package instead of a CDN (service/http/docs_ui.py)
         title="trainserve",
         version="0.1.0",
         summary="Train small PyTorch models over REST and serve their predictions.",
         lifespan=lifespan,
     )
     app.trace_share = settings.trace_inference_share if provider is not None else None
-    app.state.settings = settings
-    app.state.models = ModelCache(store_for(settings), settings.model_cache_size,
-                                  settings.ref_cache_seconds)
+    app.state.runtime, app.state.settings = runtime, settings
+    app.state.models = ModelCache(runtime, settings.model_cache_size, settings.ref_cache_seconds)
     app.state.batcher = Batcher()
-    app.state.events = EventHub()
-    app.state.keys = KeyCache(settings.auth_cache_seconds)
-    app.state.reconciler = Reconciler(settings)
+    app.state.events = EventHub(runtime.session)
+    app.state.keys = KeyCache(runtime.session, settings.auth_cache_seconds)
+    app.state.reconciler = Reconciler(runtime)
     app.state.metrics = metrics.Metrics(app.state) if settings.metrics else None
     if app.state.metrics is not None or settings.log_format == "json":
         app.add_middleware(TelemetryMiddleware, metrics=app.state.metrics)
@@ -89,7 +95,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True, tune
     openapi.install(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, sweeps_router,
-                   models_router, datasets_router, keys_router, audit.router, metrics.router):
+                   models_router, datasets_router, keys_router, audit_router, metrics.router):
         app.include_router(router)
     docs_ui.install(app)  # after the API's routes: /predict is matched first
     logs.configure(settings.log_format, access_log=settings.access_log)

@@ -12,12 +12,10 @@ from datetime import timedelta
 
 from fastapi.concurrency import run_in_threadpool
 
-from service.artifacts import store_for
-from service.db import session_scope
 from service.jobs.service import job_ages, job_counts, jobs_to_resend
-from service.settings import Settings
-from service.tables import utcnow
-from service.queue import broker_state, enqueue_job
+from service.platform.queue import broker_state, enqueue_job
+from service.platform.runtime import Runtime
+from service.platform.tables import utcnow
 from service.sweeps import service as sweeps
 
 log = logging.getLogger(__name__)
@@ -28,8 +26,8 @@ class Reconciler:
     not started a while after it was sent (jobs_to_resend), and every one at once when the broker restarted
     (a new Redis run id: an empty Redis, or a failover) or is back after an outage."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         self.broker: str | None = None  # the broker's identity in the last pass; None: did not answer
         self.passes = 0
         self.resent = 0  # messages sent again by this process, in all
@@ -40,10 +38,11 @@ class Reconciler:
         self.silent_jobs = 0  # running jobs whose worker stopped beating (re-queued by a later pass)
 
     def once(self) -> int:
-        settings, before = self.settings, self.broker
-        self.broker, self.queue_depths = broker_state([settings.queue, settings.gpu_queue, settings.export_queue])
+        runtime, settings, before = self.runtime, self.runtime.settings, self.broker
+        self.broker, self.queue_depths = broker_state(runtime.celery, [settings.queue, settings.gpu_queue,
+                                                                       settings.export_queue])
         self.passes += 1
-        with session_scope() as session:
+        with runtime.session() as session:
             self.jobs_by_status = job_counts(session)
             self.oldest_queued_seconds, self.silent_jobs = job_ages(
                 session, utcnow(), timedelta(seconds=settings.stale_after_seconds))
@@ -52,12 +51,12 @@ class Reconciler:
                 log.warning("reconciler: the broker does not answer; queued jobs are kept and sent once it is back")
             return 0
         everything = self.passes > 1 and before != self.broker
-        with session_scope() as session:
+        with runtime.session() as session:
             jobs = jobs_to_resend(session, utcnow(), timedelta(seconds=settings.stale_after_seconds),
                                   settings.max_attempts, timedelta(seconds=settings.resend_after_seconds),
                                   every_queued_job=everything)
         for job_id, queue in jobs:
-            enqueue_job(job_id, queue)
+            enqueue_job(runtime.celery, job_id, queue)
         self.resent += len(jobs)
         self.advance_sweeps()
         if jobs:
@@ -67,22 +66,21 @@ class Reconciler:
                         self.resent)
         return len(jobs)
 
-
     def advance_sweeps(self) -> None:
         """Every running sweep, advanced: a trial that ended while no worker could advance it (a worker killed
         after its job finished, an API restarted mid-sweep) is told to Optuna, free slots get trials, and a
         sweep whose trials are all done is finished."""
-        with session_scope() as session:
+        with self.runtime.session() as session:
             running = sweeps.running_sweeps(session)
         for sweep_id in running:
             try:
-                sweeps.step(self.settings, store_for(self.settings), sweep_id)
+                sweeps.step(self.runtime, sweep_id)
             except Exception:
                 log.exception("reconciler: could not advance sweep %s", sweep_id)
 
 
-async def reconcile_forever(settings: Settings, reconciler: Reconciler | None = None) -> None:
-    reconciler = reconciler or Reconciler(settings)
+async def reconcile_forever(reconciler: Reconciler) -> None:
+    settings = reconciler.runtime.settings
     while True:
         try:
             await run_in_threadpool(reconciler.once)

@@ -23,16 +23,15 @@ import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from service.main import create_app  # noqa: E402
-from service.migrate import upgrade  # noqa: E402
-from service.settings import get_settings  # noqa: E402
+from service.platform.migrate import upgrade  # noqa: E402
+from service.platform.runtime import Runtime  # noqa: E402
+from service.platform.settings import load_settings  # noqa: E402
 from tests import azurite  # noqa: E402
 from tests.helpers import LOGREG_SPEC, REDIS_URL, new_postgres_database  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
-
-
-
 DATABASES = ["sqlite", "postgresql"]
+RUNTIMES: dict[str, Runtime] = {}  # the in-process tests' runtime on each database, made once per session
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -42,60 +41,64 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.realstack)
 
 
-def use_database(url: str, artifacts: str) -> None:
-    """Point this process's settings, engine and sessions at another database and artifact folder."""
-    from service.db import get_engine, get_sessionmaker
-
-    get_engine().dispose()
-    settings = get_settings()
-    settings.database_url, settings.artifacts_url = url, artifacts
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
-
-
 @pytest.fixture(scope="session", params=DATABASES)
 def migrated(request, tmp_path_factory) -> Iterator[str]:
-    """The in-process tests' database, migrated: SQLite, then PostgreSQL (a fresh database, dropped after)."""
-    settings = get_settings()
-    embedded = (settings.database_url, settings.artifacts_url)
+    """The in-process tests' database, migrated: SQLite in this session's home, then PostgreSQL (a fresh
+    database, dropped after), each with its own artifact folder and a runtime of its own (``runtime``)."""
+    settings = load_settings()  # this session's home: the embedded defaults
     if request.param == "sqlite":
         upgrade(settings.database_url)
+        RUNTIMES[request.param] = runtime = Runtime(settings)
         yield request.param
+        runtime.close()
         return
     with new_postgres_database() as url:
-        use_database(url, f"file://{tmp_path_factory.mktemp('artifacts-postgresql')}")
+        artifacts = f"file://{tmp_path_factory.mktemp('artifacts-postgresql')}"
+        upgrade(url)
+        RUNTIMES[request.param] = runtime = Runtime(settings.model_copy(update={"database_url": url,
+                                                                                "artifacts_url": artifacts}))
         try:
-            upgrade(url)
             yield request.param
         finally:
-            use_database(*embedded)
+            runtime.close()
+
+
+@pytest.fixture(scope="session")
+def runtime(migrated) -> Runtime:
+    """The runtime (settings, database, artifact store, broker) of the database the test runs on."""
+    return RUNTIMES[migrated]
 
 
 @pytest.fixture
-def client(migrated) -> Iterator[TestClient]:
-    """The API in this process, on the embedded database and broker, with no worker: jobs stay queued
-    unless a test runs them itself with :func:`service.jobs.runner.run_job`."""
-    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
+def client(runtime) -> Iterator[TestClient]:
+    """The API in this process, on the test's database and the embedded broker, with no worker: jobs stay
+    queued unless a test runs them itself with ``run_job``."""
+    with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as c:
         yield c
 
 
-@pytest.fixture
-def run_job():
-    """Runs a job in this process through the worker's own code (no Celery), as a worker would."""
-    from service.sweeps.trials import run_job as _run
+def run_in_worker(runtime: Runtime, job_id) -> None:
+    """Run a job in this process through the worker's own code (no Celery), as a worker would."""
+    from service.jobs.runner import run_job
+    from workers.tasks import hooks_for
 
-    return lambda job_id: _run(uuid.UUID(str(job_id)), threading.Event())
+    run_job(runtime, uuid.UUID(str(job_id)), threading.Event(), hooks_for)
+
+
+@pytest.fixture
+def run_job(runtime):
+    """Runs a job in this process through the worker's own code (no Celery), as a worker would."""
+    return lambda job_id: run_in_worker(runtime, job_id)
 
 
 @pytest.fixture(scope="session")
 def trained_classifier(migrated) -> dict:
     """The digit classifier the serving tests share: logistic regression on `digits`, trained once per
     database by the worker's own code. Its model record, as GET /v1/models/{id} answers it."""
-    from service.jobs.runner import run_job as _run
-
-    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
+    runtime = RUNTIMES[migrated]
+    with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as c:
         job = c.post("/v1/jobs", json=LOGREG_SPEC).json()
-        _run(uuid.UUID(job["id"]), threading.Event())
+        run_in_worker(runtime, job["id"])
         done = c.get(f"/v1/jobs/{job['id']}").json()
         assert done["status"] == "succeeded", done["error"]
         return c.get(f"/v1/models/{done['model']['id']}").json()

@@ -47,18 +47,16 @@ def assert_error(response, status: int, *fragments: str) -> dict:
     return body["error"]
 
 
-def settings_with(**changes):
+def settings_with(runtime, **changes):
     """This test session's settings (its database and artifact folder) with ``changes``, for an app of its own."""
-    from service.settings import get_settings
 
-    return get_settings().model_copy(update=changes)
+    return runtime.settings.model_copy(update=changes)
 
 
-def artifact_files() -> set[Path]:
+def artifact_files(runtime) -> set[Path]:
     """Every dataset file in the test session's artifact folder."""
-    from service.settings import get_settings
 
-    root = Path(get_settings().artifacts_url.removeprefix("file://")) / "datasets"
+    root = Path(runtime.settings.artifacts_url.removeprefix("file://")) / "datasets"
     return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
 
 

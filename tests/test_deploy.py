@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import build_parser
-from service.settings import Settings
+from service.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from service.cli import build_parser
-from service.settings import Settings
+from service.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -32,8 +32,8 @@ def check_rules(path) -> None:
 
 def exported_metrics() -> set[str]:
     """Every metric family the API and the workers export, by the names Prometheus stores."""
-    from service.metrics import Metrics
-    from service.worker_metrics import _Metrics
+    from service.observability.metrics import Metrics
+    from service.observability.worker_metrics import _Metrics
 
     empty = SimpleNamespace(models=SimpleNamespace(hits=0, misses=0, loads=0, load_seconds=0.0),
                             batcher=SimpleNamespace(pass_sizes=[0] * 8, requests=0),

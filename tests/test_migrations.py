@@ -13,10 +13,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from service.db import POSTGRES_ENTRA_SCOPE, make_engine
-from service.migrate import downgrade, head_revision, upgrade
-from service.settings import Settings
-from service.tables import Base
+from service.platform.db import POSTGRES_ENTRA_SCOPE, make_engine
+from service.platform.migrate import downgrade, head_revision, upgrade
+from service.platform.settings import Settings
+from service.platform.tables import Base
 
 TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "job_events", "models", "model_aliases", "api_keys",
           "audit_events", "idempotent_requests", "sweeps",
@@ -38,7 +38,7 @@ def test_upgrade_to_head_matches_the_tables_and_downgrades_to_base(database_url)
         assert set(inspect(engine).get_table_names()) == TABLES
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-        assert diff == [], f"the tables in service/tables.py differ from the migrations: {diff}"
+        assert diff == [], f"the tables in service/platform/tables.py differ from the migrations: {diff}"
         downgrade(database_url, "base")
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         upgrade(database_url)  # and up again, as a deploy after a rollback would

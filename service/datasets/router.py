@@ -3,7 +3,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
-
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -13,19 +12,18 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.pagination import PageLimit, PageOffset
-from service.audit import record_request
-from service import idempotency
-from service.auth import allow, principal_of
-from service.routing import form_properties
-from service.idempotency import IdempotencyKey
-from service.keys.service import Scope
-from service.artifacts import store_for
+from service.audit.router import record_request
 from service.datasets import service
 from service.datasets.schemas import DatasetImport, DatasetOut, DatasetPage, UploadForm
 from service.datasets.uploads import download, limited, read_files
-from service.db import SessionDep
-from service.errors import InvalidInput, errors, validation_details
+from service.http import idempotency
+from service.http.auth import allow, principal_of
+from service.http.errors import InvalidInput, errors, validation_details
+from service.http.idempotency import IdempotencyKey
+from service.http.pagination import PageLimit, PageOffset
+from service.keys.service import Scope
+from service.platform.db import SessionDep
+from service.serving.routing import form_properties
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -102,7 +100,7 @@ async def upload_dataset(request: Request, response: Response, session: SessionD
     if (earlier := idempotency.earlier_answer(session, retry)) is not None:
         return earlier
     row, created = await run_in_threadpool(
-        service.register_upload, session, store_for(settings), name=spec.name, description=spec.description,
+        service.register_upload, session, request.app.state.runtime.store, name=spec.name, description=spec.description,
         upload=upload, options=spec, max_bytes=settings.max_upload_bytes)
     return _remembered(session, retry, _answer(row, created, response), response)
 
@@ -126,7 +124,7 @@ def import_dataset(spec: DatasetImport, request: Request, response: Response, se
     files = fetch[: len(train_urls)] + [(f"test-{n}", data) for n, data in fetch[len(train_urls) :]]
     spec = spec.model_copy(update={"test_files": ",".join(n for n, _ in files[len(train_urls) :])})
     row, created = service.register_upload(
-        session, store_for(settings), name=spec.name, description=spec.description, upload=service.Upload(files),
+        session, request.app.state.runtime.store, name=spec.name, description=spec.description, upload=service.Upload(files),
         options=spec, max_bytes=settings.max_upload_bytes, source="import", source_url=", ".join(train_urls + test_urls))
     return _remembered(session, retry, _answer(row, created, response), response)
 
@@ -158,7 +156,7 @@ def preview_dataset(ref: str, session: SessionDep, request: Request,
     row = service.get_dataset(session, ref)
     if row.source == "builtin" and (missing := service.builtin_missing(row.name)):
         raise InvalidInput(f"dataset {row.name} is not installed on this server: {missing}")
-    return service.preview(row, store_for(request.app.state.settings), per_class, last)
+    return service.preview(row, request.app.state.runtime.store, per_class, last)
 
 
 @router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)],
@@ -171,7 +169,7 @@ def delete_dataset(ref: str, request: Request, session: SessionDep) -> Response:
     keys = service.delete_dataset(session, ref)
     record_request(request, session, "dataset.delete", target, before=before, after=None)
     session.commit()
-    store = store_for(request.app.state.settings)
+    store = request.app.state.runtime.store
     for key in keys:
         store.delete(key)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

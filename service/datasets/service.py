@@ -16,17 +16,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import dataformats
-from models import timeseries
+from models import dataformats, timeseries
 from models.dataformats import ArchiveTooLarge, DataFormatError
 from models.datasets import BUILTIN_DATASETS, builtin_missing, from_npz, load_builtin, to_npz
 from models.timeseries import TimeSeries
-from service.artifacts import ArtifactStore
 from service.datasets.schemas import DatasetFile, DatasetOut, ParseOptions
-from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from service.pagination import newest_first
-from service.references import next_version, parse_reference, retry_on_conflict
-from service.tables import Dataset, JobStatus, TrainedModel, TrainingJob
+from service.http.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from service.http.pagination import newest_first
+from service.platform.artifacts import ArtifactStore
+from service.platform.references import next_version, parse_reference, retry_on_conflict
+from service.platform.tables import Dataset, JobStatus, TrainedModel, TrainingJob
 
 log = logging.getLogger(__name__)
 

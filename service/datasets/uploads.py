@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from service.datasets.service import Upload
-from service.errors import AppError, InvalidInput, PayloadTooLarge
+from service.http.errors import AppError, InvalidInput, PayloadTooLarge
 
 # Multipart framing and the form fields ride on top of the files; they are small.
 FORM_OVERHEAD = 64 * 1024

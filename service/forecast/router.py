@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.errors import errors
-from service.auth import allow
-from service.ratelimit import limited
-from service.keys.service import Scope
 from service.forecast import service
 from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest, Readings
+from service.http.auth import allow
+from service.http.errors import errors
+from service.http.ratelimit import limited
+from service.keys.service import Scope
 
 router = APIRouter(prefix="/forecast", tags=["forecast"], dependencies=[allow(Scope.predict), limited("inference")])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from models.forecast_serving import ForecastInputError, anomalies, forecast, readings_frame
 from models.forecasting import ForecastSetup
-from service.errors import InvalidInput
 from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest, Readings
-from service.serving import LoadedModel, ModelCache, resolve
+from service.http.errors import InvalidInput
+from service.serving.models import LoadedModel, ModelCache, resolve
 
 
 def _prepared(request: Readings, cache: ModelCache, default: str | None) -> tuple[LoadedModel, ForecastSetup, object]:

@@ -16,15 +16,14 @@ import grpc
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
 
-from service.auth import authenticate
-from service.errors import AppError
+from service.http.auth import authenticate
+from service.http.errors import AppError, InvalidInput
+from service.http.health import database_reachable
 from service.inference_v2 import grpc_predict_v2_pb2 as pb
 from service.inference_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.inference_v2 import service
 from service.inference_v2.tensors import DATATYPES, InferRequest, Tensor, from_raw, from_values
-from service.health import database_reachable
 from service.keys.service import Scope
-from service.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=await run_in_threadpool(database_reachable))
+        return pb.ServerReadyResponse(ready=await run_in_threadpool(database_reachable, self.state.runtime.engine))
 
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(**service.server_metadata())

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from service.auth import allow, authorize, openapi_security
-from service.ratelimit import spend
-from service.keys.service import Scope
-from service.errors import Unavailable, errors
-from service.health import database_reachable
+from service.http.auth import allow, authorize, openapi_security
+from service.http.errors import Unavailable, errors
+from service.http.health import database_reachable
+from service.http.ratelimit import spend
 from service.inference_v2 import service
 from service.inference_v2.tensors import decode_http, encode_http
-from service.routing import RequestRoute
+from service.keys.service import Scope
+from service.serving.routing import RequestRoute
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
@@ -34,8 +34,8 @@ async def live() -> dict:
 
 
 @router.get("/health/ready", responses=errors(503, v2=True))
-async def ready() -> dict:
-    if not await run_in_threadpool(database_reachable):
+async def ready(request: Request) -> dict:
+    if not await run_in_threadpool(database_reachable, request.app.state.runtime.engine):
         raise Unavailable("the model registry's database is unreachable")
     return {"ready": True}
 

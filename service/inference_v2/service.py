@@ -22,12 +22,11 @@ import pandas as pd
 
 from models.forecast_serving import ForecastInputError, forecast
 from models.forecasting import ForecastSetup
-from service.db import session_scope
-from service.errors import InvalidInput
+from service.http.errors import InvalidInput
 from service.inference_v2.tensors import InferRequest, Tensor
-from service.predict.batching import Batcher
 from service.registry import service as registry
-from service.serving import LoadedModel, ModelCache, cached_model, resolve, to_batch
+from service.serving.batching import Batcher
+from service.serving.models import LoadedModel, ModelCache, cached_model, resolve, to_batch
 
 CLASSIFIER_OUTPUTS = ("probabilities", "label")
 FORECASTER_OUTPUTS = ("forecast", "lower", "upper")
@@ -52,7 +51,7 @@ def _setup(model: LoadedModel) -> ForecastSetup | None:
 
 def metadata(cache: ModelCache, name: str, version: str | None) -> dict:
     model = resolve(cache, model_ref(name, version), None, task=None)
-    with session_scope() as session:
+    with cache.runtime.session() as session:
         versions = [str(m.version) for m in registry.list_models(session, model.name, 200, 0)[0]]
     setup = _setup(model)
     if setup is None:

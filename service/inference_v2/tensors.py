@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.errors import InvalidInput
+from service.http.errors import InvalidInput
 
 # The protocol's numeric datatypes and their little-endian NumPy types; BYTES is the one that is not numeric.
 DATATYPES: dict[str, np.dtype] = {name: np.dtype(t).newbyteorder("<") for name, t in {

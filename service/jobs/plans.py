@@ -20,10 +20,12 @@ from models.datasets import split_dataset
 from models.forecasting import BASELINES, ForecastSetup, calibrate_interval, forecast_report, prepare
 from models.timeseries import TimeSeries
 from models.training import holdout_report
-from service.artifacts import ArtifactStore
 from service.datasets.service import load_dataset
+from service.jobs import translate
+from service.jobs.lifecycle import JobRefused
 from service.jobs.spec import JobSpec
-from service.tables import Dataset
+from service.platform.artifacts import ArtifactStore
+from service.platform.tables import Dataset
 
 
 @dataclass
@@ -42,17 +44,12 @@ class Plan:
         return replace(self.config, forecast=self.setup.to_dict()) if self.setup else self.config
 
 
-def _architecture(spec: JobSpec) -> tuple[str, dict]:
-    return spec.architecture.type, spec.architecture.model_dump(exclude={"type"})
-
-
 def classification_plan(spec: JobSpec, dataset: Dataset, store: ArtifactStore) -> Plan:
     t = spec.training
     data = load_dataset(dataset, store)  # with the test set it came with, where it has one
     splits = split_dataset(data, validation_split=t.validation_split, test_split=t.test_split, seed=t.seed)
-    architecture, params = _architecture(spec)
     train = splits.train
-    config = ModelConfig(architecture, params, train.input_shape, train.num_classes, train.value_range)
+    config = translate.model_config(spec, train.input_shape, train.num_classes, train.value_range)
     # Which test the figures are from: the dataset's own test set, or a random part cut from the data.
     test_set = {"test_set": "dataset" if data.test is not None else "split", "train_samples": len(train),
                 "validation_samples": len(splits.validation), "test_samples": len(splits.test)}
@@ -64,13 +61,13 @@ def forecast_plan(spec: JobSpec, dataset: Dataset, store: ArtifactStore) -> Plan
     t = spec.training
     series = load_dataset(dataset, store)
     if not isinstance(series, TimeSeries):
-        raise ValueError(f"dataset {dataset.name}@{dataset.version} holds images; a forecast needs a time "
+        raise JobRefused(f"dataset {dataset.name}@{dataset.version} holds images; a forecast needs a time "
                          "series (a CSV with a timestamp column)")
-    setup = ForecastSetup(**spec.forecast.model_dump(exclude_none=True))
+    setup = translate.forecast_setup(spec)
     prepared = prepare(series, setup, validation_split=t.validation_split, test_split=t.test_split)
     held_out = prepared.validation if len(prepared.validation) else prepared.train
     test_inputs = torch.from_numpy(prepared.test.x.astype(np.float32))
-    architecture, params = _architecture(spec)
+    architecture = spec.architecture.type
     if architecture in BASELINES:
         def baseline_report(model, device, loss) -> dict:
             calibrate_interval(None, setup, held_out, architecture)
@@ -82,7 +79,7 @@ def forecast_plan(spec: JobSpec, dataset: Dataset, store: ArtifactStore) -> Plan
         calibrate_interval(model, setup, held_out)
         return forecast_report(model, prepared)
 
-    config = ModelConfig(architecture, params, (setup.lookback, setup.n_features), setup.horizon, (0.0, 1.0))
+    config = translate.forecaster_config(spec, setup)
     return Plan("forecast", config, prepared.train.dataset(),
                 prepared.validation.dataset() if len(prepared.validation) else None, test_inputs, report, setup)
 

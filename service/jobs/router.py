@@ -3,26 +3,26 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import orjson
-
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
-from service.pagination import PageLimit, PageOffset
-from service import idempotency
-from service.auth import allow, principal_of
-from service.idempotency import IdempotencyKey
-from service.ratelimit import spend
-from service.keys.service import Scope
-from service.db import SessionDep, session_scope
-from service.errors import InvalidInput, errors, parse_id
+from service.http import idempotency
+from service.http.auth import allow, principal_of
+from service.http.errors import errors, parse_id
+from service.http.idempotency import IdempotencyKey
+from service.http.pagination import PageLimit, PageOffset
+from service.http.ratelimit import spend
 from service.jobs import service
-from service.jobs.spec import JobSpec
 from service.jobs.schemas import EpochMetricsOut, JobOut, JobPage, MetricsOut
-from service.tables import JobEvent, JobStatus
-from service.queue import enqueue_job
+from service.jobs.spec import JobSpec
+from service.keys.service import Scope
+from service.platform.db import SessionDep
+from service.platform.events import After, LastEventId, event_stream
+from service.platform.queue import enqueue_job
+from service.platform.runtime import Runtime
+from service.platform.tables import JobEvent, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[uuid.UUID, Depends(lambda job_id: parse_id(job_id, "job"))]
@@ -48,7 +48,7 @@ def submit_job(spec: JobSpec, session: SessionDep, request: Request, response: R
     if earlier is not None:
         return earlier
     try:
-        enqueue_job(job.id, job.queue)
+        enqueue_job(request.app.state.runtime.celery, job.id, job.queue)
     except Exception:  # the job stays queued; the reconciler sends it once the broker is back
         service.log.exception("job %s: broker unavailable, it will be sent again later", job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -87,35 +87,9 @@ def cancel_job(job_id: JobId, session: SessionDep) -> JobOut:
     return service.job_out(session, service.cancel_job(session, job_id))
 
 
-def _exists(job_id: uuid.UUID) -> None:
-    with session_scope() as session:
+def _exists(runtime: Runtime, job_id: uuid.UUID) -> None:
+    with runtime.session() as session:
         service.get_job(session, job_id)
-
-
-LastEventId = Annotated[str | None, Header(
-    description="Resume after this event id (an EventSource sends it when it reconnects); empty: from the first.",
-    json_schema_extra={"pattern": "^[0-9]*$"})]
-After = Annotated[int | None, Query(ge=0, description="Resume after this event id, where the client cannot send "
-                                                      "Last-Event-ID.")]
-
-
-def event_stream(request: Request, key: uuid.UUID, last_event_id: str | None, after: int | None,
-                 table=JobEvent) -> EventSourceResponse:
-    """A job's or a sweep's events as Server-Sent Events, from after ``Last-Event-ID`` (or ``after``)."""
-    last = after or 0
-    if last_event_id is not None and last_event_id.strip():  # empty, as the SSE standard has it: the first
-        if not last_event_id.strip().isdigit():
-            raise InvalidInput(f"Last-Event-ID {last_event_id!r} is not an event id; send the `id` of the last "
-                               "event received (a whole number), or leave it out to start from the first",
-                               details=[{"field": "Last-Event-ID", "message": "not a whole number"}])
-        last = int(last_event_id)
-
-    async def stream():
-        async for seq, kind, data, at in request.app.state.events.watch(key, last, table):
-            yield ServerSentEvent(data=orjson.dumps({"seq": seq, "kind": kind, "time": at, **data}).decode(),
-                                  event=kind, id=str(seq))
-
-    return EventSourceResponse(stream(), ping=15)
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, dependencies=[allow(Scope.train, Scope.read)],
@@ -127,5 +101,5 @@ async def job_events(job_id: JobId, request: Request, last_event_id: LastEventId
     """The job's events as they happen, from its first (or after `Last-Event-ID`): every status change,
     progress within an epoch a few times a second at most, and each epoch's metrics. A finished job's
     stream replays its events and ends."""
-    await run_in_threadpool(_exists, job_id)
-    return event_stream(request, job_id, last_event_id, after)
+    await run_in_threadpool(_exists, request.app.state.runtime, job_id)
+    return event_stream(request, JobEvent, job_id, last_event_id, after)

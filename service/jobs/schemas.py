@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.datasets.schemas import DatasetRef
 from service.jobs.spec import JobSpec
-from service.tables import JobStatus
+from service.platform.tables import JobStatus
 
 
 class ModelRef(BaseModel):

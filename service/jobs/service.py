@@ -9,31 +9,21 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from models.architectures import ModelConfig, parameter_count
-from models.forecasting import ForecastSetup
+from models.architectures import parameter_count
 from models.second_order import BFGS_MAX_PARAMS, bfgs_too_large
-from service.datasets.service import builtin_stats, has_test_set, resolve_dataset
-from service.errors import Conflict, InvalidInput, NotFound
-from service.jobs import events
-from service.jobs.spec import JobSpec
-from service.pagination import newest_first
-from service.ratelimit import RateLimited
-from service.queue import job_queue
-from service.settings import Settings
 from service.datasets.schemas import DatasetRef
+from service.datasets.service import builtin_stats, has_test_set, resolve_dataset
+from service.http.errors import Conflict, InvalidInput, NotFound
+from service.http.pagination import newest_first
+from service.http.ratelimit import RateLimited
+from service.jobs import events, translate
 from service.jobs.schemas import EpochMetricsOut, JobOut, ModelRef, Progress
-from service.tables import Dataset, JobMetric, JobStatus, TrainingJob, utcnow
+from service.jobs.spec import JobSpec
+from service.platform.queue import job_queue
+from service.platform.settings import Settings
+from service.platform.tables import Dataset, JobMetric, JobStatus, TrainingJob, utcnow
 
 log = logging.getLogger(__name__)
-
-
-def trial_model_key(job_id: uuid.UUID) -> str:
-    """Where a sweep's trial keeps its model until the sweep ends (only the best trial's is registered)."""
-    return f"jobs/{job_id}/trial-model.pt"
-
-
-def trial_held_out_key(job_id: uuid.UUID) -> str:
-    return f"jobs/{job_id}/trial-held-out.pt"
 
 
 def check_job(session: Session, spec: JobSpec, settings: Settings) -> tuple[Dataset, str]:
@@ -104,15 +94,13 @@ def _check_bfgs_fits(session: Session, spec: JobSpec, dataset: Dataset) -> None:
     architecture = spec.architecture.type
     if architecture in ("persistence", "seasonal_naive"):
         return
-    params = spec.architecture.model_dump(exclude={"type"})
     if spec.task == "forecast":
-        setup = ForecastSetup(**spec.forecast.model_dump(exclude_none=True))
-        config = ModelConfig(architecture, params, (setup.lookback, setup.n_features), setup.horizon, (0.0, 1.0))
+        config = translate.forecaster_config(spec, translate.forecast_setup(spec))
     else:
         builtin_stats(session, dataset)
         stats = dataset.stats or {}
-        config = ModelConfig(architecture, params, tuple(stats.get("shape", (1, 28, 28))),
-                             len(stats.get("classes", range(10))), (0.0, 1.0))
+        config = translate.model_config(spec, tuple(stats.get("shape", (1, 28, 28))),
+                                        len(stats.get("classes", range(10))), (0.0, 1.0))
     n = parameter_count(config)
     if n > BFGS_MAX_PARAMS:
         raise InvalidInput(bfgs_too_large(n), details=[{"field": "optimizer.type", "message": "model too large "

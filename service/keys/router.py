@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
 
-from service.pagination import PageLimit, PageOffset
-from service.audit import record_request
-from service.auth import allow
-from service.db import SessionDep
-from service.errors import errors, parse_id
+from service.audit.router import record_request
+from service.http.auth import allow
+from service.http.errors import errors, parse_id
+from service.http.pagination import PageLimit, PageOffset
 from service.keys import service
 from service.keys.service import Scope
-from service.tables import ApiKey
+from service.platform.db import SessionDep
+from service.platform.tables import ApiKey
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[allow(Scope.admin)])
 KeyId = Annotated[uuid.UUID, Depends(lambda key_id: parse_id(key_id, "API key"))]

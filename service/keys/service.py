@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.errors import InvalidInput, NotFound
-from service.pagination import newest_first
-from service.tables import ApiKey, utcnow
+from service.http.errors import InvalidInput, NotFound
+from service.http.pagination import newest_first
+from service.platform.tables import ApiKey, utcnow
 
 TOKEN_PREFIX = "tsk_"
 LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per key and process

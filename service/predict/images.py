@@ -13,7 +13,7 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from service.errors import InvalidInput
+from service.http.errors import InvalidInput
 
 MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
 

@@ -4,20 +4,30 @@ from functools import partial
 from typing import Any
 
 import orjson
-
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from service.auth import authorize, openapi_security
-from service.ratelimit import spend
+from service.http.auth import authorize, openapi_security
+from service.http.errors import InvalidInput, errors
+from service.http.ratelimit import spend
 from service.keys.service import Scope
-from service.errors import InvalidInput, errors
-from service.predict.service import DEFAULT_TOP_K, SMALL_BODY, answer, check_ref, check_top_k, \
-    checked_images_inline, checked_inline, parse_request, predict, predict_images, predict_parsed
-from service.routing import RequestRoute, form_properties
+from service.predict.service import (
+    DEFAULT_TOP_K,
+    SMALL_BODY,
+    answer,
+    check_ref,
+    check_top_k,
+    checked_images_inline,
+    checked_inline,
+    parse_request,
+    predict,
+    predict_images,
+    predict_parsed,
+)
+from service.serving.routing import RequestRoute, form_properties
 
 router = APIRouter(tags=["predict"], route_class=RequestRoute)
 

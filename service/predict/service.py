@@ -11,9 +11,9 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from service.errors import InvalidInput
+from service.http.errors import InvalidInput
 from service.predict import images
-from service.serving import LoadedModel, ModelCache, cached_model, probabilities, resolve, to_batch
+from service.serving.models import LoadedModel, ModelCache, cached_model, probabilities, resolve, to_batch
 
 FIELDS = frozenset({"instances", "model", "top_k"})
 

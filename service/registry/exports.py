@@ -14,20 +14,17 @@ import uuid
 
 from models.export import model_from_bytes, tensor_from_bytes
 from models.portable import EXPORT_FORMATS, FILE_SUFFIX, export
-from service.artifacts import store_for
-from service.db import session_scope
+from service.observability.tracing import span
+from service.platform.runtime import Runtime
+from service.platform.tables import TrainedModel
 from service.registry.service import held_out_key
-from service.settings import get_settings
-from service.tables import TrainedModel
-from service.tracing import span
 
 log = logging.getLogger(__name__)
 
 
-def run_export(model_id: uuid.UUID) -> None:
-    settings = get_settings()
-    store = store_for(settings)
-    with session_scope() as session:
+def run_export(runtime: Runtime, model_id: uuid.UUID) -> None:
+    store = runtime.store
+    with runtime.session() as session:
         row = session.get(TrainedModel, model_id)
         if row is None:
             return
@@ -46,8 +43,9 @@ def run_export(model_id: uuid.UUID) -> None:
         results = {}
         for fmt in todo:
             with span("export", **{"trainserve.model_id": str(model_id), "trainserve.format": fmt}):
-                results[fmt] = _export_one(model_id, model, fmt, held_out, task, settings.export_tolerance, store)
-    with session_scope() as session:
+                results[fmt] = _export_one(model_id, model, fmt, held_out, task, runtime.settings.export_tolerance,
+                                             store)
+    with runtime.session() as session:
         row = session.get(TrainedModel, model_id)
         if row is not None:
             row.exports = {**row.exports, **results}

@@ -4,15 +4,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Request, Response, status
 
-from service.errors import errors
-from service.pagination import MAX_INT, PageLimit, PageOffset
-from service.audit import record_request
-from service.auth import allow
+from service.audit.router import record_request
+from service.http.auth import allow
+from service.http.errors import errors
+from service.http.pagination import MAX_INT, PageLimit, PageOffset
 from service.keys.service import Scope
-from service.db import SessionDep
+from service.platform.db import SessionDep
+from service.platform.queue import enqueue_export
+from service.platform.runtime import RuntimeDep
 from service.registry import service
 from service.registry.schemas import ALIAS_PATTERN, AliasIn, AliasOut, ModelOut, ModelPage, PromoteIn, PromotionOut
-from service.queue import enqueue_export
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 AliasName = Annotated[str, Path(pattern=ALIAS_PATTERN, description="Lower-case letters, digits, - and _; "
@@ -46,17 +47,17 @@ def download(ref: str, session: SessionDep, request: Request,
     (`torch.jit.load`) or `onnx` (ONNX Runtime; input `pixels`, output `logits`)."""
     model = service.resolve(session, ref)
     key, sha256, filename = service.artifact_for_download(model, format)
-    data = request.app.state.models.store.get(key, sha256)
+    data = request.app.state.runtime.store.get(key, sha256)
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.post("/{ref}/exports", status_code=status.HTTP_202_ACCEPTED, response_model=ModelOut, responses=errors(404),
              dependencies=[allow(Scope.train)])
-def request_exports(ref: str, session: SessionDep) -> ModelOut:
+def request_exports(ref: str, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
     """Make the TorchScript and ONNX exports again (those not already made)."""
     model = service.resolve(session, ref)
-    enqueue_export(model.id)
+    enqueue_export(runtime.celery, model.id)
     return service.model_out(model)
 
 

@@ -12,15 +12,14 @@ from sqlalchemy.orm import Session
 
 from models.architectures import ModelConfig
 from models.portable import FILE_SUFFIX
-from service.audit import record
-from service.artifacts import ArtifactStore
-from service.db import session_scope
-from service.errors import Conflict, InvalidInput, NotFound
+from service.audit.service import record
 from service.datasets.schemas import DatasetRef
-from service.pagination import newest_first
-from service.references import next_version, parse_reference, retry_on_conflict
+from service.http.errors import Conflict, InvalidInput, NotFound
+from service.http.pagination import newest_first
+from service.platform.references import next_version, parse_reference, retry_on_conflict
+from service.platform.runtime import Runtime
+from service.platform.tables import ModelAlias, TrainedModel, utcnow
 from service.registry.schemas import FORECASTER_METRICS, AliasOut, ModelOut, PromoteIn
-from service.tables import ModelAlias, TrainedModel, utcnow
 
 
 def get_model(session: Session, model_id: uuid.UUID) -> TrainedModel:
@@ -178,19 +177,18 @@ class NewVersion:
     promote: PromoteIn | None = None
 
 
-def register_version(store: ArtifactStore, new: NewVersion,
-                     finish: Callable[[Session, dict], None]) -> uuid.UUID:
+def register_version(runtime: Runtime, new: NewVersion, finish: Callable[[Session, dict], None]) -> uuid.UUID:
     """Save the model file and its held-out inputs, then in one transaction add it as the next version under its name, run the gated
     promotion, and call ``finish(session, result)`` (the job marking itself succeeded with the metrics and the
     promotion's decision). If anything fails the files are removed again: no file without a row."""
-    model_id = uuid.uuid4()
+    store, model_id = runtime.store, uuid.uuid4()
     key = f"models/{model_id}/model.pt"
     sha256 = store.put(key, new.data)
     store.put(held_out_key(model_id), new.held_out)
     config = new.config
 
     def add_next_version() -> uuid.UUID:
-        with session_scope() as session:
+        with runtime.session() as session:
             model = TrainedModel(
                 id=model_id, name=new.name, version=next_version(session, TrainedModel, new.name), task=new.task,
                 job_id=new.job_id, dataset_id=new.dataset_id, architecture=config.architecture,

@@ -9,17 +9,17 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse
 
-from service.artifacts import store_for
-from service.auth import allow, principal_of
-from service.db import SessionDep, session_scope
-from service.errors import errors, parse_id
-from service.jobs.router import After, LastEventId, event_stream
+from service.http.auth import allow, principal_of
+from service.http.errors import errors, parse_id
+from service.http.pagination import PageLimit, PageOffset
+from service.http.ratelimit import spend
 from service.keys.service import Scope
-from service.pagination import PageLimit, PageOffset
-from service.ratelimit import spend
+from service.platform.db import SessionDep
+from service.platform.events import After, LastEventId, event_stream
+from service.platform.runtime import Runtime
+from service.platform.tables import SweepEvent
 from service.sweeps import service
 from service.sweeps.schemas import SweepIn, SweepOut, SweepPage
-from service.tables import SweepEvent
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 SweepId = Annotated[uuid.UUID, Depends(lambda sweep_id: parse_id(sweep_id, "sweep"))]
@@ -32,22 +32,22 @@ async def create_sweep(sweep: SweepIn, request: Request, response: Response) -> 
     (with `sweep_id` and `trial_number`), at most `budget.parallel` of them queued or running at once, and
     the pruner stops poor trials at an epoch's end (status `pruned`). When the budget is spent the best
     trial's model is registered under `name`. Poll the URL in `Location`."""
-    settings, principal = request.app.state.settings, principal_of(request)
+    runtime, principal = request.app.state.runtime, principal_of(request)
     spend(request, "jobs")
 
     def create() -> uuid.UUID:
-        with session_scope() as session:
-            return service.create_sweep(session, sweep, settings, principal.key_id).id
+        with runtime.session() as session:
+            return service.create_sweep(session, sweep, runtime.settings, principal.key_id).id
 
     sweep_id = await run_in_threadpool(create)
-    await run_in_threadpool(service.step, settings, store_for(settings), sweep_id)  # the first trials, now
+    await run_in_threadpool(service.step, runtime, sweep_id)  # the first trials, now
     response.headers["Location"] = f"/v1/sweeps/{sweep_id}"
-    return await run_in_threadpool(_out, sweep_id, settings)
+    return await run_in_threadpool(_out, runtime, sweep_id)
 
 
-def _out(sweep_id: uuid.UUID, settings) -> SweepOut:
-    with session_scope() as session:
-        return service.sweep_out(session, service.get_sweep(session, sweep_id), settings)
+def _out(runtime: Runtime, sweep_id: uuid.UUID) -> SweepOut:
+    with runtime.session() as session:
+        return service.sweep_out(session, service.get_sweep(session, sweep_id), runtime.settings)
 
 
 @router.get("", response_model=SweepPage, dependencies=[allow(Scope.train, Scope.read)])
@@ -71,19 +71,19 @@ def get_sweep(sweep_id: SweepId, session: SessionDep, request: Request) -> Sweep
 async def cancel_sweep(sweep_id: SweepId, request: Request) -> SweepOut:
     """Start no more trials: queued ones are cancelled at once, running ones stop at their next batch, and
     the sweep ends `cancelled` when the last has stopped."""
-    settings = request.app.state.settings
+    runtime = request.app.state.runtime
 
     def cancel() -> None:
-        with session_scope() as session:
+        with runtime.session() as session:
             service.cancel_sweep(session, sweep_id)
 
     await run_in_threadpool(cancel)
-    await run_in_threadpool(service.step, settings, store_for(settings), sweep_id)
-    return await run_in_threadpool(_out, sweep_id, settings)
+    await run_in_threadpool(service.step, runtime, sweep_id)
+    return await run_in_threadpool(_out, runtime, sweep_id)
 
 
-def _exists(sweep_id: uuid.UUID) -> None:
-    with session_scope() as session:
+def _exists(runtime: Runtime, sweep_id: uuid.UUID) -> None:
+    with runtime.session() as session:
         service.get_sweep(session, sweep_id)
 
 
@@ -98,5 +98,5 @@ async def sweep_events(sweep_id: SweepId, request: Request, last_event_id: LastE
     """The sweep's progress as it happens, on the same stream as a job's: a `trial` event when a trial is
     launched and when it ends (number, job, status, parameters, value), and `status` when the sweep starts
     and ends (with the best trial and the registered model). Each trial's epochs are on its job's stream."""
-    await run_in_threadpool(_exists, sweep_id)
-    return event_stream(request, sweep_id, last_event_id, after, SweepEvent)
+    await run_in_threadpool(_exists, request.app.state.runtime, sweep_id)
+    return event_stream(request, SweepEvent, sweep_id, last_event_id, after)

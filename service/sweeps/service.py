@@ -21,20 +21,32 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models.export import model_from_bytes
-from service.artifacts import ArtifactStore
-from service.db import session_scope
-from service.errors import AppError, Conflict, InvalidInput, NotFound, validation_details
-from service.jobs import events
+from service.http.errors import AppError, Conflict, InvalidInput, NotFound, validation_details
+from service.http.pagination import newest_first
+from service.jobs import events as job_events
 from service.jobs import service as jobs
 from service.jobs.spec import JobSpec
-from service.pagination import newest_first
+from service.platform.artifacts import ArtifactStore
+from service.platform.runtime import Runtime
+from service.platform.settings import Settings
+from service.platform.tables import JobMetric, JobStatus, Sweep, TrainedModel, TrainingJob, utcnow
 from service.registry import service as registry
-from service.settings import Settings
+from service.sweeps import events
 from service.sweeps import study as studies
 from service.sweeps.schemas import METRICS, SweepIn, SweepOut, SweepSummary, TrialOut
-from service.tables import JobMetric, JobStatus, Sweep, TrainedModel, TrainingJob, utcnow
 
 log = logging.getLogger(__name__)
+
+
+def trial_model_key(job_id: uuid.UUID) -> str:
+    """Where a trial keeps its model until the sweep ends (only the best trial's is registered)."""
+    return f"jobs/{job_id}/trial-model.pt"
+
+
+def trial_held_out_key(job_id: uuid.UUID) -> str:
+    return f"jobs/{job_id}/trial-held-out.pt"
+
+
 ACTIVE = (JobStatus.queued, JobStatus.running)
 IMPORTANCE_AFTER = 4  # finished trials before parameter importances are worth reporting
 
@@ -103,7 +115,7 @@ def create_sweep(session: Session, sweep: SweepIn, settings: Settings, key_id: u
     studies.create(row.study_name, sweep, settings.database_url)
     session.add(row)
     session.flush()
-    events.append_sweep(session, row.id, "status", status="running")
+    events.append(session, row.id, "status", status="running")
     return row
 
 
@@ -282,13 +294,13 @@ def _launch(session: Session, settings: Settings, row: Sweep, request: SweepIn, 
                           finished_at=utcnow(), sweep_id=row.id, trial_number=trial.number)
         session.add(job)
         session.flush()
-        events.status(session, job.id, JobStatus.failed, error=job.error)
+        job_events.status(session, job.id, JobStatus.failed, error=job.error)
         return job
 
 
 def _trial_event(session: Session, sweep_id: uuid.UUID, job: TrainingJob, request: SweepIn,
                  value: float | None = None) -> None:
-    events.append_sweep(session, sweep_id, "trial", number=job.trial_number, job_id=str(job.id),
+    events.append(session, sweep_id, "trial", number=job.trial_number, job_id=str(job.id),
                         status=job.status.value, params={path: _get(job.spec, path) for path in request.space},
                         **({"value": value} if value is not None else {}))
 
@@ -312,10 +324,11 @@ def _tell_finished(session: Session, study: optuna.Study, request: SweepIn, tria
                 studies.tell(study, frozen.number, state=TrialState.FAIL)
 
 
-def finish(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> uuid.UUID | None:
+def finish(runtime: Runtime, sweep_id: uuid.UUID) -> uuid.UUID | None:
     """End a sweep whose trials are all done: register the best trial's model under the sweep's name (and
     promote it through the gate), or record why there is none. Returns the new model's id."""
-    with session_scope() as session:
+    settings, store = runtime.settings, runtime.store
+    with runtime.session() as session:
         row = get_sweep(session, sweep_id)
         if row.status != "running":
             return None
@@ -331,13 +344,13 @@ def finish(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> uui
                 "no trial succeeded with a finite metric; the trials' errors say why (GET /v1/jobs/{id})")
             row.result, row.finished_at = summary, utcnow()
             session.flush()
-            events.append_sweep(session, sweep_id, "status", status=row.status, best=summary["best"],
+            events.append(session, sweep_id, "status", status=row.status, best=summary["best"],
                                 **({"error": row.error} if row.error else {}))
             _discard_trial_files(store, trials)
             return None
         best_job = session.get(TrainingJob, best.job_id)
-        data = store.get(jobs.trial_model_key(best.job_id))
-        held_out = store.get(jobs.trial_held_out_key(best.job_id))
+        data = store.get(trial_model_key(best.job_id))
+        held_out = store.get(trial_held_out_key(best.job_id))
         _, config = model_from_bytes(data)
         version = registry.NewVersion(name=row.name, task=best_job.spec.get("task", "classification"),
                                       job_id=best_job.id, dataset_id=best_job.dataset_id, config=config, data=data,
@@ -350,11 +363,11 @@ def finish(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> uui
             result={**summary, "promotion": result.get("promotion")})).rowcount
         if not done:
             raise Conflict(f"sweep {sweep_id} was finished by another pass")
-        events.append_sweep(session, sweep_id, "status", status="succeeded", best=summary["best"],
+        events.append(session, sweep_id, "status", status="succeeded", best=summary["best"],
                             model_id=str(model_id), promotion=result.get("promotion"))
 
     try:
-        model_id = registry.register_version(store, version, succeed)
+        model_id = registry.register_version(runtime, version, succeed)
     except Conflict:
         return None
     _discard_trial_files(store, trials)
@@ -364,28 +377,28 @@ def finish(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> uui
 
 def _discard_trial_files(store: ArtifactStore, trials: list[TrialOut]) -> None:
     for trial in trials:
-        store.delete(jobs.trial_model_key(trial.job_id))
-        store.delete(jobs.trial_held_out_key(trial.job_id))
+        store.delete(trial_model_key(trial.job_id))
+        store.delete(trial_held_out_key(trial.job_id))
 
 
 def running_sweeps(session: Session) -> list[uuid.UUID]:
     return list(session.scalars(select(Sweep.id).where(Sweep.status == "running")))
 
 
-def step(settings: Settings, store: ArtifactStore, sweep_id: uuid.UUID) -> None:
+def step(runtime: Runtime, sweep_id: uuid.UUID) -> None:
     """Advance a sweep and act on it after the commit: send the new trials, finish the sweep when its trials
     are done."""
-    from service.queue import enqueue_export, enqueue_job
+    from service.platform.queue import enqueue_export, enqueue_job
 
-    with session_scope() as session:
-        launched, ready = advance(session, settings, sweep_id)
+    with runtime.session() as session:
+        launched, ready = advance(session, runtime.settings, sweep_id)
     for job_id, queue in launched:
         try:
-            enqueue_job(job_id, queue)
+            enqueue_job(runtime.celery, job_id, queue)
         except Exception:  # queued with enqueued_at set: the reconciler sends it again
             log.warning("sweep %s: could not send trial job %s; the reconciler will", sweep_id, job_id, exc_info=True)
-    if ready and (model_id := finish(settings, store, sweep_id)) is not None:
+    if ready and (model_id := finish(runtime, sweep_id)) is not None:
         try:
-            enqueue_export(model_id)
+            enqueue_export(runtime.celery, model_id)
         except Exception:
             log.exception("sweep %s: could not ask for the exports of model %s", sweep_id, model_id)

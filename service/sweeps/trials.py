@@ -1,31 +1,37 @@
-"""A sweep's part in its trials' runs, in the worker: the job runner calls these hooks (service.jobs.runner's
-``TrialHooks``), so that jobs know nothing of sweeps and a sweep uses jobs, one direction."""
+"""A sweep's part in its trials' runs, in the worker: the hooks the job runner calls for a trial
+(service.jobs.runner's ``JobHooks``). Jobs know nothing of sweeps; a sweep uses jobs, one direction.
+
+- After each epoch the metric goes to Optuna and the sweep's pruner may stop the trial (``StopTrial``).
+- The trained model is kept where the sweep finds it; only the best trial's is registered, when the sweep
+  ends.
+- Once the trial has ended, the sweep takes its next step at once, not at the reconciler's next pass.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
-import threading
-import uuid
-from typing import Any, Callable
 
 import optuna
 
-from service.artifacts import ArtifactStore
-from service.db import session_scope
-from service.settings import get_settings
+from models.training import EpochMetrics
+from service.jobs.lifecycle import StopTrial, finish
+from service.jobs.runner import JobHooks, Trained
+from service.platform.runtime import Runtime
+from service.platform.tables import JobStatus, TrainingJob
 from service.sweeps import study as studies
 from service.sweeps.schemas import SweepIn
-from service.sweeps.service import get_sweep, metric_value, step
-from service.tables import TrainingJob
+from service.sweeps.service import get_sweep, metric_value, step, trial_held_out_key, trial_model_key
+
+log = logging.getLogger(__name__)
 
 
-class TrialReporter:
-    """After each epoch of a trial, give Optuna the metric and ask the sweep's pruner whether to stop here;
-    :class:`optuna.TrialPruned` says so, with the reason."""
+class TrialHooks(JobHooks):
+    """The hooks of one trial's run."""
 
-    def __init__(self, job: TrainingJob) -> None:
-        url = get_settings().database_url
-        with session_scope() as session:
+    def __init__(self, runtime: Runtime, job: TrainingJob) -> None:
+        url = runtime.settings.database_url
+        with runtime.session() as session:
             row = get_sweep(session, job.sweep_id)
             self.request = SweepIn.model_validate(row.request)
             study_name = row.study_name
@@ -34,29 +40,27 @@ class TrialReporter:
                                                                    job.trial_number)
         self.trial = optuna.Trial(studies.load(study_name, self.request, url), trial_id)
 
-    def __call__(self, epoch: int, metrics: Any) -> None:
+    def after_epoch(self, job: TrainingJob, metrics: EpochMetrics) -> None:
+        """Give Optuna the metric and ask the sweep's pruner whether to stop here."""
         value = metric_value(metrics, self.request.metric)
         if value is None or not math.isfinite(value):
             return
-        self.trial.report(value, epoch)
+        self.trial.report(value, metrics.epoch)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned by the sweep's {self.request.pruner.type} pruner after epoch {epoch}: "
-                                     f"{self.request.metric} {value:.4g} trails the other trials at that epoch")
+            raise StopTrial(f"pruned by the sweep's {self.request.pruner.type} pruner after epoch {metrics.epoch}: "
+                            f"{self.request.metric} {value:.4g} trails the other trials at that epoch")
 
+    def hand_off(self, runtime: Runtime, trained: Trained) -> None:
+        """Keep the model file where the sweep finds it, and succeed with the report."""
+        job = trained.job
+        runtime.store.put(trial_model_key(job.id), trained.model_file())
+        runtime.store.put(trial_held_out_key(job.id), trained.held_out())
+        finish(runtime, job, JobStatus.succeeded, result=trained.report)
+        log.info("job %s: trial %d of sweep %s kept its model", job.id, job.trial_number, job.sweep_id)
 
-class SweepTrials:
-    """The hooks a worker passes to the job runner."""
-
-    def reporter(self, job: TrainingJob) -> Callable[[int, Any], None]:
-        return TrialReporter(job)
-
-    def ended(self, job: TrainingJob, store: ArtifactStore) -> None:
+    def ended(self, runtime: Runtime, job: TrainingJob) -> None:
         """The next trial starts now, not at the reconciler's next pass; the last one ends the sweep."""
-        step(get_settings(), store, job.sweep_id)
-
-
-def run_job(job_id: uuid.UUID, shutting_down: threading.Event) -> None:
-    """Run a job as a worker does: a sweep's trial with its sweep's hooks, any other job as it is."""
-    from service.jobs.runner import run_job as run  # PyTorch is imported only in the process that trains
-
-    run(job_id, shutting_down, SweepTrials())
+        try:
+            step(runtime, job.sweep_id)
+        except Exception:
+            log.exception("job %s: could not advance sweep %s; the reconciler will", job.id, job.sweep_id)

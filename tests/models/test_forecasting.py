@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.timeseries import TimeSeries
 from models.forecasting import ForecastSetup, error_metrics, predict_windows, prepare, regular_grid
+from models.timeseries import TimeSeries
 
 
 def series(n: int = 200, drop: tuple[int, ...] = (), trend: float = 0.0) -> TimeSeries:

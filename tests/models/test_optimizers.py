@@ -154,7 +154,7 @@ def test_bfgs_matches_scipys_bfgs_on_the_same_objective(convex_problem):
 
 
 def test_bfgs_minimizes_rosenbrock_as_scipy_does():
-    from scipy.optimize import rosen, minimize
+    from scipy.optimize import minimize, rosen
 
     x = torch.tensor([-1.2, 1.0], dtype=torch.float64, requires_grad=True)
     BFGS([x], max_iter=500).step(lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)

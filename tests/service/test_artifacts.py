@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from service.artifacts import ArtifactCorrupted, ArtifactMissing, LocalArtifactStore, open_store
-from service.settings import Settings
+from service.platform.artifacts import ArtifactCorrupted, ArtifactMissing, LocalArtifactStore, open_store
+from service.platform.settings import Settings
 
 
 @pytest.fixture(params=["local", "azure"])

@@ -13,10 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service.db import session_scope
 from service.keys.service import Scope, create_key, digest, revoke_key
 from service.main import create_app
-from service.tables import ApiKey, utcnow
+from service.platform.tables import ApiKey, utcnow
 from tests.helpers import assert_error, settings_with
 
 PREDICT, TRAIN, READ, ADMIN = "predict", "train", "read", "admin"
@@ -54,8 +53,9 @@ PLACEHOLDERS = {"name": "no-such-model", "version": "1", "ref": "no-such-thing",
                 "sweep_id": "00000000-0000-4000-8000-000000000000", "key_id": "00000000-0000-4000-8000-000000000000"}
 
 
-def make_key(*scopes: Scope, expires_in: timedelta | None = None, revoked: bool = False, name: str = "test") -> str:
-    with session_scope() as session:
+def make_key(runtime, *scopes: Scope, expires_in: timedelta | None = None, revoked: bool = False,
+             name: str = "test") -> str:
+    with runtime.session() as session:
         row, token = create_key(session, name, list(scopes), utcnow() + expires_in if expires_in else None)
         if revoked:
             revoke_key(session, row.id)
@@ -63,19 +63,20 @@ def make_key(*scopes: Scope, expires_in: timedelta | None = None, revoked: bool 
 
 
 @pytest.fixture(scope="module")
-def secured(migrated):
-    with TestClient(create_app(settings_with(auth="required"), reconcile=False, tune_process=False)) as c:
+def secured(runtime, migrated):
+    with TestClient(create_app(settings_with(runtime, auth="required"), reconcile=False, tune_process=False)) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def keys(secured) -> dict[str, str | None]:
-    expired = make_key(Scope.admin, expires_in=timedelta(seconds=1), name="expiring")
-    tokens = {"no key": None, PREDICT: make_key(Scope.predict), TRAIN: make_key(Scope.train),
-              READ: make_key(Scope.read), ADMIN: make_key(Scope.admin), "revoked": make_key(Scope.admin, revoked=True)}
+def keys(runtime, secured) -> dict[str, str | None]:
+    expired = make_key(runtime, Scope.admin, expires_in=timedelta(seconds=1), name="expiring")
+    tokens = {"no key": None, PREDICT: make_key(runtime, Scope.predict), TRAIN: make_key(runtime, Scope.train),
+              READ: make_key(runtime, Scope.read), ADMIN: make_key(runtime, Scope.admin),
+              "revoked": make_key(runtime, Scope.admin, revoked=True)}
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the expiring key passes its expiry
-        with session_scope() as session:
+        with runtime.session() as session:
             row = session.scalar(select(ApiKey).where(ApiKey.sha256 == digest(expired)))
             if row.expires_at <= utcnow():
                 break
@@ -116,13 +117,13 @@ def test_auth_matrix(secured, keys, method, path):
                     assert who in message, message
 
 
-def test_a_new_key_is_shown_once_and_stored_hashed(secured, keys):
+def test_a_new_key_is_shown_once_and_stored_hashed(runtime, secured, keys):
     admin = {"Authorization": f"Bearer {keys[ADMIN]}"}
     r = secured.post("/v1/keys", json={"name": "web-app", "scopes": ["predict"]}, headers=admin)
     assert r.status_code == 201, r.text
     new = r.json()
     assert new["key"].startswith("tsk_") and new["prefix"] == new["key"][:12] and new["scopes"] == ["predict"]
-    with session_scope() as session:
+    with runtime.session() as session:
         row = session.get(ApiKey, uuid.UUID(new["id"]))
         assert row.sha256 == digest(new["key"]) and new["key"] not in repr(row.__dict__)
     listed = secured.get("/v1/keys", headers=admin, params={"limit": 200}).json()["items"]
@@ -134,11 +135,11 @@ def test_a_new_key_is_shown_once_and_stored_hashed(secured, keys):
     assert mine["last_used_at"] is not None
 
 
-def test_a_revoked_key_is_refused_within_the_cache_time(migrated):
-    settings = settings_with(auth="required", auth_cache_seconds=0.5)
+def test_a_revoked_key_is_refused_within_the_cache_time(runtime, migrated):
+    settings = settings_with(runtime, auth="required", auth_cache_seconds=0.5)
     with TestClient(create_app(settings, reconcile=False, tune_process=False)) as api, \
             TestClient(create_app(settings, reconcile=False, tune_process=False)) as other_process:
-        admin = {"Authorization": f"Bearer {make_key(Scope.admin)}"}
+        admin = {"Authorization": f"Bearer {make_key(runtime, Scope.admin)}"}
         made = api.post("/v1/keys", json={"name": "short-lived", "scopes": ["read"]}, headers=admin).json()
         user = {"Authorization": f"Bearer {made['key']}"}
         assert other_process.get("/v1/jobs", headers=user).status_code == 200  # cached there now
@@ -180,11 +181,11 @@ def test_key_changes_and_alias_moves_are_in_the_audit_log(secured, keys, trained
     assert secured.get("/v1/audit", headers={"Authorization": f"Bearer {keys[READ]}"}).status_code == 403
 
 
-def test_keys_are_required_wherever_the_api_listens_beyond_loopback(migrated):
+def test_keys_are_required_wherever_the_api_listens_beyond_loopback(runtime, migrated):
     for host, auth, required in [("127.0.0.1", "auto", False), ("127.0.0.1", "required", True),
                                  ("0.0.0.0", "auto", True), ("0.0.0.0", "off", True), ("::1", "off", False),
                                  ("10.1.2.3", "auto", True), ("localhost", "auto", False)]:
-        assert settings_with(api_host=host, auth=auth).keys_required is required, (host, auth)
+        assert settings_with(runtime, api_host=host, auth=auth).keys_required is required, (host, auth)
 
 
 def test_the_schema_offers_the_bearer_scheme(secured):
@@ -195,12 +196,12 @@ def test_the_schema_offers_the_bearer_scheme(secured):
     assert "security" not in schema["paths"]["/healthz"]["get"]
 
 
-def test_the_start_up_log_says_whether_keys_are_required(migrated, caplog):
+def test_the_start_up_log_says_whether_keys_are_required(runtime, migrated, caplog):
     caplog.set_level("INFO", logger="trainserve.api")
-    with TestClient(create_app(settings_with(auth="auto"), reconcile=False, tune_process=False)) as c:
+    with TestClient(create_app(settings_with(runtime, auth="auto"), reconcile=False, tune_process=False)) as c:
         assert c.get("/v1/jobs").status_code == 200
     assert "API keys are NOT required" in caplog.text and "TRAINSERVE_AUTH=required" in caplog.text
     caplog.clear()
-    with TestClient(create_app(settings_with(auth="required"), reconcile=False, tune_process=False)) as c:
+    with TestClient(create_app(settings_with(runtime, auth="required"), reconcile=False, tune_process=False)) as c:
         assert c.get("/v1/jobs").status_code == 401
     assert "API keys required" in caplog.text

@@ -11,8 +11,8 @@ import torch
 
 from models.architectures import ModelConfig, build_model
 from models.fastpath import dense_forward
-from service.predict.batching import Batcher
-from service.serving import LoadedModel, probabilities
+from service.serving.batching import Batcher
+from service.serving.models import LoadedModel, probabilities
 
 
 def dense_model(seed: int, hidden: list[int]) -> LoadedModel:

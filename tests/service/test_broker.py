@@ -10,7 +10,7 @@ import time
 
 from kombu import Connection, Queue
 
-from service.broker import SCHEME
+from service.platform.broker import SCHEME
 
 COUNT = 1000
 

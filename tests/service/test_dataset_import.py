@@ -84,15 +84,15 @@ def server() -> Iterator[str]:
 
 
 @pytest.fixture
-def importing(migrated) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_with(import_allowed_hosts="127.0.0.1"), reconcile=False,
+def importing(runtime, migrated) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_with(runtime, import_allowed_hosts="127.0.0.1"), reconcile=False,
                                tune_process=False)) as c:
         yield c
 
 
 @pytest.fixture
-def limited_client(migrated) -> Iterator[TestClient]:
-    settings = settings_with(max_upload_bytes=200_000, import_timeout_seconds=2, import_allowed_hosts="127.0.0.1")
+def limited_client(runtime, migrated) -> Iterator[TestClient]:
+    settings = settings_with(runtime, max_upload_bytes=200_000, import_timeout_seconds=2, import_allowed_hosts="127.0.0.1")
     with TestClient(create_app(settings, reconcile=False, tune_process=False)) as c:
         yield c
 
@@ -140,12 +140,12 @@ def test_import_npz_idx_pair_and_time_series(importing, server, run_job):
     ("/missing.npz", 400, "answered HTTP 404"),
     ("/broken.csv", 422, "row 1 (line 2), column 'd'"),
 ])
-def test_import_refuses_what_it_cannot_take(limited_client, server, path, status, message):
-    before = artifact_files()
+def test_import_refuses_what_it_cannot_take(runtime, limited_client, server, path, status, message):
+    before = artifact_files(runtime)
     response = limited_client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}{path}"})
     assert response.status_code == status, response.text
     assert message in response.json()["error"]["message"]
-    assert artifact_files() == before
+    assert artifact_files(runtime) == before
 
 
 def test_import_needs_an_http_url(importing):
@@ -161,23 +161,23 @@ def test_import_needs_an_http_url(importing):
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/digits.npz", "http://10.20.30.40/x.npz",
                                  "http://169.254.169.254/latest/x.npz", "http://[::1]:{port}/digits.npz"])
-def test_import_refuses_internal_addresses(client, server, url):
+def test_import_refuses_internal_addresses(runtime, client, server, url):
     """Loopback, private and link-local addresses are refused before any connection is made."""
     port = server.rsplit(":", 1)[1]
-    before = artifact_files()
+    before = artifact_files(runtime)
     response = client.post("/v1/datasets/import", json={"name": name(), "url": url.format(port=port)})
     assert response.status_code == 400, response.text
     message = response.json()["error"]["message"]
     assert "imports fetch only from public addresses" in message and "TRAINSERVE_IMPORT_ALLOWED_HOSTS" in message
-    assert artifact_files() == before
+    assert artifact_files(runtime) == before
 
 
 @pytest.mark.parametrize(("target", "kind"), [("127.0.0.1:PORT", "loopback"), ("10.20.30.40", "private"),
                                               ("169.254.169.254", "link-local")])
-def test_a_redirect_to_an_internal_address_is_refused(migrated, server, target, kind):
+def test_a_redirect_to_an_internal_address_is_refused(runtime, migrated, server, target, kind):
     """The first hop is a host the operator opened (localhost); its redirect to an internal address is not."""
     port = server.rsplit(":", 1)[1]
-    with TestClient(create_app(settings_with(import_allowed_hosts="localhost"), reconcile=False,
+    with TestClient(create_app(settings_with(runtime, import_allowed_hosts="localhost"), reconcile=False,
                                tune_process=False)) as client:
         response = client.post("/v1/datasets/import",
                                json={"name": name(), "url": f"http://localhost:{port}/redirect/{target}"})

@@ -12,11 +12,8 @@ import numpy as np
 import pytest
 
 from models.datasets import FASHION_MNIST_DIR
-from service.artifacts import store_for
 from service.datasets.service import load_dataset
-from service.db import session_scope
-from service.settings import get_settings
-from service.tables import Dataset
+from service.platform.tables import Dataset
 from tests import datafiles
 from tests.helpers import artifact_files, unique
 
@@ -61,7 +58,7 @@ WITH_TEST_PARTS = {
 
 
 @pytest.mark.parametrize("kind", WITH_TEST_PARTS)
-def test_a_dataset_with_its_own_test_set_is_tested_on_it(client, run_job, kind):
+def test_a_dataset_with_its_own_test_set_is_tested_on_it(runtime, client, run_job, kind):
     files, fields = WITH_TEST_PARTS[kind]
     name = unique("with-test")
     response = upload(client, name, *files, **fields)
@@ -74,8 +71,8 @@ def test_a_dataset_with_its_own_test_set_is_tested_on_it(client, run_job, kind):
     assert stats["test"]["class_histogram"] == np.bincount(TEST_Y, minlength=10).tolist()
     assert stats["test"]["pixel_mean"] == pytest.approx(TEST_X.mean())
 
-    with session_scope() as session:  # what a worker loads: both parts exactly as sent
-        data = load_dataset(session.get(Dataset, uuid.UUID(body["id"])), store_for(get_settings()))
+    with runtime.session() as session:  # what a worker loads: both parts exactly as sent
+        data = load_dataset(session.get(Dataset, uuid.UUID(body["id"])), runtime.store)
     order = np.argsort(data.y.numpy(), kind="stable") if kind == "image_zip" else slice(None)  # a ZIP is by class
     expected = np.argsort(TRAIN_Y, kind="stable") if kind == "image_zip" else slice(None)
     assert np.array_equal(data.x[:, 0].numpy()[order], TRAIN_X[expected])
@@ -155,15 +152,15 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("case", REFUSED)
-def test_a_test_part_that_does_not_fit_is_refused(client, case):
+def test_a_test_part_that_does_not_fit_is_refused(runtime, client, case):
     files, fields, message = REFUSED[case]
     name = unique("bad-test")
-    before = artifact_files()
+    before = artifact_files(runtime)
     response = upload(client, name, *files, **fields)
     assert response.status_code == 422, response.text
     assert message in response.json()["error"]["message"]
     assert client.get(f"/v1/datasets/{name}").status_code == 404
-    assert artifact_files() == before
+    assert artifact_files(runtime) == before
 
 
 def job(dataset: str, **training) -> dict:

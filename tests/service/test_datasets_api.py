@@ -11,12 +11,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.artifacts import store_for
 from service.datasets.service import load_dataset
-from service.db import session_scope
 from service.main import create_app
-from service.settings import get_settings
-from service.tables import Dataset
+from service.platform.tables import Dataset
 from tests import datafiles
 from tests.helpers import artifact_files, settings_with, unique
 
@@ -40,7 +37,7 @@ FORMAT_NAMES = {"idx-gz": "idx", "idx-raw": "idx", "npz": "npz", "image_csv": "i
 
 
 @pytest.mark.parametrize("kind", FORMATS)
-def test_every_image_format_is_accepted_round_tripped_and_trained_on(client, run_job, kind):
+def test_every_image_format_is_accepted_round_tripped_and_trained_on(runtime, client, run_job, kind):
     name = unique(f"digits-{kind}")
     response = upload(client, name, *FORMATS[kind]())
     assert response.status_code == 201, response.text
@@ -53,8 +50,8 @@ def test_every_image_format_is_accepted_round_tripped_and_trained_on(client, run
     assert stats["pixel_mean"] == pytest.approx(X.mean()) and stats["pixel_std"] == pytest.approx(X.std(ddof=1))
     assert client.get(f"/v1/datasets/{name}@1").json()["id"] == body["id"]
 
-    with session_scope() as session:  # what a worker loads is exactly what was sent
-        data = load_dataset(session.get(Dataset, uuid.UUID(body["id"])), store_for(get_settings()))
+    with runtime.session() as session:  # what a worker loads is exactly what was sent
+        data = load_dataset(session.get(Dataset, uuid.UUID(body["id"])), runtime.store)
     assert np.array_equal(data.x[:, 0].numpy(), X) and np.array_equal(data.y.numpy(), Y)
 
     spec = {"dataset": name, "architecture": {"type": "logistic_regression"},
@@ -92,11 +89,11 @@ def test_a_time_series_is_read_in_wall_clock_time(client):
     assert stats["samples"] == 3
 
 
-def test_identical_content_is_stored_once(client):
+def test_identical_content_is_stored_once(runtime, client):
     files = [("a.npz", datafiles.npz(SMALL_X, SMALL_Y))]
     name = unique("dedupe")
     first = upload(client, name, *files)
-    before = artifact_files()
+    before = artifact_files(runtime)
     again = upload(client, name, ("renamed.npz", files[0][1]))
     assert first.status_code == 201 and again.status_code == 200
     assert again.json()["id"] == first.json()["id"] and again.json()["version"] == 1
@@ -105,14 +102,14 @@ def test_identical_content_is_stored_once(client):
     assert client.get(f"/v1/datasets/{name}").json()["version"] == 2  # a bare name is the newest version
     elsewhere = upload(client, unique("dedupe-other"), *files)  # same bytes, another name: no second copy
     assert elsewhere.status_code == 201 and elsewhere.json()["sha256"] == first.json()["sha256"]
-    assert artifact_files() - before == {p for p in artifact_files() if other.json()["sha256"] in str(p)}
+    assert artifact_files(runtime) - before == {p for p in artifact_files(runtime) if other.json()["sha256"] in str(p)}
 
     # Deleting one name keeps the bytes the other still uses.
     assert client.delete(f"/v1/datasets/{name}@1").status_code == 204
     assert client.get(f"/v1/datasets/{elsewhere.json()['id']}").json()["stats"]["samples"] == 200
-    with session_scope() as session:
+    with runtime.session() as session:
         row = session.get(Dataset, uuid.UUID(elsewhere.json()["id"]))
-        assert len(load_dataset(row, store_for(get_settings()))) == 200
+        assert len(load_dataset(row, runtime.store)) == 200
 
 
 def zip_with(entries: dict[str, bytes]) -> bytes:
@@ -165,15 +162,15 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_is_refused_with_what_to_fix_and_nothing_is_stored(client, case):
+def test_bad_input_is_refused_with_what_to_fix_and_nothing_is_stored(runtime, client, case):
     files, fields, status, message = BAD_INPUTS[case]
     name = unique("bad")
-    before = artifact_files()
+    before = artifact_files(runtime)
     response = upload(client, name, *files, **fields)
     assert response.status_code == status, response.text
     assert message and message in response.json()["error"]["message"]
     assert client.get(f"/v1/datasets/{name}").status_code == 404
-    assert artifact_files() == before
+    assert artifact_files(runtime) == before
 
 
 def test_a_bad_name_or_option_is_refused(client):
@@ -190,22 +187,22 @@ def test_a_bad_name_or_option_is_refused(client):
     assert response.status_code == 422 and "too many form fields" in response.json()["error"]["message"]
 
 
-def test_a_zip_that_expands_past_the_limit_is_refused(migrated):
+def test_a_zip_that_expands_past_the_limit_is_refused(runtime, migrated):
     bomb = zip_with({"0/a.png": b"\0" * 3_000_000, "1/b.png": b"\0" * 3_000_000})
     assert len(bomb) < 100_000
-    with TestClient(create_app(settings_with(max_upload_bytes=2_000_000), reconcile=False, tune_process=False)) as small:
-        before = artifact_files()
+    with TestClient(create_app(settings_with(runtime, max_upload_bytes=2_000_000), reconcile=False, tune_process=False)) as small:
+        before = artifact_files(runtime)
         response = upload(small, unique("bomb"), ("bomb.zip", bomb))
         assert response.status_code == 413 and "expands past" in response.json()["error"]["message"]
-        assert artifact_files() == before
+        assert artifact_files(runtime) == before
 
 
-def test_an_upload_over_the_limit_is_refused_before_it_is_read(migrated):
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(runtime, migrated):
     import asyncio
 
     import httpx
 
-    app = create_app(settings_with(max_upload_bytes=100_000), reconcile=False, tune_process=False)
+    app = create_app(settings_with(runtime, max_upload_bytes=100_000), reconcile=False, tune_process=False)
     big = datafiles.npz(np.zeros((5000, 8, 8), np.float32), np.zeros(5000, np.int64))
     with TestClient(app) as small:  # a declared length over the limit
         response = upload(small, unique("big"), ("big.npz", big))
@@ -253,7 +250,7 @@ def test_builtins_are_listed_with_statistics(client):
         assert "apt-get install dataset-fashion-mnist" in fashion["hint"]
 
 
-def test_delete_is_refused_while_a_job_or_model_needs_the_dataset(client, run_job):
+def test_delete_is_refused_while_a_job_or_model_needs_the_dataset(runtime, client, run_job):
     name = unique("guarded")
     dataset = upload(client, name, ("d.npz", datafiles.npz(SMALL_X, SMALL_Y))).json()
     spec = {"dataset": name, "architecture": {"type": "logistic_regression"}, "optimizer": {"type": "adam"},
@@ -274,9 +271,9 @@ def test_delete_is_refused_while_a_job_or_model_needs_the_dataset(client, run_jo
     upload(client, other, ("d.npz", datafiles.npz(SMALL_X[:50], SMALL_Y[:50])))
     cancelled = client.post("/v1/jobs", json={**spec, "dataset": other}).json()
     client.post(f"/v1/jobs/{cancelled['id']}/cancel")
-    before = artifact_files()
+    before = artifact_files(runtime)
     assert client.delete(f"/v1/datasets/{other}").status_code == 204
-    assert len(before - artifact_files()) == 2  # the file as sent and its canonical form
+    assert len(before - artifact_files(runtime)) == 2  # the file as sent and its canonical form
     job = client.get(f"/v1/jobs/{cancelled['id']}").json()
     assert job["dataset"] is None and job["spec"]["dataset"] == other
     assert client.get(f"/v1/datasets/{other}").status_code == 404

@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.datasets import load_builtin
+from service.jobs.runner import run_job
 from service.main import create_app
 from tests.helpers import LOGREG_SPEC, settings_with
-from service.jobs.runner import run_job
 
 SOLAR_SPEC = {
     "task": "forecast", "dataset": "solar", "name": "solar-current",
@@ -46,10 +46,10 @@ def finished(client, run_job, spec) -> dict:
 
 
 @pytest.fixture(scope="module")
-def solar_job(migrated):
+def solar_job(runtime, migrated):
     """One solar forecaster for the module's serving tests, trained in this process by the worker's code."""
-    with TestClient(create_app(reconcile=False, tune_process=False)) as client:
-        return finished(client, lambda j: run_job(uuid.UUID(j), threading.Event()), SOLAR_SPEC)
+    with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as client:
+        return finished(client, lambda j: run_job(runtime, uuid.UUID(j), threading.Event()), SOLAR_SPEC)
 
 
 def solar_day(day: str) -> pd.DataFrame:
@@ -211,14 +211,12 @@ def test_forecaster_promotion_gates_pass_and_refuse(client, run_job):
     assert response.status_code == 422 and "promote.beats_persistence is a forecaster's check" in response.text
 
 
-def test_a_reloaded_model_gives_the_same_forecast_in_a_fresh_process(client, solar_job):
-    from service.artifacts import store_for
-    from service.settings import get_settings
+def test_a_reloaded_model_gives_the_same_forecast_in_a_fresh_process(runtime, client, solar_job):
 
     day = solar_day("2016-11-02").iloc[:10]
     served = client.post("/forecast", json={**readings(day), "model": solar_job["model"]["id"]}).json()
     model = client.get(f"/v1/models/{solar_job['model']['id']}").json()
-    path = store_for(get_settings()).root / f"models/{model['id']}/model.pt"
+    path = runtime.store.root / f"models/{model['id']}/model.pt"
     script = f"""
 import json, sys
 from models.export import model_from_bytes
@@ -310,12 +308,12 @@ def test_forecast_specs_that_cannot_work_are_refused(client, changes, message):
     assert message in response.json()["error"]["message"]
 
 
-def test_the_default_forecaster_route_is_a_setting(migrated, solar_job):
+def test_the_default_forecaster_route_is_a_setting(runtime, migrated, solar_job):
     """Without "model", /forecast asks TRAINSERVE_DEFAULT_FORECASTER, here an alias, before the newest."""
-    with TestClient(create_app(reconcile=False, tune_process=False)) as client:
+    with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as client:
         version = solar_job["model"]["version"]
         assert client.put("/v1/models/solar-current/aliases/production", json={"version": version}).status_code == 200
-    settings = settings_with(default_forecaster="solar-current@production")
+    settings = settings_with(runtime, default_forecaster="solar-current@production")
     with TestClient(create_app(settings, reconcile=False, tune_process=False)) as client:
         body = client.post("/forecast", json=readings(solar_day("2016-11-01").iloc[:12])).json()
         assert body["model"]["id"] == solar_job["model"]["id"] and body["target"] == "solar.current"

@@ -10,10 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service.db import session_scope
 from service.keys.service import Scope
 from service.main import create_app
-from service.tables import IdempotentRequest, utcnow
+from service.platform.tables import IdempotentRequest, utcnow
 from tests import datafiles
 from tests.helpers import LOGREG_SPEC, assert_error, settings_with
 from tests.service.test_auth import make_key
@@ -44,10 +43,10 @@ def test_a_key_reused_for_another_request_is_refused(client):
     assert error["details"][0]["field"] == "Idempotency-Key"
 
 
-def test_after_24_hours_the_same_key_makes_a_new_job(client):
+def test_after_24_hours_the_same_key_makes_a_new_job(runtime, client):
     key = str(uuid.uuid4())
     first = client.post("/v1/jobs", json=LOGREG_SPEC, headers={"Idempotency-Key": key}).json()
-    with session_scope() as session:
+    with runtime.session() as session:
         session.execute(update(IdempotentRequest).where(IdempotentRequest.key == key)
                         .values(created_at=utcnow() - timedelta(hours=24, seconds=1)))
     later = client.post("/v1/jobs", json=LOGREG_SPEC, headers={"Idempotency-Key": key})
@@ -73,9 +72,9 @@ def test_retries_at_the_same_moment_make_one_job(client):
     assert jobs_total(client) == before + 1
 
 
-def test_each_api_key_has_its_own_idempotency_keys(migrated):
-    with TestClient(create_app(settings_with(auth="required"), reconcile=False, tune_process=False)) as api:
-        alice, bob = ({"Authorization": f"Bearer {make_key(Scope.train, name=n)}", "Idempotency-Key": "same-key"}
+def test_each_api_key_has_its_own_idempotency_keys(runtime, migrated):
+    with TestClient(create_app(settings_with(runtime, auth="required"), reconcile=False, tune_process=False)) as api:
+        alice, bob = ({"Authorization": f"Bearer {make_key(runtime, Scope.train, name=n)}", "Idempotency-Key": "same-key"}
                       for n in ("alice", "bob"))
         a, b = (api.post("/v1/jobs", json=LOGREG_SPEC, headers=h) for h in (alice, bob))
         assert a.status_code == b.status_code == 202 and a.json()["id"] != b.json()["id"]

@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.jobs.runner import run_job
 from service.main import create_app
 from tests.helpers import LOGREG_SPEC, digits_test_split
-from service.jobs.runner import run_job
 
 NAME = f"oip-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
-def api(migrated):
-    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
+def api(runtime, migrated):
+    with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as c:
         for _ in range(2):
             job = c.post("/v1/jobs", json={**LOGREG_SPEC, "name": NAME}).json()
-            run_job(uuid.UUID(job["id"]), threading.Event())
+            run_job(runtime, uuid.UUID(job["id"]), threading.Event())
         yield c
 
 

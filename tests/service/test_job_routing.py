@@ -9,10 +9,9 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import session_scope
 from service.jobs.service import jobs_to_resend
 from service.main import create_app
-from service.tables import utcnow
+from service.platform.tables import utcnow
 from tests.helpers import LOGREG_SPEC, assert_error, settings_with
 
 
@@ -21,14 +20,14 @@ def on(device: str) -> dict:
 
 
 @pytest.fixture
-def gpu_client(migrated):
-    with TestClient(create_app(settings_with(gpu_workers=True), reconcile=False, tune_process=False)) as c:
+def gpu_client(runtime, migrated):
+    with TestClient(create_app(settings_with(runtime, gpu_workers=True), reconcile=False, tune_process=False)) as c:
         yield c
 
 
 @pytest.fixture
-def cpu_only_client(migrated):
-    with TestClient(create_app(settings_with(gpu_workers=False), reconcile=False, tune_process=False)) as c:
+def cpu_only_client(runtime, migrated):
+    with TestClient(create_app(settings_with(runtime, gpu_workers=False), reconcile=False, tune_process=False)) as c:
         yield c
 
 
@@ -56,8 +55,8 @@ def test_a_cuda_job_where_no_gpu_worker_exists_is_refused_not_left_queued(cpu_on
     assert cpu_only_client.get("/v1/jobs").json()["total"] == before, "no job row was written"
 
 
-def test_the_reconciler_sends_a_lost_job_to_the_queue_it_was_given(gpu_client):
+def test_the_reconciler_sends_a_lost_job_to_the_queue_it_was_given(runtime, gpu_client):
     job = gpu_client.post("/v1/jobs", json=on("cuda")).json()
-    with session_scope() as session:
+    with runtime.session() as session:
         resent = dict(jobs_to_resend(session, utcnow() + timedelta(hours=1), timedelta(minutes=10), 3))
     assert resent[uuid.UUID(job["id"])] == "trainserve-gpu"

@@ -24,8 +24,8 @@ def value(samples, name: str, **labels) -> float:
 
 
 @pytest.fixture
-def api(migrated):
-    with TestClient(create_app(settings_with(metrics=True), reconcile=False, tune_process=False)) as c:
+def api(runtime, migrated):
+    with TestClient(create_app(settings_with(runtime, metrics=True), reconcile=False, tune_process=False)) as c:
         yield c
 
 
@@ -73,7 +73,7 @@ def test_jobs_by_status_come_from_the_reconciler_s_last_pass(api):
     assert ("trainserve_jobs", (("status", "succeeded"),)) in samples
 
 
-def test_metrics_can_be_turned_off(migrated):
-    with TestClient(create_app(settings_with(metrics=False), reconcile=False, tune_process=False)) as api:
+def test_metrics_can_be_turned_off(runtime, migrated):
+    with TestClient(create_app(settings_with(runtime, metrics=False), reconcile=False, tune_process=False)) as api:
         r = api.get("/metrics")
         assert r.status_code == 404 and "TRAINSERVE_METRICS" in r.json()["error"]["message"]

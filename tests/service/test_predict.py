@@ -14,8 +14,8 @@ from tests.helpers import LOGREG_SPEC, assert_error, digits_test_split
 
 
 @pytest.fixture(scope="module")
-def api(trained_classifier):
-    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
+def api(runtime, trained_classifier):
+    with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as c:
         c.model_id = trained_classifier["id"]
         yield c
 
@@ -93,7 +93,7 @@ def test_large_and_small_bodies_get_the_same_answers(api, test_digits):
 
 
 def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(api, test_digits):
-    """Requests that are ready together are batched (service/predict/batching.py); a bad one among them
+    """Requests that are ready together are batched (service/serving/batching.py); a bad one among them
     fails alone."""
     import asyncio
 

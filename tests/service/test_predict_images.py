@@ -13,16 +13,15 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from models.datasets import load_builtin, split_dataset
+from service.jobs.runner import run_job
 from service.main import create_app
 from service.predict.images import to_mnist
 from tests.helpers import LOGREG_SPEC, assert_error, digits_test_split, settings_with
-from service.jobs.runner import run_job
-
 
 
 @pytest.fixture(scope="module")
-def api(trained_classifier):
-    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
+def api(runtime, trained_classifier):
+    with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as c:
         c.model = trained_classifier
         yield c
 
@@ -128,8 +127,8 @@ def test_form_without_images_or_with_a_bad_top_k(api, digits):
                           data={"model": api.model["id"], "top_k": "0"}), 422, "top_k")
 
 
-def test_an_image_over_the_size_limit_is_refused(trained_classifier, digits):
-    with TestClient(create_app(settings_with(max_image_bytes=100), reconcile=False, tune_process=False)) as client:
+def test_an_image_over_the_size_limit_is_refused(runtime, trained_classifier, digits):
+    with TestClient(create_app(settings_with(runtime, max_image_bytes=100), reconcile=False, tune_process=False)) as client:
         r = client.post("/predict", files=[("images", ("big.png", light_on_dark(digits[0][0], 64)))],
                         data={"model": trained_classifier["id"]})
         assert_error(r, 413, "images may be at most 100 bytes")
@@ -137,7 +136,7 @@ def test_an_image_over_the_size_limit_is_refused(trained_classifier, digits):
 
 def test_small_uploads_are_prepared_on_the_event_loop_and_agree_with_the_worker_thread(api, digits):
     """A few small images are decoded on the event loop and share forward passes with other requests
-    (service/predict/batching.py); many, or large, ones go to a worker thread. Both give the same answers."""
+    (service/serving/batching.py); many, or large, ones go to a worker thread. Both give the same answers."""
     from service.predict.service import INLINE_IMAGE_PIXELS, INLINE_IMAGES
 
     files = [light_on_dark(d, 28) for d in digits[0][: INLINE_IMAGES + 2]]
@@ -158,14 +157,14 @@ def test_small_uploads_are_prepared_on_the_event_loop_and_agree_with_the_worker_
 
 
 @pytest.fixture(scope="module")
-def mnist(migrated):
+def mnist(runtime, migrated):
     """A classifier of real 28x28 MNIST digits (the built-in mnist-5k), and held-out digits it never saw."""
-    with TestClient(create_app(reconcile=False, tune_process=False)) as c:
+    with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as c:
         spec = {**LOGREG_SPEC, "dataset": "mnist-5k", "name": f"mnist-{uuid.uuid4().hex[:8]}",
                 "training": {"epochs": 5, "learning_rate": 0.01, "seed": 0}, "optimizer": {"type": "adam"},
                 "architecture": {"type": "mlp", "hidden_sizes": [128]}}
         job = c.post("/v1/jobs", json=spec).json()
-        run_job(uuid.UUID(job["id"]), threading.Event())
+        run_job(runtime, uuid.UUID(job["id"]), threading.Event())
         model = c.get(f"/v1/jobs/{job['id']}").json()["model"]
     test = split_dataset(load_builtin("mnist-5k"), validation_split=0.1, test_split=0.2, seed=0).test
     return model, test.x.numpy()[:100, 0], test.y.numpy()[:100]

@@ -24,21 +24,26 @@ def run_python(code: str, home) -> dict:
 def test_importing_every_module_creates_nothing_and_connects_nowhere(tmp_path):
     code = """
 import json, os, sys
-import service.main, service.queue, service.jobs.runner, service.registry.exports, workers.tasks
+import service.main, service.platform.queue, service.jobs.runner, service.registry.exports, workers.tasks
+from service.platform.runtime import Runtime
+from service.platform.settings import load_settings
+runtime = Runtime(load_settings())  # what an entry point builds: nothing is made or connected before first use
 print(json.dumps({"home": os.path.exists(os.environ["TRAINSERVE_HOME"]) and os.listdir(os.environ["TRAINSERVE_HOME"]),
-                  "app_built": service.queue.celery_app.cache_info().currsize}))
+                  "built": sorted(runtime.__dict__.keys() - {"settings", "pid"})}))
 """
     home = tmp_path / "home"
-    assert run_python(code, home) == {"home": False, "app_built": 0}
+    assert run_python(code, home) == {"home": False, "built": []}
 
 
 def test_the_embedded_broker_makes_its_folders_when_first_used(tmp_path):
     code = """
 import json, os
-from service.queue import broker_reachable, celery_app
-app = celery_app()
+from service.platform.queue import broker_reachable
+from service.platform.runtime import Runtime
+from service.platform.settings import load_settings
+app = Runtime(load_settings()).celery
 built = sorted(os.listdir(os.environ["TRAINSERVE_HOME"])) if os.path.exists(os.environ["TRAINSERVE_HOME"]) else []
-print(json.dumps({"after_build": built, "reachable": broker_reachable(),
+print(json.dumps({"after_build": built, "reachable": broker_reachable(app),
                   "after_use": sorted(os.listdir(os.path.join(os.environ["TRAINSERVE_HOME"], "broker")))}))
 """
     assert run_python(code, tmp_path / "home") == {"after_build": [], "reachable": True,
@@ -48,8 +53,9 @@ print(json.dumps({"after_build": built, "reachable": broker_reachable(),
 def test_jobs_and_exports_travel_on_queues_of_their_own(tmp_path):
     code = """
 import json
-from service.queue import EXPORT_TASK, TRAIN_TASK, celery_app
-routes = celery_app().conf.task_routes
+from service.platform.queue import EXPORT_TASK, TRAIN_TASK, make_celery
+from service.platform.settings import load_settings
+routes = make_celery(load_settings()).conf.task_routes
 print(json.dumps({"train": routes[TRAIN_TASK]["queue"], "export": routes[EXPORT_TASK]["queue"]}))
 """
     assert run_python(code, tmp_path) == {"train": "trainserve", "export": "trainserve-exports"}

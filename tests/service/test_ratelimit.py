@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from service.http.ratelimit import Limit, RateLimiter
 from service.keys.service import Scope
 from service.main import create_app
-from service.ratelimit import Limit, RateLimiter
 from tests.helpers import LOGREG_SPEC, REDIS_URL, assert_error, away_from_a_window_edge, settings_with, unique
 from tests.service.test_auth import make_key
 
@@ -19,16 +19,16 @@ def bearer(token: str) -> dict:
 
 
 @pytest.fixture
-def limited(migrated):
-    settings = settings_with(auth="required", rate_limit_jobs="3/hour", rate_limit_inference="5/hour",
+def limited(runtime, migrated):
+    settings = settings_with(runtime, auth="required", rate_limit_jobs="3/hour", rate_limit_inference="5/hour",
                              max_queued_jobs_per_key=0)
     away_from_a_window_edge()
     with TestClient(create_app(settings, reconcile=False, tune_process=False)) as c:
         yield c
 
 
-def test_job_submissions_past_the_limit_get_429_with_retry_after(limited):
-    alice, bob = bearer(make_key(Scope.train, name="alice")), bearer(make_key(Scope.train, name="bob"))
+def test_job_submissions_past_the_limit_get_429_with_retry_after(runtime, limited):
+    alice, bob = bearer(make_key(runtime, Scope.train, name="alice")), bearer(make_key(runtime, Scope.train, name="bob"))
     assert [limited.post("/v1/jobs", json=LOGREG_SPEC, headers=alice).status_code for _ in range(3)] == [202] * 3
     r = limited.post("/v1/jobs", json=LOGREG_SPEC, headers=alice)
     assert_error(r, 429, "3 jobs requests a hour for this key")
@@ -36,8 +36,8 @@ def test_job_submissions_past_the_limit_get_429_with_retry_after(limited):
     assert limited.post("/v1/jobs", json=LOGREG_SPEC, headers=bob).status_code == 202, "each key its own budget"
 
 
-def test_inference_past_the_limit_gets_429_on_every_inference_route(limited):
-    key = bearer(make_key(Scope.predict))
+def test_inference_past_the_limit_gets_429_on_every_inference_route(runtime, limited):
+    key = bearer(make_key(runtime, Scope.predict))
     for _ in range(5):
         assert limited.post("/predict", json={"instances": [[0.0] * 64]}, headers=key).status_code != 429
     assert_error(limited.post("/predict", json={"instances": [[0.0] * 64]}, headers=key), 429, "inference")
@@ -46,10 +46,10 @@ def test_inference_past_the_limit_gets_429_on_every_inference_route(limited):
     assert r.status_code == 429 and "rate limit" in r.json()["error"] and r.headers["retry-after"]
 
 
-def test_a_key_may_have_only_so_many_jobs_queued(migrated):
-    settings = settings_with(auth="required", max_queued_jobs_per_key=2)
+def test_a_key_may_have_only_so_many_jobs_queued(runtime, migrated):
+    settings = settings_with(runtime, auth="required", max_queued_jobs_per_key=2)
     with TestClient(create_app(settings, reconcile=False, tune_process=False)) as api:
-        key = bearer(make_key(Scope.train))
+        key = bearer(make_key(runtime, Scope.train))
         ids = [api.post("/v1/jobs", json=LOGREG_SPEC, headers=key).json()["id"] for _ in range(2)]
         assert_error(api.post("/v1/jobs", json=LOGREG_SPEC, headers=key), 429, "2 jobs queued", "cancel some")
         assert api.post(f"/v1/jobs/{ids[0]}/cancel", headers=key).status_code == 202

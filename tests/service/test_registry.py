@@ -8,7 +8,6 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import session_scope
 from service.main import create_app
 from service.registry import service as registry
 from tests.helpers import LOGREG_SPEC, assert_error, settings_with
@@ -59,11 +58,11 @@ def test_aliases_move_and_predict_follows_at_once(client, run_job, name):
                  "has no alias 'production'")
 
 
-def test_another_process_moving_an_alias_is_seen_within_the_cache_time(migrated, run_job, name):
+def test_another_process_moving_an_alias_is_seen_within_the_cache_time(runtime, migrated, run_job, name):
     """One app trusts what an alias pointed at for 60 s, another for 0.3 s; the alias moves in the database,
     as another API replica would move it."""
     def app(ref_cache_seconds: float) -> TestClient:
-        settings = settings_with(ref_cache_seconds=ref_cache_seconds, default_classifier=f"{name}@production")
+        settings = settings_with(runtime, ref_cache_seconds=ref_cache_seconds, default_classifier=f"{name}@production")
         return TestClient(create_app(settings, reconcile=False, tune_process=False))
 
     with app(60.0) as trusting, app(0.3) as brief:
@@ -71,7 +70,7 @@ def test_another_process_moving_an_alias_is_seen_within_the_cache_time(migrated,
             train(trusting, run_job, name)
         trusting.put(f"/v1/models/{name}/aliases/production", json={"version": 1})
         assert answered_by(trusting, None) == answered_by(brief, None) == 1, "the default route is the alias"
-        with session_scope() as session:
+        with runtime.session() as session:
             registry.set_alias(session, name, "production", 2)
         moved = time.monotonic()
         assert answered_by(trusting, None) == 1, "within the cache time the old target still answers"

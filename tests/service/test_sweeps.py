@@ -11,17 +11,27 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from service.db import session_scope
-from service.jobs.events import after
-from service.jobs.runner import run_job as run_without_hooks
+from service.jobs.runner import run_job
+from service.platform.events import after
+from service.platform.tables import Sweep, SweepEvent, utcnow
 from service.reconciler import Reconciler
-from service.settings import get_settings
-from service.tables import Sweep, SweepEvent, utcnow
+from service.sweeps.trials import TrialHooks
 from tests.helpers import assert_error, solar_forecaster, unique
 
 BASE = {"dataset": "digits", "architecture": {"type": "logistic_regression"},
         "optimizer": {"type": "sgd", "momentum": 0.0}, "training": {"epochs": 3, "batch_size": 64}}
 LR = {"training.learning_rate": {"low": 1e-3, "high": 1.0, "log": True}}
+
+
+class DiesBeforeAdvancing(TrialHooks):
+    """A trial's hooks in a worker killed after its trial finished, before it advanced the sweep."""
+
+    def ended(self, runtime, job) -> None:
+        pass
+
+
+def run_unseen(runtime, job_id: str) -> None:
+    run_job(runtime, uuid.UUID(job_id), threading.Event(), DiesBeforeAdvancing)
 
 
 def sweep(**changes) -> dict:
@@ -147,29 +157,30 @@ def test_cancelling_a_sweep_cancels_its_queued_trials_and_starts_no_more(client)
     assert_error(client.get("/v1/sweeps/not-an-id"), 404)
 
 
-def test_a_trial_that_ended_unseen_is_taken_up_by_the_next_pass(client):
+def test_a_trial_that_ended_unseen_is_taken_up_by_the_next_pass(runtime, client):
     """A worker killed after its trial finished, before it advanced the sweep: the reconciler's pass tells
     Optuna, launches the next trial and, past the time budget, ends the sweep with the best so far."""
     created = client.post("/v1/sweeps", json=sweep(budget={"trials": 3, "parallel": 1, "timeout_seconds": 3600})).json()
     first = queued_trials(client, created["id"])[0]
-    run_without_hooks(uuid.UUID(first["job_id"]), threading.Event())
+    run_unseen(runtime, first["job_id"])
     unseen = client.get(f"/v1/sweeps/{created['id']}").json()
     assert unseen["counts"]["succeeded"] == 1 and len(unseen["trials"]) == 1, "nothing advanced it yet"
 
-    Reconciler(get_settings()).advance_sweeps()
+    Reconciler(runtime).advance_sweeps()
     advanced = client.get(f"/v1/sweeps/{created['id']}").json()
     assert len(advanced["trials"]) == 2 and advanced["counts"]["queued"] == 1
     # (a running sweep's stream stays open: its events are read from the table here)
-    events = after(uuid.UUID(created["id"]), 0, SweepEvent)
+    with runtime.session() as session:
+        events = after(session, SweepEvent, uuid.UUID(created["id"]), 0)
     assert [data["status"] for _, kind, data, _ in events if kind == "trial"] == ["queued", "succeeded", "queued"]
 
-    with session_scope() as session:  # the time budget runs out: no more trials, the queued one still runs
+    with runtime.session() as session:  # the time budget runs out: no more trials, the queued one still runs
         session.execute(update(Sweep).where(Sweep.id == uuid.UUID(created["id"]))
                         .values(created_at=utcnow() - timedelta(hours=2)))
-    Reconciler(get_settings()).advance_sweeps()
+    Reconciler(runtime).advance_sweeps()
     assert len(client.get(f"/v1/sweeps/{created['id']}").json()["trials"]) == 2
-    run_without_hooks(uuid.UUID(queued_trials(client, created["id"])[0]["job_id"]), threading.Event())
-    Reconciler(get_settings()).advance_sweeps()
+    run_unseen(runtime, queued_trials(client, created["id"])[0]["job_id"])
+    Reconciler(runtime).advance_sweeps()
     done = client.get(f"/v1/sweeps/{created['id']}").json()
     assert done["status"] == "succeeded" and len(done["trials"]) == 2 and done["model"]["name"] == created["name"]
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from models.export import model_from_bytes
-from service.artifacts import open_store
+from service.platform.artifacts import open_store
 from tests import datafiles
 from tests.helpers import LOGREG_SPEC, REDIS_URL, digits_test_split, new_postgres_database, unique
 from tests.stack import Stack

@@ -10,7 +10,6 @@ import uuid
 import pytest
 
 from service.jobs.runner import run_job
-from service.settings import get_settings
 
 SPEC = {
     "dataset": "digits",
@@ -34,18 +33,18 @@ class ShutdownAfter(threading.Event):
         return self.checks < 0
 
 
-def test_a_stopped_worker_requeues_its_job_and_the_next_delivery_resumes(client, monkeypatch):
-    monkeypatch.setattr(get_settings(), "stop_check_seconds", 0)  # the loop looks before every batch
+def test_a_stopped_worker_requeues_its_job_and_the_next_delivery_resumes(runtime, client, monkeypatch):
+    monkeypatch.setattr(runtime.settings, "stop_check_seconds", 0)  # the loop looks before every batch
     reference = client.post("/v1/jobs", json=SPEC).json()["id"]
-    run_job(uuid.UUID(reference), threading.Event())
+    run_job(runtime, uuid.UUID(reference), threading.Event())
 
     job = client.post("/v1/jobs", json=SPEC).json()["id"]
-    run_job(uuid.UUID(job), ShutdownAfter(checks=50))  # 20 batches an epoch: stops during epoch 3
+    run_job(runtime, uuid.UUID(job), ShutdownAfter(checks=50))  # 20 batches an epoch: stops during epoch 3
     stopped = client.get(f"/v1/jobs/{job}").json()
     assert stopped["status"] == "queued" and stopped["progress"]["epoch"] == 2 and stopped["attempts"] == 1
     assert len(client.get(f"/v1/jobs/{job}/metrics").json()["items"]) == 2
 
-    run_job(uuid.UUID(job), threading.Event())  # delivered again
+    run_job(runtime, uuid.UUID(job), threading.Event())  # delivered again
     done = client.get(f"/v1/jobs/{job}").json()
     assert done["status"] == "succeeded" and done["attempts"] == 2
     resumed = client.get(f"/v1/jobs/{job}/metrics").json()["items"]
@@ -57,16 +56,15 @@ def test_a_stopped_worker_requeues_its_job_and_the_next_delivery_resumes(client,
     assert done["result"]["confusion_matrix"] == reference_result["confusion_matrix"]
 
 
-def test_an_epoch_is_recorded_before_its_checkpoint_is_saved(client, monkeypatch):
+def test_an_epoch_is_recorded_before_its_checkpoint_is_saved(runtime, client):
     """A worker killed between the two steps must not leave a checkpoint ahead of the recorded epochs: the
     next delivery would resume after an epoch whose row was never written. Rows ahead of the checkpoint are
     forgotten on resume, so recording first loses nothing and does nothing twice."""
     from sqlalchemy import func, select
 
-    import service.jobs.runner as jobs
     from models.export import checkpoint_from_bytes
-    from service.db import session_scope
-    from service.tables import JobMetric
+    from service.platform.runtime import Runtime
+    from service.platform.tables import JobMetric
 
     job_id = uuid.UUID(client.post("/v1/jobs", json={**SPEC, "training": {**SPEC["training"], "epochs": 3}}).json()["id"])
     seen: list[tuple[int, int | None]] = []  # (the checkpoint's epoch, the last epoch recorded when it was saved)
@@ -82,13 +80,16 @@ def test_an_epoch_is_recorded_before_its_checkpoint_is_saved(client, monkeypatch
 
         def put(self, key: str, data: bytes) -> str:
             if key.endswith("checkpoint.pt"):
-                with session_scope() as session:
+                with runtime.session() as session:
                     recorded = session.scalar(select(func.max(JobMetric.epoch)).where(JobMetric.job_id == job_id))
                 seen.append((int(checkpoint_from_bytes(data)["epoch"]), recorded))
             return self.store.put(key, data)
 
-    store_for = jobs.store_for
-    monkeypatch.setattr(jobs, "store_for", lambda settings: Watched(store_for(settings)))
-    run_job(job_id, threading.Event())
+    watched = Runtime(runtime.settings)
+    watched.store = Watched(runtime.store)  # the worker's runtime with its store watched
+    try:
+        run_job(watched, job_id, threading.Event())
+    finally:
+        watched.close()
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
     assert seen == [(1, 1), (2, 2), (3, 3)]

@@ -240,7 +240,7 @@ def test_the_api_serves_its_metrics_on_the_scrape_port_too(stack):
 
 def test_tracing_is_off_without_an_exporter():
     """No OTEL_* exporter setting: no provider, and the spans are OpenTelemetry's no-op ones."""
-    script = ("from service import tracing; from service.main import create_app; app = create_app(); "
+    script = ("from service.observability import tracing; from service.main import create_app; app = create_app(); "
               "print(tracing.configure('x') is None, app.trace_share)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     out = subprocess.run([CLI[0], "-c", script], env=env, check=True, capture_output=True, text=True).stdout

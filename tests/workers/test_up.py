@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import LOGREG_SPEC
-from tests.helpers import free_port, listening_socket
+from tests.helpers import LOGREG_SPEC, free_port, listening_socket
 from tests.stack import Stack
 
 pytestmark = pytest.mark.slow

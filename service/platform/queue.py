@@ -1,8 +1,8 @@
 """The Celery app and the two messages trainserve sends: "train this job" and "export this model".
 
-Messages carry an id only; the worker reads the rest from the database. The app is built on first use, so
-importing this module opens no connection and writes nothing to disk, and the API process, the worker and
-the tests each build it from their own settings.
+Messages carry an id only; the worker reads the rest from the database. A process's app is its
+``Runtime``'s, built on first use from that process's settings, so importing this module opens no connection
+and writes nothing to disk.
 
 The task bodies live in ``workers.tasks`` (named in ``include``, which the worker imports when it starts):
 this side knows them only by name.
@@ -11,12 +11,11 @@ this side knows them only by name.
 from __future__ import annotations
 
 import uuid
-from functools import lru_cache
 
 from celery import Celery
 
-from service import broker
-from service.settings import Settings, get_settings
+from service.platform import broker
+from service.platform.settings import Settings
 
 TRAIN_TASK = "trainserve.train_job"
 EXPORT_TASK = "trainserve.export_model"
@@ -61,12 +60,6 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-@lru_cache
-def celery_app() -> Celery:
-    """This process's app, built from its settings the first time it is asked for."""
-    return make_celery(get_settings())
-
-
 def gpu_workers_present(settings: Settings) -> bool:
     """Whether GPU workers take the GPU queue: TRAINSERVE_GPU_WORKERS, or else whether this machine has a
     CUDA device (``trainserve up`` then runs a worker that takes the GPU queue too)."""
@@ -86,38 +79,38 @@ def job_queue(device: str, settings: Settings) -> str | None:
     return settings.gpu_queue if device == "auto" and gpus else settings.queue
 
 
-def _send(task: str, row_id: uuid.UUID, **options: object) -> None:
-    celery_app().send_task(task, args=[str(row_id)], retry=True,
+def _send(celery: Celery, task: str, row_id: uuid.UUID, **options: object) -> None:
+    celery.send_task(task, args=[str(row_id)], retry=True,
                            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}, **options)
 
 
-def enqueue_job(job_id: uuid.UUID, queue: str | None = None) -> None:
+def enqueue_job(celery: Celery, job_id: uuid.UUID, queue: str | None = None) -> None:
     """Send the task for a committed job, to the queue it was given (the CPU queue when None)."""
-    _send(TRAIN_TASK, job_id, **({"queue": queue} if queue else {}))
+    _send(celery, TRAIN_TASK, job_id, **({"queue": queue} if queue else {}))
 
 
-def enqueue_export(model_id: uuid.UUID) -> None:
+def enqueue_export(celery: Celery, model_id: uuid.UUID) -> None:
     """Ask for a registered model's TorchScript and ONNX exports."""
-    _send(EXPORT_TASK, model_id)
+    _send(celery, EXPORT_TASK, model_id)
 
 
-def broker_reachable(timeout: float = 2.0) -> bool:
+def broker_reachable(celery: Celery, timeout: float = 2.0) -> bool:
     try:
-        with celery_app().connection_for_write() as conn:
+        with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
         return True
     except Exception:
         return False
 
 
-def broker_state(queues: list[str] = (), timeout: float = 2.0) -> tuple[str | None, dict[str, int]]:
+def broker_state(celery: Celery, queues: list[str] = (), timeout: float = 2.0) -> tuple[str | None, dict[str, int]]:
     """Which broker instance answers, and how many messages wait in each of ``queues``.
 
     The identity is Redis's run id (new after every restart or failover), else the transport's name; None
     when the broker does not answer. The reconciler sends every queued job again when it changes, or when
     the broker comes back after an outage. Depths are Redis list lengths (none for other transports)."""
     try:
-        with celery_app().connection_for_write() as conn:
+        with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
             if conn.transport.driver_type != "redis":
                 return conn.transport.driver_type, {}

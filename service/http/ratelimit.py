@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from fastapi import Depends, Request
 
-from service.errors import AppError
+from service.http.errors import AppError
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class RateLimiter:
 
 def spend(request: Request, what: str) -> None:
     """Count this request against its key's limit on ``what`` ("inference" or "jobs")."""
-    from service.auth import principal_of
+    from service.http.auth import principal_of
 
     principal, state = principal_of(request), request.app.state
     if principal.key_id is not None:  # limits are per key: where keys are not required (loopback), none apply

@@ -47,4 +47,4 @@ class AtomicFilesystemTransport(filesystem.Transport):
     Channel = AtomicFilesystemChannel
 
 
-TRANSPORT_ALIASES[SCHEME] = "service.broker:AtomicFilesystemTransport"
+TRANSPORT_ALIASES[SCHEME] = "service.platform.broker:AtomicFilesystemTransport"

@@ -20,19 +20,18 @@ import logging
 import os
 import tempfile
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from service.errors import AppError
-from service.timings import Timings
+from service.http.errors import AppError
+from service.observability.timings import Timings
 
 # The Azure SDK logs every request's headers at INFO; a worker's log is for its jobs.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    pass
 
 
 class ArtifactCorrupted(AppError):
@@ -219,14 +218,3 @@ def open_store(url: str, azure_connection_string: str | None = None) -> Artifact
                                       account_url=f"https://{parsed.netloc}")
     raise ValueError(f"TRAINSERVE_ARTIFACTS_URL must be file://<folder>, azure://<container> or "
                      f"https://<account>.blob.core.windows.net/<container>, not {url!r}")
-
-
-@lru_cache(maxsize=4)
-def _cached_store(url: str, azure_connection_string: str | None) -> ArtifactStore:
-    return open_store(url, azure_connection_string)
-
-
-def store_for(settings: Settings) -> ArtifactStore:
-    """The store that ``settings`` names; one client per process and URL."""
-    secret = settings.azure_storage_connection_string
-    return _cached_store(settings.artifacts_url, secret.get_secret_value() if secret else None)

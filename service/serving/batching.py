@@ -19,8 +19,8 @@ from collections.abc import Callable
 import numpy as np
 from opentelemetry import trace
 
-from service.serving import LoadedModel, probabilities
-from service.tracing import record_span
+from service.observability.tracing import record_span
+from service.serving.models import LoadedModel, probabilities
 
 Rows = list[list[float]]
 PASS_SIZES = (1, 2, 4, 8, 16, 32, 64, float("inf"))

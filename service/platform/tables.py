@@ -7,8 +7,20 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Enum, Float, ForeignKey, Integer, String, Text, TypeDecorator, \
-    UniqueConstraint, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -138,6 +150,7 @@ class SweepEvent(EventColumns, Base):
     same shape and numbering as :class:`JobEvent`, written under the sweep's row lock."""
 
     __tablename__ = "sweep_events"
+    OWNER = "sweep_id"  # service/platform/events.py
 
     sweep_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
 
@@ -149,6 +162,7 @@ class JobEvent(EventColumns, Base):
     one job take turns, so ``seq`` has no gaps."""
 
     __tablename__ = "job_events"
+    OWNER = "job_id"  # service/platform/events.py
 
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
 

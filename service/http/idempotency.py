@@ -17,8 +17,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.errors import InvalidInput
-from service.tables import IdempotentRequest, utcnow
+from service.http.errors import InvalidInput
+from service.platform.tables import IdempotentRequest, utcnow
 
 WINDOW = timedelta(hours=24)
 IdempotencyKey = Annotated[str | None, Header(

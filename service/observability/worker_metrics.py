@@ -32,10 +32,8 @@ def prepare(folder: Path) -> None:
 
 def serve(port: int) -> None:
     """The main process: serve every process's samples at :port/metrics (a thread of its own)."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, start_http_server, values
     from prometheus_client.multiprocess import MultiProcessCollector
-
-    from prometheus_client import values
 
     if values.ValueClass is values.MutexValue:
         raise RuntimeError("worker_metrics.prepare() must run before prometheus_client is first imported")

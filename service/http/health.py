@@ -4,12 +4,11 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
-from service.artifacts import ArtifactStore
-from service.db import get_engine
-from service.errors import Unavailable, errors
-from service.queue import broker_reachable
+from service.http.errors import Unavailable, errors
+from service.platform.artifacts import ArtifactStore
+from service.platform.queue import broker_reachable
 
 router = APIRouter(tags=["health"])
 
@@ -20,9 +19,9 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-def database_reachable() -> bool:
+def database_reachable(engine: Engine) -> bool:
     try:
-        with get_engine().connect() as conn:
+        with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return True
     except Exception:
@@ -60,16 +59,19 @@ async def readyz(request: Request) -> dict:
     """Ready to serve predictions: the database (the registry) and the artifact store answer; 503 names the
     one that does not. The broker only carries training jobs, so it does not take inference out of service:
     its state is reported under `jobs` (see `/readyz/jobs`)."""
+    runtime = request.app.state.runtime
     database, artifacts, broker = await asyncio.gather(
-        _check(database_reachable), _check(artifacts_reachable, request.app.state.models.store),
-        _check(broker_reachable))
+        _check(database_reachable, runtime.engine), _check(artifacts_reachable, runtime.store),
+        _check(broker_reachable, runtime.celery))
     return _ready_or_503({"database": database, "artifacts": artifacts},
                          {"jobs": {"broker": "ok" if broker else "unreachable"}})
 
 
 @router.get("/readyz/jobs", responses=errors(503))
-async def readyz_jobs() -> dict:
+async def readyz_jobs(request: Request) -> dict:
     """Ready to accept training jobs: the database and the broker answer; 503 names the one that does not.
     (A job submitted while the broker is down is still kept, queued, and sent once it is back.)"""
-    database, broker = await asyncio.gather(_check(database_reachable), _check(broker_reachable))
+    runtime = request.app.state.runtime
+    database, broker = await asyncio.gather(_check(database_reachable, runtime.engine),
+                                            _check(broker_reachable, runtime.celery))
     return _ready_or_503({"database": database, "broker": broker})

@@ -1,6 +1,6 @@
 """Prometheus metrics of an API process, at ``/metrics``.
 
-Per request, the telemetry middleware (service/telemetry.py) counts the request and times it by route
+Per request, the telemetry middleware (service/observability/telemetry.py) counts the request and times it by route
 template (never the raw path) and status, in plain numbers. Everything else is counted where it happens, in
 plain integers, and read only when Prometheus scrapes: the model cache's hits, misses and loads, the
 forward passes /predict's requests shared, and the jobs by status and broker queue depths that the
@@ -16,12 +16,12 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from service.auth import allow
-from service.errors import NotFound, errors
+from service.http.auth import allow
+from service.http.errors import NotFound, errors
 from service.keys.service import Scope
-from service.artifacts import STORE_TIMINGS
-from service.predict.batching import PASS_SIZES
-from service.timings import Timings
+from service.observability.timings import Timings
+from service.platform.artifacts import STORE_TIMINGS
+from service.serving.batching import PASS_SIZES
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

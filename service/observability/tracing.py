@@ -6,7 +6,7 @@ Off unless an exporter is configured by the standard variables (``OTEL_EXPORTER_
 off again. With it off, the spans below are OpenTelemetry's no-op spans.
 
 What is traced is decided before any span exists, by :func:`decide`, before FastAPI's own telemetry
-(service/telemetry.py's ``TracedFastAPI``): inference requests (``/predict``, ``/forecast``, ``/v2/``) at ``TRAINSERVE_TRACE_INFERENCE_SHARE``
+(service/observability/telemetry.py's ``TracedFastAPI``): inference requests (``/predict``, ``/forecast``, ``/v2/``) at ``TRAINSERVE_TRACE_INFERENCE_SHARE``
 (and always when the caller sent a sampled ``traceparent``), every other request, and no probe or scrape.
 An untraced request never meets OpenTelemetry. The sampler then
 follows the parent, starts traces only at requests and Celery messages, and drops spans that would begin a
@@ -136,7 +136,7 @@ def decide(path: str, headers, inference_share: float) -> bool:
 
 def fastapi_telemetry(provider) -> dict:
     """FastAPI's own OpenTelemetry support (``FastAPI(telemetry=...)``): the request's server span. Metrics
-    stay Prometheus's (service/metrics.py) and logs stay lines (service/logs.py); FastAPI's spans for each
+    stay Prometheus's (service/observability/metrics.py) and logs stay lines (service/observability/logs.py); FastAPI's spans for each
     dependency, endpoint and serialization are left out (they doubled a traced request's cost)."""
     return {"tracing": provider is not None, "tracer_provider": provider, "metrics": False, "logs": False,
             "operation_spans": False}

@@ -1,28 +1,22 @@
-"""The audit log: alias moves, promotions, deletes and key changes, each with who (the key), when, and what
-it was before and after. Written in the same transaction as the change it records."""
+"""GET /v1/audit, and ``record_request``: a route's change recorded under the key that made it."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-import uuid
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.auth import Principal, allow, principal_of
-from service.db import SessionDep
+from service.audit.service import record
+from service.http.auth import allow, principal_of
+from service.http.pagination import PageLimit, PageOffset, newest_first
 from service.keys.service import Scope
-from service.pagination import PageLimit, PageOffset, newest_first
-from service.tables import AuditEvent
-
-
-def record(session: Session, who: Principal | None, action: str, target: str, before: dict[str, Any] | None = None,
-           after: dict[str, Any] | None = None) -> None:
-    session.add(AuditEvent(action=action, target=target, key_id=who.key_id if who else None,
-                           key_name=who.name if who and who.key_id else None, before=before, after=after))
+from service.platform.db import SessionDep
+from service.platform.tables import AuditEvent
 
 
 def record_request(request: Request, session: Session, action: str, target: str, before: dict[str, Any] | None = None,

@@ -1,18 +1,14 @@
-"""Engine, sessions and the request-scoped transaction."""
+"""The engine for a database URL and the request-scoped transaction (sessions come from the process's
+``Runtime``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
-
-from service.settings import get_settings
-
+from sqlalchemy.orm import Session
 
 # What Azure Database for PostgreSQL takes a Microsoft Entra token for, in place of a password.
 POSTGRES_ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
@@ -32,9 +28,9 @@ def use_entra_tokens(engine: Engine, credential=None) -> None:
         cparams["password"] = credential.get_token(POSTGRES_ENTRA_SCOPE).token
 
 
-def make_engine(url: str, credential=None) -> Engine:
-    """An engine for ``url``; with TRAINSERVE_DATABASE_AUTH=entra (or a ``credential``) PostgreSQL logins
-    use Microsoft Entra tokens."""
+def make_engine(url: str, *, entra: bool = False, credential=None) -> Engine:
+    """An engine for ``url``; with ``entra`` (TRAINSERVE_DATABASE_AUTH=entra) or a ``credential`` PostgreSQL
+    logins use Microsoft Entra tokens."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -50,32 +46,15 @@ def make_engine(url: str, credential=None) -> Engine:
 
         return engine
     engine = create_engine(url, pool_pre_ping=True)
-    if credential is not None or get_settings().database_auth == "entra":
+    if entra or credential is not None:
         use_entra_tokens(engine, credential)
     return engine
 
 
-@lru_cache
-def get_engine() -> Engine:
-    return make_engine(get_settings().database_url)
-
-
-@lru_cache
-def get_sessionmaker() -> sessionmaker[Session]:
-    return sessionmaker(get_engine(), expire_on_commit=False)
-
-
-@contextmanager
-def session_scope() -> Iterator[Session]:
-    """One transaction: committed when the block ends, rolled back when it raises."""
-    with get_sessionmaker()() as session, session.begin():
-        yield session
-
-
-def get_db() -> Iterator[Session]:
+def get_db(request: Request) -> Iterator[Session]:
     """The request owns the transaction; services only flush. A route that must act after the commit
     (enqueueing a job) commits itself first; the final commit here then has nothing left to do."""
-    with get_sessionmaker()() as session:
+    with request.app.state.runtime.sessions() as session:
         try:
             yield session
             session.commit()

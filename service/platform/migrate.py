@@ -34,11 +34,12 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def current_revision(database_url: str) -> str | None:
-    """The revision the database is at; None before the first migration (or when it cannot be read)."""
-    from service.db import make_engine
+def current_revision(database_url: str, entra: bool = False) -> str | None:
+    """The revision the database is at; None before the first migration (or when it cannot be read).
+    ``entra``: log in with Microsoft Entra tokens (TRAINSERVE_DATABASE_AUTH=entra)."""
+    from service.platform.db import make_engine
 
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, entra=entra)
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
@@ -57,24 +58,24 @@ def is_newer_release(revision: str | None) -> bool:
         return True
 
 
-def migrate_to_head(database_url: str) -> str:
+def migrate_to_head(database_url: str, entra: bool = False) -> str:
     """``trainserve migrate``: bring the database to this release's schema. A database already at a later
     release's schema is left alone (a rollback runs the older release's migration Job)."""
-    current = current_revision(database_url)
+    current = current_revision(database_url, entra)
     if current is not None and is_newer_release(current):
         return f"the database is at {current}, a later release's schema; this release ({head_revision()}) runs on it"
     upgrade(database_url)
     return f"the database is at revision {head_revision()}"
 
 
-def wait_until_migrated(database_url: str, timeout: float, every: float = 2.0) -> str:
+def wait_until_migrated(database_url: str, timeout: float, every: float = 2.0, entra: bool = False) -> str:
     """Wait until the database is at this release's head revision, which the migration Job applies: a new
     pod starts serving only after its schema is there (or a later release's, after a rollback). Returns the
     revision; TimeoutError says what it saw."""
     head, seen, deadline = head_revision(), "unreachable", time.monotonic() + timeout
     while True:
         try:
-            seen = current_revision(database_url) or "not migrated"
+            seen = current_revision(database_url, entra) or "not migrated"
         except Exception as exc:  # the database may not answer yet; keep waiting
             seen = f"unreachable ({type(exc).__name__}: {exc})"
         if seen == head or (not seen.startswith(("unreachable", "not migrated")) and is_newer_release(seen)):

@@ -20,11 +20,10 @@ import torch
 
 from models.export import model_from_bytes
 from models.fastpath import dense_forward
-from service.artifacts import ArtifactStore
-from service.db import session_scope
-from service.errors import InvalidInput
+from service.http.errors import InvalidInput
+from service.platform.runtime import Runtime
+from service.platform.tables import TrainedModel
 from service.registry import service as registry
-from service.tables import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,8 @@ class ModelCache:
     and what each reference (``name``, ``name@alias``, the default route) pointed at, for ``ref_ttl`` seconds
     (an alias may move)."""
 
-    def __init__(self, store: ArtifactStore, capacity: int, ref_ttl: float):
-        self.store, self.capacity, self.ref_ttl = store, capacity, ref_ttl
+    def __init__(self, runtime: Runtime, capacity: int, ref_ttl: float):
+        self.runtime, self.capacity, self.ref_ttl = runtime, capacity, ref_ttl
         self._models: OrderedDict[uuid.UUID, LoadedModel] = OrderedDict()
         self._refs: dict[str, tuple[uuid.UUID, float]] = {}
         self._lock = threading.Lock()
@@ -91,7 +90,7 @@ class ModelCache:
         if (hit := self.cached(row.id)) is not None:
             return hit
         started = time.perf_counter()
-        module, config = model_from_bytes(self.store.get(row.artifact_key, row.sha256))
+        module, config = model_from_bytes(self.runtime.store.get(row.artifact_key, row.sha256))
         with torch.inference_mode():  # warm up, so the first request is not the slow one
             module(torch.zeros((1, *config.input_shape)))
         model = LoadedModel(row.id, row.name, row.version, config.input_shape, config.value_range,
@@ -161,11 +160,11 @@ def resolve(cache: ModelCache, ref: str | None, default: str | None,
         return hit
     ref = ref or default
     key = ref or _newest_key(task)
-    with session_scope() as session:
+    with cache.runtime.session() as session:
         row = registry.resolve(session, ref) if ref else registry.newest_model(session, task)
         if task is not None and row.task != task:
             raise InvalidInput(f"model {row.name} v{row.version} is {WRONG_TASK.get(row.task, row.task)}")
-        model = cache.load(row)
+    model = cache.load(row)  # a miss reads the model file with no database session open
     cache.remember_ref(key, model.id)
     return model
 

@@ -34,9 +34,8 @@ class Ids(logging.Filter):
 
 def formatter(fmt: str) -> logging.Formatter:
     if fmt == "json":
-        from pythonjsonlogger.json import JsonFormatter
-
         from pythonjsonlogger.core import RESERVED_ATTRS
+        from pythonjsonlogger.json import JsonFormatter
 
         return JsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
                              defaults={"request_id": None, "key_id": None, "job_id": None, "trace_id": None},

@@ -13,18 +13,20 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
 from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from sqlalchemy.orm import Session
 
-from service import logs
-from service.db import session_scope
-from service.errors import Forbidden, Unauthorized
+from service.http.errors import Forbidden, Unauthorized
 from service.keys.service import Scope, digest, find_key
-from service.tables import utcnow
+from service.observability import logs
+from service.platform.tables import utcnow
 
 bearer = HTTPBearer(scheme_name="apiKey", bearerFormat="tsk_...", auto_error=False,
                     description="An API key from `trainserve keys create` or `POST /v1/keys`, with the scopes "
@@ -56,8 +58,8 @@ class KeyCache:
     """The keys this process has looked up, by hash, for ``ttl`` seconds; unknown hashes too, so that a
     stream of wrong keys costs the database one query per key and period."""
 
-    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
-        self.ttl, self.max_entries = ttl, max_entries
+    def __init__(self, sessions: Callable[[], ContextManager[Session]], ttl: float, max_entries: int = 10_000) -> None:
+        self.sessions, self.ttl, self.max_entries = sessions, ttl, max_entries
         self._entries: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -68,7 +70,7 @@ class KeyCache:
         return True, entry[1]
 
     def load(self, sha256: str) -> Principal | None:
-        with session_scope() as session:
+        with self.sessions() as session:
             row = find_key(session, sha256, utcnow())
             principal = None if row is None else Principal(row.id, row.name, frozenset(row.scopes), row.expires_at,
                                                            row.revoked_at)

@@ -1,5 +1,5 @@
 """Histograms in plain numbers: a dict look-up and a bisect per observation, turned into Prometheus's
-histogram family only when scraped (service/metrics.py). Cheaper than prometheus-client's own objects,
+histogram family only when scraped (service/observability/metrics.py). Cheaper than prometheus-client's own objects,
 which take a lock and look up their labels on every observation."""
 
 from __future__ import annotations

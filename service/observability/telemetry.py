@@ -2,11 +2,11 @@
 middleware (pure ASGI) for the request id and the Prometheus count and timing.
 
 - ``X-Request-ID``: the caller's (up to 128 printable characters) or a new one; set for the log lines of the
-  request (service/logs.py) and returned on the answer.
-- Metrics: counted by route template and status (service/metrics.py); a path that matched no route counts
+  request (service/observability/logs.py) and returned on the answer.
+- Metrics: counted by route template and status (service/observability/metrics.py); a path that matched no route counts
   as ``unmatched``, so no label takes unbounded values.
 
-- Traces: FastAPI's own (service/tracing.py), for the requests :func:`service.tracing.decide` picks.
+- Traces: FastAPI's own (service/observability/tracing.py), for the requests :func:`service.observability.tracing.decide` picks.
 
 Everything here is on /predict's path, whose budget is 5 % of its throughput (docs/benchmarks.md).
 """
@@ -18,8 +18,8 @@ from random import getrandbits
 
 from fastapi import FastAPI
 
-from service import logs, tracing
-from service.metrics import Metrics
+from service.observability import logs, tracing
+from service.observability.metrics import Metrics
 
 REQUEST_ID = b"x-request-id"
 MAX_REQUEST_ID = 128
@@ -35,7 +35,7 @@ def _request_id(headers) -> bytes:
 
 
 class TracedFastAPI(FastAPI):
-    """FastAPI, whose telemetry traces only the requests :func:`service.tracing.decide` picks.
+    """FastAPI, whose telemetry traces only the requests :func:`service.observability.tracing.decide` picks.
 
     An untraced request is marked with FastAPI's own ``fastapi.telemetry`` scope entry, the mark it sets
     itself on a request its ``exclude`` option leaves out: its telemetry then steps aside at once. (The

@@ -7,7 +7,6 @@ artifact folder); pointing the three URLs at PostgreSQL, Redis and Blob storage 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -21,7 +20,7 @@ def env_file() -> str | None:
     return os.environ.get("TRAINSERVE_ENV_FILE", ".env") or None
 
 
-RATE = r"^(|0|\d+/(second|minute|hour)s?)$"  # service/ratelimit.py reads it
+RATE = r"^(|0|\d+/(second|minute|hour)s?)$"  # service/http/ratelimit.py reads it
 
 
 def listens_on_loopback(host: str) -> bool:
@@ -190,8 +189,10 @@ class Settings(BaseSettings):
         return Path(parsed.netloc + parsed.path) if parsed.scheme == "filesystem" else None
 
 
-@lru_cache
-def get_settings() -> Settings:
+def load_settings() -> Settings:
+    """The settings from the environment, the dotenv file and the secrets folder. Called once, at an entry
+    point (the app's factory, the worker, the CLI, Alembic's env); everything below takes them as an
+    argument, through the process's ``Runtime``."""
     return Settings(_env_file=env_file(), _secrets_dir=secrets_dir())
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.errors import WHY, ErrorBody, V2Error
+from service.http.errors import WHY, ErrorBody, V2Error
 
 NO_DATABASE = {("get", "/healthz"), ("get", "/v2"), ("get", "/v2/health/live")}
 
