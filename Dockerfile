@@ -20,6 +20,7 @@ COPY service service
 COPY workers workers
 COPY models models
 COPY migrations migrations
+COPY trainserve_client trainserve_client
 RUN pip install --no-deps --no-build-isolation . \
     && useradd --system --uid 10001 --user-group --home-dir /app trainserve \
     && mkdir -p /app/var && chown trainserve:trainserve /app/var

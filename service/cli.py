@@ -1,5 +1,5 @@
 """``trainserve``: run the API, a worker, both, or the migrations; and, against a running API, submit and
-follow jobs, upload datasets, list and promote models, predict and forecast (service/console.py)."""
+follow jobs, upload datasets, list and promote models, predict and forecast (trainserve_client/console.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service import console
+from trainserve_client import console
 from service.observability import logs, tracing, worker_metrics
 from service.platform.settings import Settings, load_settings
 

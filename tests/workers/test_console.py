@@ -130,3 +130,41 @@ def test_forecast_from_a_csv_of_readings(embedded_stack, tmp_path):
     assert all(p["lower"] <= p["value"] <= p["upper"] for p in answer["forecast"])
     table = cli(embedded_stack, "forecast", str(tmp_path / "readings.csv"), "--model", "cli-solar", check=True).stdout
     assert "solar.current" in table and "interval" in table
+
+
+def test_the_python_client_trains_serves_and_sweeps_through_its_typed_methods(embedded_stack, tmp_path):
+    """An app's view: trainserve_client.Client against the live API and worker, no raw paths."""
+    from trainserve_client import ApiError, Client
+
+    with Client(embedded_stack.base_url) as api:
+        data = tmp_path / "digits.npz"
+        x, y = digits()
+        data.write_bytes(npz(x, y))
+        dataset = api.upload_dataset([data], name="client-digits", description="from the Python client")
+        assert api.get_dataset("client-digits")["id"] == dataset["id"]
+        assert any(d["name"] == "client-digits" for d in api.list_datasets()["items"])
+
+        job = api.submit_job({**LOGREG_SPEC, "dataset": "client-digits", "name": "client-logreg"})
+        kinds = [event["kind"] for event in api.events(job["id"])]
+        assert kinds[-1] == "status" and "epoch" in kinds
+        done = api.wait_for_job(job["id"])
+        assert done["status"] == "succeeded" and done["result"]["test_accuracy"] > 0.9
+        assert len(api.job_metrics(job["id"])["items"]) == LOGREG_SPEC["training"]["epochs"]
+        assert api.list_jobs(status="succeeded")["total"] >= 1
+
+        model = api.get_model("client-logreg")
+        assert api.set_alias("client-logreg", "production", model["version"])["version"] == model["version"]
+        answer = api.predict(instances=x[:20].astype(float).tolist(), model="client-logreg@production", top_k=1)
+        right = sum(p["label"] == int(label) for p, label in zip(answer["predictions"], y[:20]))
+        assert answer["model"]["version"] == model["version"] and right >= 16
+        by_image = api.predict(images=[png(image) for image in x[:20]], model="client-logreg")["predictions"]
+        assert sum(p["label"] == int(label) for p, label in zip(by_image, y[:20])) >= 16
+
+        sweep = api.create_sweep({"name": "client-sweep", "base": {**LOGREG_SPEC, "dataset": "client-digits"},
+                                  "space": {"training.learning_rate": {"low": 0.01, "high": 0.5, "log": True}},
+                                  "budget": {"trials": 1, "parallel": 1}, "pruner": {"type": "none"}})
+        final = [e for e in api.sweep_events(sweep["id"]) if e["kind"] == "status"][-1]
+        assert final["status"] == "succeeded" and api.get_sweep(sweep["id"])["model"]["name"] == "client-sweep"
+
+        with pytest.raises(ApiError, match="unknown dataset .no-such-dataset.*HTTP 422"):
+            api.submit_job({**LOGREG_SPEC, "dataset": "no-such-dataset"})

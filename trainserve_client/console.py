@@ -1,5 +1,5 @@
 """``trainserve``'s commands for a person at a terminal, or a script: they talk to a running API over HTTP
-(service/client.py says where it is and which key they send).
+(client.py beside this says where it is and which key they send).
 
 Every command takes ``--json``: the API's answer as JSON on stdout, for scripts. An error prints the API's
 message on stderr and exits 1; ``submit --follow`` and ``follow`` exit 0 when the job succeeded, 1 when it
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from service.client import DEFAULT_URL, EXIT, ApiError, Client
+from trainserve_client.client import DEFAULT_URL, EXIT, ApiError, Client
 
 COMMANDS = ("submit", "follow", "jobs", "show", "cancel", "datasets", "models", "predict", "forecast")
 
@@ -76,7 +76,7 @@ def follow(client: Client, job_id: str, as_json: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     out, err = _console()
-    epochs = client.request("GET", f"/v1/jobs/{job_id}")["progress"]["epochs"]
+    epochs = client.get_job(job_id)["progress"]["epochs"]
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=False) as bars:
         task = None
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, client: Client) -> int:
     if args.command == "submit":
-        job = client.request("POST", "/v1/jobs", json=_spec(args.spec))
+        job = client.submit_job(_spec(args.spec))
         if not args.follow:
             _print_json(job) if args.json else print(job["id"])
             return 0
@@ -235,8 +235,7 @@ def _run(args: argparse.Namespace, client: Client) -> int:
     if args.command == "follow":
         return follow(client, args.job, args.json)
     if args.command == "jobs":
-        page = client.request("GET", "/v1/jobs", params={"limit": args.limit,
-                                                          **({"status": args.status} if args.status else {})})
+        page = client.list_jobs(args.status, args.limit)
         if args.json:
             _print_json(page)
         else:
@@ -246,8 +245,7 @@ def _run(args: argparse.Namespace, client: Client) -> int:
                     for j in page["items"]])
         return 0
     if args.command in ("show", "cancel"):
-        job = client.request(*(("GET", f"/v1/jobs/{args.job}") if args.command == "show"
-                               else ("POST", f"/v1/jobs/{args.job}/cancel")))
+        job = client.get_job(args.job) if args.command == "show" else client.cancel_job(args.job)
         if args.json:
             _print_json(job)
         else:
@@ -269,7 +267,7 @@ def _run(args: argparse.Namespace, client: Client) -> int:
             row = upload(client, args.files, fields, args.json)
             _print_json(row) if args.json else print(f"dataset {row['name']} version {row['version']}: {row['id']}")
             return 0
-        page = client.request("GET", "/v1/datasets", params={"limit": 200})
+        page = client.list_datasets()
         if args.json:
             _print_json(page)
         else:
@@ -279,10 +277,10 @@ def _run(args: argparse.Namespace, client: Client) -> int:
         return 0
     if args.command == "models":
         if args.models_command == "promote":
-            alias = client.request("PUT", f"/v1/models/{args.name}/aliases/{args.alias}", json={"version": args.version})
+            alias = client.set_alias(args.name, args.alias, args.version)
             _print_json(alias) if args.json else print(f"{args.name}@{args.alias} -> version {args.version}")
             return 0
-        page = client.request("GET", "/v1/models", params={"limit": 200, **({"name": args.name} if args.name else {})})
+        page = client.list_models(args.name)
         if args.json:
             _print_json(page)
         else:
@@ -291,14 +289,13 @@ def _run(args: argparse.Namespace, client: Client) -> int:
                     for m in page["items"]])
         return 0
     if args.command == "predict":
-        files = []
+        images = []
         for image in args.images:
             try:
-                files.append(("images", (Path(image).name, Path(image).read_bytes())))
+                images.append(Path(image).read_bytes())
             except OSError as exc:
                 raise ApiError(f"{image}: {exc.strerror}") from None
-        answer = client.request("POST", "/predict", files=files,
-                                data={"top_k": str(args.top_k), **({"model": args.model} if args.model else {})})
+        answer = client.predict(images=images, model=args.model, top_k=args.top_k)
         if args.json:
             _print_json(answer)
         else:
@@ -308,9 +305,7 @@ def _run(args: argparse.Namespace, client: Client) -> int:
         return 0
     if args.command == "forecast":
         timestamps, values = _readings(args.readings)
-        body = {"timestamps": timestamps, "values": values, **({"model": args.model} if args.model else {}),
-                **({"horizon": args.horizon} if args.horizon else {})}
-        answer = client.request("POST", "/forecast", json=body)
+        answer = client.forecast(timestamps, values, args.model, args.horizon)
         if args.json:
             _print_json(answer)
         else:
