@@ -40,8 +40,14 @@ migrate: $(VENV)/.installed
 lint-imports: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
+# The suite runs in parallel (pytest-xdist): a test file stays on one process, so the servers and trained
+# models a module shares are made once. Most end-to-end time is spent waiting on other processes, so there
+# are more test processes than cores. TEST_WORKERS=0 runs it in this process, in order.
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(VENV)/.installed-dev node_modules/.installed $(CHECKOV_VENV)/.installed lint-imports
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 # deploy/ alone: kustomize, strict validation, checkov (a few seconds).
 test-deploy: $(VENV)/.installed-dev $(CHECKOV_VENV)/.installed
@@ -49,10 +55,10 @@ test-deploy: $(VENV)/.installed-dev $(CHECKOV_VENV)/.installed
 
 # No training end to end and no server: the in-process tests on SQLite, in about a minute.
 test-fast: $(VENV)/.installed-dev lint-imports
-	$(BIN)/pytest -m "not slow and not realstack"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow and not realstack"
 
 test-slow: $(VENV)/.installed-dev
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m slow
 
 # deploy/requirements.lock: the image's Python dependencies with their hashes (torch comes from PyTorch's index).
 lock:

@@ -15,9 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from trainserve_client import console
 from service.observability import logs, tracing, worker_metrics
 from service.platform.settings import Settings, load_settings
+from trainserve_client import console
 
 
 def run_api(settings: Settings, host: str | None, port: int | None, fd: int | None = None) -> None:

@@ -5,6 +5,7 @@ Redis servers at 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -14,6 +15,12 @@ for _name in [n for n in os.environ if n.startswith("TRAINSERVE_") and n != "TRA
     if not _name.startswith("TRAINSERVE_TEST_") and _name != "TRAINSERVE_REQUIRE_AZURITE":
         del os.environ[_name]
 os.environ["TRAINSERVE_ENV_FILE"] = ""  # a developer's .env never reaches the tests (nor the processes they start)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs several test processes on two cores: one thread each (and in the processes they
+    # start), or PyTorch's and BLAS's thread pools spin against each other and CPU-bound tests run 10-25x
+    # slower than alone.
+    for _pool in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_pool, "1")
 
 import threading  # noqa: E402
 import uuid  # noqa: E402
@@ -32,35 +39,59 @@ from tests.stack import Stack  # noqa: E402
 
 DATABASES = ["sqlite", "postgresql"]
 RUNTIMES: dict[str, Runtime] = {}  # the in-process tests' runtime on each database, made once per session
+TRAINED: dict[str, dict] = {}  # trained_classifier's model on each database
 
 
+# The longest files first: `make test` hands out whole files to its processes in this order, so the last
+# file to finish is a short one (bench: the durations `make test` prints).
+LONGEST_FIRST = ["test_fuzz.py", "test_end_to_end.py", "test_forecast.py", "test_fresh_clone.py",
+                 "test_concurrency.py", "test_gpu_queue.py", "test_outages.py", "test_console.py",
+                 "test_optimizers.py", "test_examples.py", "test_dashboard.py"]
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture parameters, which would undo it
 def pytest_collection_modifyitems(items) -> None:
     """A test that runs on PostgreSQL needs the server: `realstack`, like the end-to-end tests on it."""
     for item in items:
         if getattr(item, "callspec", None) and item.callspec.params.get("migrated") == "postgresql":
             item.add_marker(pytest.mark.realstack)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory) -> Iterator[dict[str, Runtime]]:
+    """The in-process tests' runtimes by database, each made and migrated on first use and kept for the whole
+    session: SQLite in this session's home, and a fresh PostgreSQL database (dropped after), each with its own
+    artifact folder. Kept apart from ``migrated`` so that a test process that alternates between the two (as
+    `make test`'s do, file by file) makes each once."""
+    with contextlib.ExitStack() as resources:
+        yield _LazyDatabases(resources, tmp_path_factory)
+        for runtime in RUNTIMES.values():
+            runtime.close()
+
+
+class _LazyDatabases(dict):
+    def __init__(self, resources: contextlib.ExitStack, tmp_path_factory) -> None:
+        super().__init__()
+        self.resources, self.tmp_path_factory = resources, tmp_path_factory
+
+    def __missing__(self, name: str) -> Runtime:
+        settings = load_settings()  # this session's home: the embedded defaults
+        if name == "postgresql":
+            url = self.resources.enter_context(new_postgres_database())
+            artifacts = f"file://{self.tmp_path_factory.mktemp('artifacts-postgresql')}"
+            settings = settings.model_copy(update={"database_url": url, "artifacts_url": artifacts})
+        upgrade(settings.database_url)
+        self[name] = RUNTIMES[name] = Runtime(settings)
+        return self[name]
 
 
 @pytest.fixture(scope="session", params=DATABASES)
-def migrated(request, tmp_path_factory) -> Iterator[str]:
-    """The in-process tests' database, migrated: SQLite in this session's home, then PostgreSQL (a fresh
-    database, dropped after), each with its own artifact folder and a runtime of its own (``runtime``)."""
-    settings = load_settings()  # this session's home: the embedded defaults
-    if request.param == "sqlite":
-        upgrade(settings.database_url)
-        RUNTIMES[request.param] = runtime = Runtime(settings)
-        yield request.param
-        runtime.close()
-        return
-    with new_postgres_database() as url:
-        artifacts = f"file://{tmp_path_factory.mktemp('artifacts-postgresql')}"
-        upgrade(url)
-        RUNTIMES[request.param] = runtime = Runtime(settings.model_copy(update={"database_url": url,
-                                                                                "artifacts_url": artifacts}))
-        try:
-            yield request.param
-        finally:
-            runtime.close()
+def migrated(request, databases) -> str:
+    """The database an in-process test runs on, migrated: SQLite, then PostgreSQL."""
+    databases[request.param]
+    return request.param
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +126,12 @@ def run_job(runtime):
 def trained_classifier(migrated) -> dict:
     """The digit classifier the serving tests share: logistic regression on `digits`, trained once per
     database by the worker's own code. Its model record, as GET /v1/models/{id} answers it."""
-    runtime = RUNTIMES[migrated]
+    if migrated not in TRAINED:
+        TRAINED[migrated] = _train_classifier(RUNTIMES[migrated])
+    return TRAINED[migrated]
+
+
+def _train_classifier(runtime: Runtime) -> dict:
     with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as c:
         job = c.post("/v1/jobs", json=LOGREG_SPEC).json()
         run_in_worker(runtime, job["id"])

@@ -50,7 +50,9 @@ class Stack:
     def start(cls, env: dict[str, str], workers: int = 1) -> Iterator["Stack"]:
         """Migrate, then start the API and ``workers`` worker processes; stop them all on exit."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
-        full_env.update({"TRAINSERVE_WORKER_METRICS_PORT": "0", **env}, TRAINSERVE_CANCEL_CHECK_SECONDS="0.2",
+        # One training thread: the suite runs several tests at once on two cores.
+        full_env.update({"TRAINSERVE_WORKER_METRICS_PORT": "0", "TRAINSERVE_WORKER_TORCH_THREADS": "1", **env},
+                        TRAINSERVE_CANCEL_CHECK_SECONDS="0.2",
                         TRAINSERVE_ENV_FILE="", PYTHONUNBUFFERED="1")
         subprocess.run([*CLI, "migrate"], env=full_env, check=True, timeout=120)
         sock = listening_socket()

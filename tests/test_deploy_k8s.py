@@ -339,6 +339,7 @@ def test_on_azure_pods_use_the_workload_identity_and_key_vault(rendered):
         assert "TRAINSERVE_BROKER_URL" not in settings_map["data"], "the broker URL holds Redis's key: Key Vault"
 
 
+@pytest.mark.slow
 def test_checkov_finds_nothing_in_the_manifests_the_dockerfile_and_the_bicep(rendered, tmp_path):
     for overlay, objs in rendered.items():
         (tmp_path / f"{overlay}.yaml").write_text(yaml.safe_dump_all(objs))

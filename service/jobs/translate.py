@@ -30,9 +30,10 @@ NESTED = {"schedule": ScheduleConfig, "early_stopping": EarlyStopping, "augmenta
 PASSED = [f.name for f in fields(TrainConfig) if f.name not in WORKER_SET]
 
 
-def unaccounted_fields() -> tuple[set[str], set[str]]:
-    """(spec fields neither passed nor read elsewhere, TrainConfig fields the spec has not): both empty."""
-    spec_fields = set(TrainingSpec.model_fields)
+def unaccounted_fields(spec=TrainingSpec) -> tuple[set[str], set[str]]:
+    """(fields of the spec's training section neither passed nor read elsewhere, TrainConfig fields it has
+    not): both empty."""
+    spec_fields = set(spec.model_fields)
     return spec_fields - set(PASSED) - set(READ_ELSEWHERE), set(PASSED) - spec_fields
 
 

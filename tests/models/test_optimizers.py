@@ -132,6 +132,7 @@ def flat_objective(model, data, l2: float):
     return f
 
 
+@pytest.mark.slow
 def test_bfgs_matches_scipys_bfgs_on_the_same_objective(convex_problem):
     """SciPy's BFGS and ours, from the same start on the same float64 objective, reach the same minimum."""
     from scipy.optimize import minimize

@@ -25,6 +25,7 @@ def setup(splits, architecture="mlp", params=None, optimizer="adam", lr=0.01, se
     return model_and_optimizer(splits.train, architecture, params, optimizer, lr, seed, **options)[:2]
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_keeps_the_best_epoch(splits):
     # A large network on a small training set overfits: validation loss turns up after a few epochs.
     model, opt = setup(splits, params={"hidden_sizes": [512, 512]}, lr=0.003)

@@ -19,6 +19,9 @@ from service.jobs.runner import run_job
 from service.main import create_app
 from tests.helpers import LOGREG_SPEC, settings_with
 
+# Every test here trains a forecaster (or shares one trained for the module): not for `make test-fast`.
+pytestmark = pytest.mark.slow
+
 SOLAR_SPEC = {
     "task": "forecast", "dataset": "solar", "name": "solar-current",
     "forecast": {"target": "solar.current", "lookback": 8, "horizon": 2, "gaps": "drop",

@@ -95,6 +95,7 @@ def test_bad_registry_requests(client, run_job, name, method, path, body, status
     assert_error(getattr(client, method)(path.format(name=name), **kwargs), status, fragment)
 
 
+@pytest.mark.slow
 def test_gated_promotion_moves_the_alias_only_for_a_better_model(client, run_job, name):
     gate = {"alias": "production", "metric": "test_accuracy", "min": 0.5}
     first = train(client, run_job, name, promote=gate)["result"]["promotion"]

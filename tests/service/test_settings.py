@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-PRINT_QUEUE = "from service.platform.settings import get_settings; print(runtime.settings.queue)"
+PRINT_QUEUE = "from service.platform.settings import load_settings; print(load_settings().queue)"
 
 
 def queue_seen(cwd, **env: str) -> str:

@@ -143,7 +143,7 @@ def cancel_running_job(stack) -> None:
 def stopped_worker_hands_its_job_on(stack) -> None:
     """SIGTERM, as Kubernetes and Ctrl-C send: the job goes back to the queue at its next batch, is sent again
     at once, and the next worker resumes after the last finished epoch."""
-    spec = {**LONG_SPEC, "training": {"epochs": 12, "batch_size": 8, "learning_rate": 0.0005}}
+    spec = {**LONG_SPEC, "training": {"epochs": 5, "batch_size": 8, "learning_rate": 0.0005}}
     job_id = stack.http.post("/v1/jobs", json=spec).json()["id"]
     stack.wait_for(job_id, {"running"}, predicate=lambda j: j["progress"]["epoch"] >= 2)
     worker = stack.worker()
@@ -155,7 +155,7 @@ def stopped_worker_hands_its_job_on(stack) -> None:
     done = stack.wait_for(job_id, timeout=180)
     assert done["status"] == "succeeded" and done["attempts"] == 2, f"{done}\n{stack.tail_logs()}"
     epochs = [m["epoch"] for m in stack.http.get(f"/v1/jobs/{job_id}/metrics").json()["items"]]
-    assert epochs == list(range(1, 13)), "no epoch lost or done twice"
+    assert epochs == list(range(1, 6)), "no epoch lost or done twice"
     assert "resuming after epoch" in stack.logs[-1].read_text(), stack.tail_logs()
 
 
@@ -216,7 +216,7 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(tmp
     of its own (its own database and queue), so no other API's reconciler takes part."""
     env = {"TRAINSERVE_HOME": str(tmp_path), "TRAINSERVE_STALE_AFTER_SECONDS": "10",
            "TRAINSERVE_RECONCILE_SECONDS": "1"}
-    spec = {**LONG_SPEC, "training": {"epochs": 30, "batch_size": 8, "learning_rate": 0.0005}}
+    spec = {**LONG_SPEC, "training": {"epochs": 6, "batch_size": 8, "learning_rate": 0.0005}}
     with contextlib.ExitStack() as resources:
         if backend == "realstack":
             env.update(TRAINSERVE_DATABASE_URL=resources.enter_context(new_postgres_database()),
@@ -232,5 +232,5 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(tmp
         assert done["status"] == "succeeded", f"{done['error']}\n{stack.tail_logs()}"
         assert done["attempts"] == 2
         metrics = stack.http.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
-        assert [m["epoch"] for m in metrics] == list(range(1, 31)), "no epoch lost or done twice"
+        assert [m["epoch"] for m in metrics] == list(range(1, 7)), "no epoch lost or done twice"
         assert "resuming after epoch" in stack.logs[-1].read_text(), stack.tail_logs()

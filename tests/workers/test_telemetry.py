@@ -146,7 +146,11 @@ def test_one_trace_runs_from_the_request_through_the_worker(stack, collector):
         spans = collector.trace(trace_id)
         names = [s.name for s in spans]
         exported = [s for s in spans if s.name == "export" and "trainserve.format" in s.attributes]
-        return spans if wanted <= set(names) and len(exported) == 2 and names.count("epoch") == EPOCHS else None
+        # A parent is sent when it ends, after its children: wait for the tree to close, or a loaded machine
+        # sees the export worker's spans before the task span they hang under.
+        closed = len([s for s in spans if s.parent_id not in {p.span_id for p in spans}]) == 1
+        return spans if wanted <= set(names) and len(exported) == 2 and names.count("epoch") == EPOCHS and closed \
+            else None
 
     spans = stack.wait_until(whole_trace, "the job's whole trace")
     assert {s.service for s in spans} == {"trainserve-api", "trainserve-worker"}
