@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -98,7 +100,7 @@ def read_idx(data: bytes, name: str = "file") -> np.ndarray:
     if ndim == 0 or len(data) < header:
         raise DataFormatError(f"{name}: IDX header is truncated")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # exact: np.prod wraps past 2**63
     if len(data) != expected:
         raise DataFormatError(f"{name}: IDX header says shape {list(shape)} ({expected} bytes) but the file has "
                               f"{len(data)} bytes; it is truncated or not the file it claims to be")
@@ -399,13 +401,26 @@ def _zip_part(archive: zipfile.ZipFile, entries: list[tuple[str, zipfile.ZipInfo
         budget[0] -= info.file_size
         if budget[0] < 0:
             raise ArchiveTooLarge(f"{name}: the archive expands past the {budget[1]:,}-byte limit")
-        with archive.open(info) as f:
-            raw = f.read(info.file_size + 1)
+        try:
+            with archive.open(info) as f:
+                raw = f.read(info.file_size + 1)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise DataFormatError(f"{name}: {info.filename} is damaged ({exc})") from None
         if len(raw) > info.file_size:
             raise ArchiveTooLarge(f"{name}: {info.filename} expands past the size its header claims")
         try:
-            image = Image.open(io.BytesIO(raw))
+            image = Image.open(io.BytesIO(raw))  # reads the header only: the size is known before decoding
+            width, height = image.size
+            # A small PNG can hold a huge image: what it decodes to counts, as the dataset holds it for
+            # training (float32, four bytes a pixel), against the same budget as the archive's bytes.
+            budget[0] -= width * height * 4
+            if budget[0] < 0:
+                raise ArchiveTooLarge(f"{name}: its images decode past the {budget[1]:,}-byte limit "
+                                      f"({info.filename} is {width}x{height})")
             image = np.asarray(image.convert("L"), dtype=np.uint8)
+        except Image.DecompressionBombError:
+            raise ArchiveTooLarge(f"{name}: {info.filename} decodes to more pixels than any image here may have") \
+                from None
         except (UnidentifiedImageError, OSError) as exc:
             raise DataFormatError(f"{name}: {info.filename} cannot be decoded as an image ({exc})") from None
         if size is None:

@@ -22,7 +22,7 @@ from service.http.health import database_reachable
 from service.inference_v2 import grpc_predict_v2_pb2 as pb
 from service.inference_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.inference_v2 import service
-from service.inference_v2.tensors import DATATYPES, InferRequest, Tensor, from_raw, from_values
+from service.inference_v2.tensors import DATATYPES, InferRequest, Tensor, check_shape, from_raw, from_values
 from service.keys.service import Scope
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ def decode(request: pb.ModelInferRequest) -> InferRequest:
         raise InvalidInput("the request needs inputs")
     inputs = []
     for i, tensor in enumerate(request.inputs):
-        shape = list(tensor.shape)
-        if not shape or any(d < 0 for d in shape):
-            raise InvalidInput(f"input {tensor.name!r}: shape must be a list of non-negative integers, not {shape}")
+        shape = check_shape(tensor.name, list(tensor.shape))
         if raw:
             array = from_raw(tensor.name, tensor.datatype, shape, raw[i])
         elif tensor.datatype == "FP16":
@@ -94,6 +92,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return await work()
         except AppError as exc:
             await context.abort(STATUS.get(exc.status_code, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # trainserve's fault: the log has the traceback, the caller never the exception's text
+            log.exception("gRPC %s failed", what)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{what} failed inside trainserve; the API's log says why")
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)

@@ -59,10 +59,16 @@ def _datatype(name: str, datatype: object) -> np.dtype:
     return DATATYPES[datatype]
 
 
-def _shape(name: str, shape: object) -> list[int]:
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+MAX_ELEMENTS = 2**31 - 1  # far above any request a body cap lets through; the product is exact (Python ints)
+
+
+def check_shape(name: str, shape: object) -> list[int]:
+    """The shape of an input, over HTTP or gRPC: positive dimensions, and a sane number of elements."""
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
                                                            for d in shape):
-        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, not {shape!r}")
+        raise InvalidInput(f"input {name!r}: shape must be a list of positive integers, not {shape!r}")
+    if prod(shape) > MAX_ELEMENTS:
+        raise InvalidInput(f"input {name!r}: shape {shape} has {prod(shape):,} elements, more than any request holds")
     return shape
 
 
@@ -102,7 +108,7 @@ def decode_http(body: bytes, headers: Any, max_bytes: int) -> InferRequest:
         body = decompress(body, encoding, max_bytes)
     length = headers.get(HEADER_LENGTH)
     if length is not None:
-        if not length.isdigit() or int(length) > len(body):
+        if not (length.isascii() and length.isdigit()) or int(length) > len(body):
             raise InvalidInput(f"Inference-Header-Content-Length {length!r} must be the JSON header's size in bytes, "
                                f"at most the body's {len(body)}")
         header, binary = body[: int(length)], memoryview(body)[int(length):]
@@ -119,7 +125,7 @@ def decode_http(body: bytes, headers: Any, max_bytes: int) -> InferRequest:
     for item in request["inputs"]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or "datatype" not in item:
             raise InvalidInput("each input needs name, shape and datatype, and data or binary_data_size")
-        name, shape = item["name"], _shape(item["name"], item.get("shape"))
+        name, shape = item["name"], check_shape(item["name"], item.get("shape"))
         size = _parameters(item, f"input {name!r}").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):

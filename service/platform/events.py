@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager as ContextManager
@@ -27,6 +28,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from service.http.errors import InvalidInput
 from service.platform.tables import JobStatus, utcnow
 
+log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 # A stream ends after one of these statuses: a job's final ones, which include a sweep's (succeeded, failed,
 # cancelled).
@@ -58,8 +60,13 @@ class _Feed:
     def __init__(self, table) -> None:
         self.table = table
         self.watchers: set[asyncio.Queue] = set()
-        self.seen = 0  # the last seq this feed has handed out
+        self.seen = 0  # the last seq this feed has handed out: the newest when it started, then what it polled
+        self.started = asyncio.Event()
         self.task: asyncio.Task | None = None
+
+
+ENDED = (0, "", {}, "")  # put in each watcher's queue when its feed's poll fails: the stream ends, and the
+# client's reconnect (with Last-Event-ID) starts a new feed
 
 
 class EventHub:
@@ -76,26 +83,31 @@ class EventHub:
 
     async def watch(self, table, key: uuid.UUID, last: int = 0) -> AsyncIterator[tuple[int, str, dict, str]]:
         """The events in ``table`` of owner ``key`` after ``last``, in order, each once; ends after a final
-        status."""
+        status, at once when ``last`` is at or past it."""
+        final = await run_in_threadpool(self._final, table, key)
+        if final is not None and last >= final:
+            return
         feed = self.feeds.get(key)
-        if feed is None:
+        if feed is None:  # a feed whose poll failed has left self.feeds: it is never shared dead
             feed = self.feeds[key] = _Feed(table)
-            feed.seen = last
+            feed.task = asyncio.create_task(self._poll(key, feed))
         queue: asyncio.Queue = asyncio.Queue()
         feed.watchers.add(queue)
-        if feed.task is None:
-            feed.task = asyncio.create_task(self._poll(key, feed))
         try:
-            # What the feed handed out before this watcher joined, read once for it; what comes after
-            # reaches it through the feed. An event in both is passed on once (seq only grows).
+            await feed.started.wait()
+            # What came before the feed's newest, read once for this watcher; what comes after reaches it
+            # through the feed. An event in both is passed on once (seq only grows). A watcher's ``last``
+            # never steers the feed, so one that asks for the far future holds back no one else.
             backlog = await run_in_threadpool(self._after, table, key, last) if last < feed.seen else []
             while True:
                 event = backlog.pop(0) if backlog else await queue.get()
-                if event[0] <= last:
-                    continue
-                last = event[0]
-                yield event
-                if event[1] == "status" and event[2].get("status") in TERMINAL:
+                if event is ENDED:
+                    return
+                final = event[1] == "status" and event[2].get("status") in TERMINAL
+                if event[0] > last:
+                    last = event[0]
+                    yield event
+                if final:  # the end, even for a watcher that asked to start past it
                     return
         finally:
             feed.watchers.discard(queue)
@@ -110,21 +122,46 @@ class EventHub:
         with self.sessions() as session:
             return after(session, table, key, seq)
 
+    def _newest(self, table, key: uuid.UUID) -> int:
+        with self.sessions() as session:
+            return session.scalar(select(func.max(table.seq)).where(owner_of(table) == key)) or 0
+
+    def _final(self, table, key: uuid.UUID) -> int | None:
+        """The seq of the owner's final status event, if it has ended."""
+        with self.sessions() as session:
+            row = session.execute(select(table.seq, table.data).where(owner_of(table) == key, table.kind == "status")
+                                  .order_by(table.seq.desc()).limit(1)).first()
+        return row[0] if row is not None and row[1].get("status") in TERMINAL else None
+
     async def _poll(self, key: uuid.UUID, feed: _Feed) -> None:
-        while True:
-            self.polls += 1
-            for event in await run_in_threadpool(self._after, feed.table, key, feed.seen):
-                feed.seen = event[0]
-                for queue in feed.watchers:
-                    queue.put_nowait(event)
-            await asyncio.sleep(self.poll_seconds)
+        try:
+            feed.seen = await run_in_threadpool(self._newest, feed.table, key)
+            feed.started.set()
+            while True:
+                self.polls += 1
+                for event in await run_in_threadpool(self._after, feed.table, key, feed.seen):
+                    feed.seen = event[0]
+                    for queue in feed.watchers:
+                        queue.put_nowait(event)
+                await asyncio.sleep(self.poll_seconds)
+        except Exception:
+            log.warning("events of %s: the feed's poll failed; its watchers' streams end and reconnect", key,
+                        exc_info=True)
+            if self.feeds.get(key) is feed:
+                del self.feeds[key]
+            feed.started.set()
+            for queue in feed.watchers:
+                queue.put_nowait(ENDED)
+
+
+MAX_EVENT_ID = 2**63 - 1  # the databases' integer
 
 
 LastEventId = Annotated[str | None, Header(
     description="Resume after this event id (an EventSource sends it when it reconnects); empty: from the first.",
     json_schema_extra={"pattern": "^[0-9]*$"})]
-After = Annotated[int | None, Query(ge=0, description="Resume after this event id, where the client cannot send "
-                                                      "Last-Event-ID.")]
+After = Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID, description="Resume after this event id, where the "
+                                                                      "client cannot send Last-Event-ID.")]
 
 
 def event_stream(request: Request, table, key: uuid.UUID, last_event_id: str | None,
@@ -132,11 +169,12 @@ def event_stream(request: Request, table, key: uuid.UUID, last_event_id: str | N
     """An owner's events in ``table`` as Server-Sent Events, from after ``Last-Event-ID`` (or ``after``)."""
     last = after or 0
     if last_event_id is not None and last_event_id.strip():  # empty, as the SSE standard has it: the first
-        if not last_event_id.strip().isdigit():
+        text = last_event_id.strip()
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_EVENT_ID:
             raise InvalidInput(f"Last-Event-ID {last_event_id!r} is not an event id; send the `id` of the last "
-                               "event received (a whole number), or leave it out to start from the first",
-                               details=[{"field": "Last-Event-ID", "message": "not a whole number"}])
-        last = int(last_event_id)
+                               "event received (a whole number from 0 to 2^63-1), or leave it out to start from "
+                               "the first", details=[{"field": "Last-Event-ID", "message": "not an event id"}])
+        last = int(text)
 
     async def stream():
         async for seq, kind, data, at in request.app.state.events.watch(table, key, last):

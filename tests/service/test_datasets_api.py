@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import uuid
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -124,6 +125,32 @@ def truncated_idx() -> bytes:
     return datafiles.idx(SMALL_X)[:-10]
 
 
+def idx_header_only(*dims: int) -> bytes:
+    """An IDX header that claims ``dims`` (uint8) and no data at all."""
+    return bytes([0, 0, 0x08, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims a huge grey image in a few dozen bytes (its data would inflate to width*height)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def zip_with_a_bad_crc() -> bytes:
+    """A stored (uncompressed) entry whose bytes no longer match the CRC in its header."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("0/a.png", datafiles.png(SMALL_X[0]))
+        z.writestr("1/b.png", datafiles.png(SMALL_X[1]))
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"IDAT") + 8
+    data[at] ^= 0xFF
+    return bytes(data)
+
+
 BAD_INPUTS = {
     "wrong idx magic": ([("images.idx", b"\x08\x03" + datafiles.idx(SMALL_X)[2:]), ("labels.idx", datafiles.idx(SMALL_Y))],
                         {"format": "idx"}, 422, "not an IDX file"),
@@ -147,6 +174,15 @@ BAD_INPUTS = {
                            422, "'..'"),
     "zip absolute path": ([("d.zip", zip_with({"/0/a.png": datafiles.png(SMALL_X[0])}))], {"format": "image_zip"},
                           422, "absolute path"),
+    "idx dims past 2**63": ([("images.idx", idx_header_only(2**31, 2**31, 4)), ("labels.idx", datafiles.idx(SMALL_Y))],
+                            {"format": "idx"}, 422, "IDX header says shape [2147483648, 2147483648, 4]"),
+    "zip entry with a bad crc": ([("d.zip", zip_with_a_bad_crc())], {"format": "image_zip"}, 422, "is damaged"),
+    "zip with a 30000x30000 png": ([("d.zip", zip_with({"0/a.png": datafiles.png(SMALL_X[0]),
+                                                         "1/b.png": png_header(30000, 30000)}))],
+                                   {"format": "image_zip"}, 413, "1/b.png"),
+    "zip whose pngs decode past the limit": ([("d.zip", zip_with({"0/a.png": png_header(9000, 9000),
+                                                                   "1/b.png": png_header(9000, 9000)}))],
+                                             {"format": "image_zip"}, 413, "decode past"),
     "empty file": ([("d.csv", b"")], {}, 422, "empty"),
     "header only": ([("d.csv", b"label,a,b,c,d\n")], {}, 422, "no rows"),
     "npz without y": ([("d.npz", (lambda b: (np.savez(b, x=SMALL_X), b.getvalue())[1])(io.BytesIO()))], {}, 422,

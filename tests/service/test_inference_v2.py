@@ -101,6 +101,12 @@ def test_infer_a_version_with_nested_data_and_one_requested_output(api, digits):
     ("/v2/models/{name}/infer", {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
                                              "data": [0] * 64}], "outputs": [{"name": "logits"}]}, 400,
      "unknown output(s) ['logits']"),
+    ("/v2/models/{name}/infer", {"inputs": [{"name": "pixels", "shape": [0, 64], "datatype": "FP32", "data": []}]},
+     400, "shape must be a list of positive integers"),
+    ("/v2/models/{name}/infer", {"inputs": [{"name": "pixels", "shape": [0, 2**63 - 1], "datatype": "FP32",
+                                             "data": []}]}, 400, "shape must be a list of positive integers"),
+    ("/v2/models/{name}/infer", {"inputs": [{"name": "pixels", "shape": [2**31, 2**31], "datatype": "FP32",
+                                             "data": [0]}]}, 400, "more than any request holds"),
 ])
 def test_bad_inference_requests_use_the_protocols_error_shape(api, path, request_body, status, fragment):
     r = api.post(path.format(name=NAME), json=request_body)
@@ -111,3 +117,11 @@ def test_bad_inference_requests_use_the_protocols_error_shape(api, path, request
 def test_unknown_model_metadata_is_404_in_the_protocols_shape(api):
     r = api.get("/v2/models/nobody")
     assert r.status_code == 404 and set(r.json()) == {"error"}
+
+
+def test_a_header_length_that_is_a_digit_but_not_ascii_is_refused(api):
+    body = b'{"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0]}]}'
+    r = api.post(f"/v2/models/{NAME}/infer", content=body,
+                 headers={"Content-Type": "application/octet-stream",
+                          "Inference-Header-Content-Length": "\u00b2".encode("latin-1")})
+    assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"], r.text

@@ -76,3 +76,58 @@ def test_refusals(client, run_job):
     assert bad.status_code == 422 and "Last-Event-ID" in bad.json()["error"]["message"]
     negative = client.get(f"/v1/jobs/{job_id}/events", params={"after": -1})
     assert negative.status_code == 422
+
+
+def test_an_event_id_must_be_ascii_digits_within_the_databases_range(client, run_job):
+    job_id = finished_job(client, run_job)
+    for hostile in ("\u00b2", "99999999999999999999999999", str(2**63), "-1", "1e3"):
+        r = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": hostile.encode("latin-1")})
+        assert r.status_code == 422 and "Last-Event-ID" in r.json()["error"]["message"], (hostile, r.text)
+    assert client.get(f"/v1/jobs/{job_id}/events", params={"after": 2**63}).status_code == 422
+
+
+def test_resuming_a_finished_job_at_or_past_its_last_event_ends_at_once(client, run_job):
+    job_id = finished_job(client, run_job)
+    last = read_events(client, job_id)[-1]["id"]
+    assert read_events(client, job_id, **{"Last-Event-ID": str(last)}) == []  # what an EventSource resends
+    assert read_events(client, job_id, **{"Last-Event-ID": str(2**63 - 1)}) == []
+
+
+def test_a_watcher_far_ahead_holds_back_no_other_watcher(runtime, client):
+    """Two watchers of one running job share a feed; one resumes after an id from the far future. The other
+    still receives every event as it is written, and both streams end with the job."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from service.jobs import events
+    from service.platform.events import EventHub
+    from service.platform.tables import JobEvent, JobStatus, TrainingJob
+
+    job_id = uuid.UUID(client.post("/v1/jobs", json=LOGREG_SPEC).json()["id"])
+
+    def write(kind: str, **data) -> None:
+        with runtime.session() as session:
+            session.execute(update(TrainingJob).where(TrainingJob.id == job_id).values(epochs_done=0))
+            events.append(session, job_id, kind, **data)
+
+    async def scenario() -> tuple[list, list]:
+        hub = EventHub(runtime.session, poll_seconds=0.02)
+        ahead, normal = [], []
+
+        async def collect(last: int, into: list) -> None:
+            async for event in hub.watch(JobEvent, job_id, last):
+                into.append(event[0])
+
+        watchers = [asyncio.create_task(collect(2**63 - 1, ahead)), asyncio.create_task(collect(0, normal))]
+        while hub.watchers < 2:
+            await asyncio.sleep(0.01)
+        for epoch in (1, 2, 3):
+            await asyncio.to_thread(write, "epoch", epoch=epoch)
+        await asyncio.to_thread(write, "status", status=JobStatus.succeeded.value)
+        await asyncio.wait_for(asyncio.gather(*watchers), timeout=10)
+        return ahead, normal
+
+    ahead, normal = asyncio.run(scenario())
+    assert normal == list(range(1, len(normal) + 1)) and len(normal) == 5, normal  # queued, 3 epochs, the end
+    assert ahead == []

@@ -171,6 +171,11 @@ def test_refusals_say_what_is_wrong(served):
     with pytest.raises(InferenceServerException, match="no model") as error:
         client.infer("no-such-model", [bad])
     assert error.value.status() == "StatusCode.NOT_FOUND"
+    empty = grpcclient.InferInput("pixels", [0, 64], "FP32")
+    empty.set_data_from_numpy(np.zeros((0, 64), np.float32))
+    with pytest.raises(InferenceServerException, match="positive integers") as error:
+        client.infer(served.classifier, [empty])
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
 def solar_readings(start: str) -> pd.DataFrame:
