@@ -34,8 +34,7 @@ def test_the_api_keeps_its_published_contract(tmp_path):
         out = subprocess.run([binary, "--config-file", str(CONFIG), "run", f"{stack.base_url}/openapi.json",
                               "--header", f"Authorization: Bearer {key}", "--seed", "20261129",
                               "--generation-with-security-parameters", "false",
-                              "--generation-deterministic", "--request-timeout", "30",
-                              "--workers", "4"],  # operations in parallel: the API answers while the next is made
+                              "--generation-deterministic", "--request-timeout", "30"],
                              capture_output=True, text=True, timeout=900, cwd=tmp_path)
         assert out.returncode == 0, out.stdout[-12000:] + out.stderr[-2000:] + stack.tail_logs()
         assert " passed" in out.stdout and "generated" in out.stdout
