@@ -49,12 +49,16 @@ LONGEST_FIRST = ["test_fuzz.py", "test_end_to_end.py", "test_forecast.py", "test
                  "test_optimizers.py", "test_examples.py", "test_dashboard.py"]
 
 
+def pytest_itemcollected(item) -> None:
+    """A test that runs on PostgreSQL needs the server: `realstack`, like the end-to-end tests on it (marked
+    as it is collected, before `-m` selects)."""
+    if getattr(item, "callspec", None) and item.callspec.params.get("migrated") == "postgresql":
+        item.add_marker(pytest.mark.realstack)
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture parameters, which would undo it
 def pytest_collection_modifyitems(items) -> None:
-    """A test that runs on PostgreSQL needs the server: `realstack`, like the end-to-end tests on it."""
-    for item in items:
-        if getattr(item, "callspec", None) and item.callspec.params.get("migrated") == "postgresql":
-            item.add_marker(pytest.mark.realstack)
+    """The longest files first."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
