@@ -8,7 +8,7 @@ directly.
 
 from __future__ import annotations
 
-import gzip
+import csv
 import io
 import math
 import re
@@ -85,13 +85,11 @@ IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtyp
              0x0E: np.dtype(">f8")}
 
 
-def read_idx(data: bytes, name: str = "file") -> np.ndarray:
-    """Parse an IDX file (the format of MNIST and Fashion-MNIST), gzipped or raw."""
+def read_idx(data: bytes, name: str = "file", *, max_bytes: int | None = None) -> np.ndarray:
+    """Parse an IDX file (the format of MNIST and Fashion-MNIST), gzipped or raw. A gzipped file is inflated
+    a piece at a time and refused (:class:`ArchiveTooLarge`) as soon as it passes ``max_bytes``."""
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise DataFormatError(f"{name}: gzip data is damaged or truncated ({exc})") from None
+        data = inflate_gzip(data, name, max_bytes)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
         raise DataFormatError(f"{name}: not an IDX file (the magic number must be 00 00 <type> <dims>, "
                               f"got {data[:4].hex(' ') or 'nothing'})")
@@ -105,6 +103,32 @@ def read_idx(data: bytes, name: str = "file") -> np.ndarray:
         raise DataFormatError(f"{name}: IDX header says shape {list(shape)} ({expected} bytes) but the file has "
                               f"{len(data)} bytes; it is truncated or not the file it claims to be")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+INFLATE_CHUNK = 1 << 20
+
+
+def inflate_gzip(data: bytes, name: str, max_bytes: int | None) -> bytes:
+    """``data`` gunzipped (every member), refused as soon as the output passes ``max_bytes``: zlib is asked
+    for a megabyte at a time, so a bomb costs at most the limit, never what it claims to expand to."""
+    out, rest = bytearray(), data
+    try:
+        while rest:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = rest
+            while True:
+                out += inflater.decompress(chunk, INFLATE_CHUNK)
+                if max_bytes is not None and len(out) > max_bytes:
+                    raise ArchiveTooLarge(f"{name}: the gzip data expands past the {max_bytes:,}-byte limit")
+                chunk = inflater.unconsumed_tail
+                if not chunk:
+                    break
+            if not inflater.eof:
+                raise DataFormatError(f"{name}: gzip data is damaged or truncated (it ends early)")
+            rest = inflater.unused_data
+    except zlib.error as exc:
+        raise DataFormatError(f"{name}: gzip data is damaged or truncated ({exc})") from None
+    return bytes(out)
 
 
 def images_and_labels(images: np.ndarray, labels: np.ndarray, *, value_range: tuple[float, float],
@@ -236,11 +260,12 @@ def _image_dataset(images: np.ndarray, labels: np.ndarray, where: str) -> ArrayD
     return images_and_labels(images, labels, value_range=_value_range(images), description="")
 
 
-def parse_idx(files: list[tuple[str, bytes]]) -> ArrayDataset:
-    """An MNIST-style pair: an images file (3-D) and a labels file (1-D), in either order, gzipped or raw."""
+def parse_idx(files: list[tuple[str, bytes]], *, max_bytes: int | None = None) -> ArrayDataset:
+    """An MNIST-style pair: an images file (3-D) and a labels file (1-D), in either order, gzipped or raw;
+    ``max_bytes``: the most each may inflate to."""
     if len(files) != 2:
         raise DataFormatError(f"IDX data comes as two files, images and labels; got {len(files)}")
-    arrays = {name: read_idx(data, name) for name, data in files}
+    arrays = {name: read_idx(data, name, max_bytes=max_bytes) for name, data in files}
     by_rank = {a.ndim: (name, a) for name, a in arrays.items()}
     if set(by_rank) != {1, 3}:
         raise DataFormatError("IDX: expected one images file (3 dimensions) and one labels file (1 dimension); "
@@ -252,31 +277,61 @@ def parse_idx(files: list[tuple[str, bytes]]) -> ArrayDataset:
     return _image_dataset(images, labels, labels_name)
 
 
-def parse_npz(data: bytes, name: str) -> ArrayDataset:
+def parse_npz(data: bytes, name: str, *, max_bytes: int | None = None) -> ArrayDataset:
     """Arrays ``x`` and ``y`` (or Keras' ``x_train`` and ``y_train``), and a test part in ``x_test`` and
-    ``y_test`` when the file has one."""
+    ``y_test`` when the file has one; ``max_bytes``: the most the arrays may take together once inflated."""
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            train = next((p for p in (("x", "y"), ("x_train", "y_train")) if set(p) <= set(npz.files)), None)
-            test = [k for k in ("x_test", "y_test") if k in npz.files]
+        with zipfile.ZipFile(io.BytesIO(data)) as npz:
+            files = [n[: -len(".npy")] for n in npz.namelist() if n.endswith(".npy")]
+            train = next((p for p in (("x", "y"), ("x_train", "y_train")) if set(p) <= set(files)), None)
+            test = [k for k in ("x_test", "y_test") if k in files]
             if train is None and len(test) == 2:
                 raise DataFormatError(f"{name}: only a test part (x_test, y_test); add the training part as "
                                       "arrays 'x' and 'y' (or x_train and y_train)")
             if train is None:
                 raise DataFormatError(f"{name}: an NPZ needs arrays 'x' (images) and 'y' (labels), or x_train and "
-                                      f"y_train; it has {', '.join(npz.files) or 'none'}")
+                                      f"y_train; it has {', '.join(files) or 'none'}")
             if len(test) == 1:
                 raise DataFormatError(f"{name}: {test[0]} without {({'x_test', 'y_test'} - set(test)).pop()}; a "
                                       "test part needs both its images and its labels")
-            arrays = {k: npz[k] for k in (*train, *test)}
+            budget = [max_bytes, max_bytes]
+            arrays = {k: _npy_member(npz, k, name, budget) for k in (*train, *test)}
     except DataFormatError:
         raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise DataFormatError(f"{name}: not a readable NPZ file ({exc})") from None
     parsed = _npz_part(arrays[train[0]], arrays[train[1]], name, train)
     if test:
         parsed = parsed.with_test(_npz_part(arrays["x_test"], arrays["y_test"], f"{name} (test part)", test))
     return parsed
+
+
+def _npy_member(npz: zipfile.ZipFile, key: str, name: str, budget: list) -> np.ndarray:
+    """One array of an NPZ, read the way ``np.load`` reads it, but with its size from the ``.npy`` header
+    checked against what is left of ``budget`` before any data is inflated. ``np.load`` would inflate the
+    whole member first, so a 1 MB file that holds a gigabyte would cost a gigabyte."""
+    with npz.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise DataFormatError(f"{name}: array {key!r} is .npy version {version[0]}.{version[1]}; save it with "
+                                  "numpy.savez (version 1.0 or 2.0)")
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject:
+            raise DataFormatError(f"{name}: array {key!r} holds Python objects, which are not read (pickles can run "
+                                  "code); save numbers")
+        size = math.prod(shape) * dtype.itemsize
+        if budget[1] is not None:
+            budget[0] -= size
+            if budget[0] < 0:
+                raise ArchiveTooLarge(f"{name}: array {key!r} is {list(shape)} of {dtype} ({size:,} bytes); the arrays "
+                                      f"pass the {budget[1]:,}-byte limit")
+        raw = f.read(size)
+        if len(raw) != size:
+            raise DataFormatError(f"{name}: array {key!r} is truncated ({len(raw):,} of {size:,} bytes)")
+    array = np.frombuffer(raw, dtype=dtype)
+    return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
 
 
 def _npz_part(x: np.ndarray, y: np.ndarray, name: str, keys: tuple | list) -> ArrayDataset:
@@ -286,9 +341,25 @@ def _npz_part(x: np.ndarray, y: np.ndarray, name: str, keys: tuple | list) -> Ar
     return _image_dataset(x, y, name)
 
 
-def read_csv(data: bytes, name: str) -> pd.DataFrame:
+# The widest CSV read: a 256x256 image and its label. Wider files are refused from their header line.
+MAX_CSV_COLUMNS = 256 * 256 + 1
+
+
+def _csv_header(data: bytes, name: str) -> list[str]:
     if not data.strip():
         raise DataFormatError(f"{name}: the file is empty")
+    first = data.split(b"\n", 1)[0]
+    if first.count(b",") + 1 > MAX_CSV_COLUMNS:
+        raise DataFormatError(f"{name}: {first.count(b',') + 1:,} columns; a CSV may have at most "
+                              f"{MAX_CSV_COLUMNS:,} (a 256x256 image and its label)")
+    try:
+        return [c.strip() for c in next(csv.reader([first.decode("utf-8-sig").rstrip("\r")], skipinitialspace=True))]
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{name}: not a readable CSV file ({exc})") from None
+
+
+def read_csv(data: bytes, name: str) -> pd.DataFrame:
+    _csv_header(data, name)
     try:
         frame = pd.read_csv(io.BytesIO(data), skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -299,24 +370,63 @@ def read_csv(data: bytes, name: str) -> pd.DataFrame:
 
 
 def numeric_columns(frame: pd.DataFrame, columns: list[str], name: str) -> np.ndarray:
-    """The columns as float64, or a DataFormatError naming the first cell that is not a number."""
-    for column in columns:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    """The columns as float64, or a DataFormatError naming the first cell that is not a number. The columns
+    are converted one by one and stacked once: assigning each back into the frame costs quadratic time."""
+    out = np.empty((len(frame), len(columns)), dtype=np.float64)
+    for i, column in enumerate(columns):
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(values)
         if bad.any():
-            row = int(np.argmax(bad.to_numpy()))
+            row = int(np.argmax(bad))
             raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}), column {column!r}: "
                                   f"{frame[column].iloc[row]!r} is not a number")
-        frame[column] = values
-    return frame[columns].to_numpy(dtype=np.float64)
+        out[:, i] = values
+    return out
+
+
+def _csv_numbers(data: bytes, name: str, columns: list[str]) -> np.ndarray:
+    """Every row after the header as float64, in one pass of numpy's C reader; where that fails, the first
+    cell that is not a finite number, or the cells numpy does not read (quotes after a space), found by
+    reading the rows again one at a time."""
+    if not data.split(b"\n", 1)[-1].strip() or b"\n" not in data:
+        raise DataFormatError(f"{name}: the CSV has a header but no rows")
+    try:
+        values = np.loadtxt(io.BytesIO(data), delimiter=",", skiprows=1, ndmin=2, quotechar='"', dtype=np.float64,
+                            encoding="utf-8-sig")
+        if values.shape[1] == len(columns) and np.isfinite(values).all():
+            return values
+    except ValueError:
+        pass
+    rows = csv.reader(io.StringIO(data.decode("utf-8-sig", "replace")), skipinitialspace=True)
+    next(rows)
+    values = []
+    for row, cells in enumerate(rows):
+        if not cells:
+            continue
+        if len(cells) != len(columns):
+            raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}) has {len(cells)} cells; the header has "
+                                  f"{len(columns)} columns")
+        try:
+            numbers = [float(cell) for cell in cells]
+        except ValueError:
+            numbers = [math.nan]
+        if not all(map(math.isfinite, numbers)):
+            for column, cell in zip(columns, cells):
+                try:
+                    ok = math.isfinite(float(cell))
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise DataFormatError(f"{name}: row {row + 1} (line {row + 2}), column {column!r}: "
+                                          f"{cell.strip()!r} is not a number")
+        values.append(numbers)
+    return np.array(values, dtype=np.float64).reshape(len(values), len(columns))
 
 
 def parse_image_csv(data: bytes, name: str, *, label_column: str | None = None,
                     image_shape: tuple[int, int] | None = None) -> ArrayDataset:
     """One image a row: a label column and the pixels in row-major order (square unless ``image_shape``)."""
-    frame = read_csv(data, name)
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
+    columns = _csv_header(data, name)
     label = label_column or next((c for c in columns if c.lower() in LABEL_NAMES), None)
     if label is None or label not in columns:
         raise DataFormatError(f"{name}: no label column; name one of the columns "
@@ -332,11 +442,12 @@ def parse_image_csv(data: bytes, name: str, *, label_column: str | None = None,
     if image_shape[0] * image_shape[1] != len(pixels):
         raise DataFormatError(f"{name}: image_shape {image_shape[0]}x{image_shape[1]} needs "
                               f"{image_shape[0] * image_shape[1]} pixel columns; the file has {len(pixels)}")
-    values = numeric_columns(frame, [label, *pixels], name)
-    images = values[:, 1:].reshape(len(values), *image_shape)
+    values = _csv_numbers(data, name, columns)
+    at = columns.index(label)
+    images = np.delete(values, at, axis=1).reshape(len(values), *image_shape)
     if images.min() >= 0 and images.max() <= 255 and np.all(images == np.round(images)):
         images = images.astype(np.uint8)
-    return _image_dataset(images.astype(np.float32) if images.dtype != np.uint8 else images, values[:, 0], name)
+    return _image_dataset(images.astype(np.float32) if images.dtype != np.uint8 else images, values[:, at], name)
 
 
 def parse_image_zip(data: bytes, name: str, *, max_bytes: int) -> tuple[ArrayDataset, list[str]]:

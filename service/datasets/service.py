@@ -178,11 +178,11 @@ def parse_upload(upload: Upload, options: ParseOptions, max_bytes: int):
         train, test = dataformats.split_parts(files, fmt, options.test_file_names)
         name, data = train[0]
         if fmt == "idx":
-            parsed = dataformats.parse_idx(train)
+            parsed = dataformats.parse_idx(train, max_bytes=max_bytes)
             if test:
-                parsed = parsed.with_test(dataformats.parse_idx(test))
+                parsed = parsed.with_test(dataformats.parse_idx(test, max_bytes=max_bytes))
         elif fmt == "npz":
-            parsed = dataformats.parse_npz(data, name)
+            parsed = dataformats.parse_npz(data, name, max_bytes=max_bytes)
         elif fmt == "image_csv":
             shape = tuple(int(v) for v in options.image_shape.split("x")) if options.image_shape else None
             parsed, *tests = (dataformats.parse_image_csv(d, n, label_column=options.label_column, image_shape=shape)
@@ -193,8 +193,8 @@ def parse_upload(upload: Upload, options: ParseOptions, max_bytes: int):
             parsed, classes = dataformats.parse_image_zip(data, name, max_bytes=max_bytes)
         else:
             parsed = timeseries.parse_timeseries_csv(data, name, timestamp_column=options.timestamp_column)
-    except ArchiveTooLarge as exc:
-        raise PayloadTooLarge(str(exc)) from None
+    except ArchiveTooLarge as exc:  # inflated data is held to the upload's own limit
+        raise PayloadTooLarge(f"{exc} (TRAINSERVE_MAX_UPLOAD_BYTES)") from None
     except DataFormatError as exc:
         guessed = "" if options.format else (f" (read as {fmt}, guessed from the file; if it is another format, "
                                              f"name it: format={' | '.join(dataformats.FORMATS)})")

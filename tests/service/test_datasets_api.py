@@ -3,6 +3,7 @@ its message and nothing left behind; dedupe by content; statistics; the delete g
 
 from __future__ import annotations
 
+import gzip
 import io
 import uuid
 import zipfile
@@ -223,13 +224,31 @@ def test_a_bad_name_or_option_is_refused(client):
     assert response.status_code == 422 and "too many form fields" in response.json()["error"]["message"]
 
 
-def test_a_zip_that_expands_past_the_limit_is_refused(runtime, migrated):
-    bomb = zip_with({"0/a.png": b"\0" * 3_000_000, "1/b.png": b"\0" * 3_000_000})
-    assert len(bomb) < 100_000
-    with TestClient(create_app(settings_with(runtime, max_upload_bytes=2_000_000), reconcile=False, tune_process=False)) as small:
+def _compressed_npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+BOMBS = {  # each under 100 KB on the wire, each past the 2 MB limit once inflated
+    "zip": [("bomb.zip", zip_with({"0/a.png": b"\0" * 3_000_000, "1/b.png": b"\0" * 3_000_000}))],
+    "gzipped idx": [("images-idx3-ubyte.gz", gzip.compress(datafiles.idx(np.zeros((3000, 32, 32), np.uint8)))),
+                    ("labels-idx1-ubyte", datafiles.idx(np.zeros(3000, np.uint8)))],
+    "npz": [("bomb.npz", _compressed_npz(x=np.zeros((3000, 32, 32), np.float32), y=np.zeros(3000, np.int64)))],
+}
+
+
+@pytest.mark.parametrize("bomb", BOMBS)
+def test_an_archive_that_expands_past_the_limit_is_refused(runtime, migrated, bomb):
+    files = BOMBS[bomb]
+    assert sum(len(data) for _, data in files) < 100_000
+    app = create_app(settings_with(runtime, max_upload_bytes=2_000_000), reconcile=False, tune_process=False)
+    with TestClient(app) as small:
         before = artifact_files(runtime)
-        response = upload(small, unique("bomb"), ("bomb.zip", bomb))
-        assert response.status_code == 413 and "expands past" in response.json()["error"]["message"]
+        response = upload(small, unique("bomb"), *files)
+        message = response.json()["error"]["message"]
+        assert response.status_code == 413 and "2,000,000-byte limit" in message, response.text
+        assert "TRAINSERVE_MAX_UPLOAD_BYTES" in message
         assert artifact_files(runtime) == before
 
 
