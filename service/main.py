@@ -14,6 +14,7 @@ from service.datasets.router import router as datasets_router
 from service.forecast.router import router as forecast_router
 from service.http import docs_ui, health, openapi
 from service.http.auth import KeyCache
+from service.http.bodies import BodyCeiling
 from service.http.errors import install_error_handlers
 from service.http.ratelimit import Limit, RateLimiter
 from service.inference_v2.router import router as v2_router
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.metrics = metrics.Metrics(app.state) if settings.metrics else None
     if app.state.metrics is not None or settings.log_format == "json":
         app.add_middleware(TelemetryMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodyCeiling, limit=settings.max_request_bytes)
     app.state.limiter = RateLimiter(settings.broker_url, settings.queue)
     app.state.limits = {"inference": Limit.parse(settings.rate_limit_inference),
                         "jobs": Limit.parse(settings.rate_limit_jobs)}

@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, AsyncContextManager
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.audit.router import record_request
 from service.datasets import service
@@ -19,6 +16,7 @@ from service.datasets.uploads import download, limited, read_files
 from service.http import idempotency
 from service.http.auth import allow, principal_of
 from service.http.errors import InvalidInput, errors, validation_details
+from service.http.forms import read_form
 from service.http.idempotency import IdempotencyKey
 from service.http.pagination import PageLimit, PageOffset
 from service.keys.service import Scope
@@ -53,24 +51,15 @@ def _remembered(session, retry: idempotency.Attempt | None, answer: DatasetOut,
     return answer if earlier is None else earlier
 
 
-@contextlib.asynccontextmanager
-async def _upload_form(request: Request, max_bytes: int) -> AsyncIterator[FormData]:
-    """The multipart form, at most four files; the form parser's own refusal of a fifth says what to send."""
-    try:
-        form = await limited(request, max_bytes).form(max_files=service.MAX_FILES, max_fields=10)
-    except StarletteHTTPException as exc:
-        if "Too many files" in str(exc.detail):
-            raise InvalidInput("too many files; send one file, two for IDX (images and labels), and as many again "
-                               "for a test part", details=[{"field": "file", "message": "at most 4 files"}]) from None
-        if "Too many fields" in str(exc.detail):
-            raise InvalidInput(f"too many form fields; an upload takes name, description and the options "
-                               f"{', '.join(f for f in UploadForm.model_fields if f not in ('name', 'description'))}",
-                               details=[{"field": "body", "message": "at most 10 fields"}]) from None
-        raise
-    try:
-        yield form
-    finally:
-        await form.close()
+def _upload_form(request: Request, max_bytes: int) -> AsyncContextManager[FormData]:
+    """The multipart form, at most four files; a fifth, or too many fields, is refused saying what to send."""
+    fields = ", ".join(f for f in UploadForm.model_fields if f not in ("name", "description"))
+    return read_form(
+        limited(request, max_bytes), max_files=service.MAX_FILES, max_fields=10,
+        too_many_files=InvalidInput("too many files; send one file, two for IDX (images and labels), and as many "
+                                    "again for a test part", details=[{"field": "file", "message": "at most 4 files"}]),
+        too_many_fields=InvalidInput(f"too many form fields; an upload takes name, description and the options "
+                                     f"{fields}", details=[{"field": "body", "message": "at most 10 fields"}]))
 
 
 @router.post("", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_FORM,

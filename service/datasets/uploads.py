@@ -10,7 +10,6 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
@@ -21,6 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from service.datasets.service import Upload
+from service.http.bodies import Ceiling, raise_ceiling
 from service.http.errors import AppError, InvalidInput, PayloadTooLarge
 
 # Multipart framing and the form fields ride on top of the files; they are small.
@@ -31,27 +31,15 @@ class ImportFailed(AppError):
     status_code, code = 400, "import_failed"
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the upload is larger than the {limit:,}-byte limit (TRAINSERVE_MAX_UPLOAD_BYTES)")
+def upload_ceiling(limit: int) -> Ceiling:
+    return Ceiling(limit, FORM_OVERHEAD, "TRAINSERVE_MAX_UPLOAD_BYTES", "the upload")
 
 
 def limited(request: Request, limit: int) -> Request:
-    """``request`` with a body that stops at ``limit`` bytes (plus the form's framing)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
-        raise _too_large(limit)
-    received = 0
-    receive: Callable[[], Awaitable[dict]] = request.receive
-
-    async def counted() -> dict:
-        nonlocal received
-        message = await receive()
-        received += len(message.get("body", b""))
-        if received > limit + FORM_OVERHEAD:
-            raise _too_large(limit)
-        return message
-
-    return Request(request.scope, counted)
+    """``request``, whose body may now be up to ``limit`` bytes (plus the form's framing), not the app's
+    ceiling for other requests."""
+    raise_ceiling(request, upload_ceiling(limit))
+    return request
 
 
 async def read_files(files: list[UploadFile], limit: int) -> Upload:
@@ -61,7 +49,7 @@ async def read_files(files: list[UploadFile], limit: int) -> Upload:
     for f in files:
         total += f.size or 0
         if total > limit:
-            raise _too_large(limit)
+            raise upload_ceiling(limit).error()
         read.append((PurePosixPath(f.filename or "upload").name, await f.read()))
     return Upload(read)
 

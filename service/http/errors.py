@@ -177,7 +177,7 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {**(headers or {}), "Allow": allowed_methods(request)}
             message = f"{request.method} is not allowed here; this path takes {headers['Allow']}"
             return error_response(request, 405, "method_not_allowed", message, headers=headers)
-        code = {404: "not_found"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 413: "payload_too_large"}.get(exc.status_code, "http_error")
         return error_response(request, exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(DataError)

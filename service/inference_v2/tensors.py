@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from service.http.errors import InvalidInput
+from service.serving.models import holds_boolean
 
 # The protocol's numeric datatypes and their little-endian NumPy types; BYTES is the one that is not numeric.
 DATATYPES: dict[str, np.dtype] = {name: np.dtype(t).newbyteorder("<") for name, t in {
@@ -121,6 +122,7 @@ def decode_http(body: bytes, headers: Any, max_bytes: int) -> InferRequest:
                            "Inference-Header-Content-Length header") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise InvalidInput('the request needs "inputs": a list of tensors')
+    may_hold_booleans = b"true" in header or b"false" in header  # walked only then, as on /predict
     inputs, offset = [], 0
     for item in request["inputs"]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or "datatype" not in item:
@@ -134,6 +136,10 @@ def decode_http(body: bytes, headers: Any, max_bytes: int) -> InferRequest:
             array = from_raw(name, item["datatype"], shape, bytes(binary[offset : offset + size]))
             offset += size
         elif "data" in item:
+            if may_hold_booleans and item["datatype"] != "BOOL" and isinstance(item["data"], list) \
+                    and holds_boolean(item["data"]):
+                raise InvalidInput(f"input {name!r}: data holds true or false; a {item['datatype']} tensor takes "
+                                   "numbers")
             array = from_values(name, item["datatype"], shape, item["data"])
         else:
             raise InvalidInput(f"input {name!r} has neither data nor a binary_data_size parameter")
@@ -163,7 +169,8 @@ def decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
     except zlib.error as exc:
         raise InvalidInput(f"the body is not valid {encoding} data ({exc})") from None
     if len(out) > max_bytes or inflater.unconsumed_tail:
-        raise InvalidInput(f"the body expands past the {max_bytes:,}-byte limit", status_code=413)
+        raise InvalidInput(f"the body expands past the {max_bytes:,}-byte limit (TRAINSERVE_MAX_REQUEST_BYTES)",
+                           status_code=413)
     return out
 
 

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
                                            "solar-lstm@production; unset: the newest forecaster.")
     max_batch: int = Field(1024, ge=1, description="Most instances one /predict call may send.")
     max_image_bytes: int = Field(10_000_000, ge=1, description="Largest image file /predict takes.")
+    max_request_bytes: int = Field(32_000_000, ge=1, description="Largest request body of every route but a dataset "
+                                   "upload (TRAINSERVE_MAX_UPLOAD_BYTES): /predict, /forecast and /v2 included, a "
+                                   "compressed /v2 body counted once inflated. Refused with 413 as it arrives.")
+    max_request_pixels: int = Field(16_777_216, ge=1, description="Most image pixels one /predict call may decode, "
+                                    "all its images together (16,777,216: one 4096x4096 photo), counted from the "
+                                    "files' headers before any is decoded.")
     cancel_check_seconds: float = Field(0.5, gt=0, description="How often a training job looks for a cancel.")
     stop_check_seconds: float = Field(0.2, ge=0, description="How often the training loop asks whether to stop (a "
                                       "cancel its heartbeat saw, a worker shutdown, a lost job); 0: before every "

@@ -13,7 +13,7 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from service.http.errors import InvalidInput
+from service.http.errors import InvalidInput, PayloadTooLarge
 
 MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
 
@@ -26,6 +26,18 @@ def pixel_count(data: bytes) -> int:
             return image.width * image.height
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         return 0
+
+
+def check_pixels(files: list[tuple[str, bytes]], limit: int) -> None:
+    """Refuse a request whose images decode past ``limit`` pixels together (413), from their headers alone: a
+    300 KB PNG can decode to 40 million pixels, and decoding is where the time and memory go."""
+    total = 0
+    for name, data in files:
+        total += pixel_count(data)
+        if total > limit:
+            raise PayloadTooLarge(f"{name}: the images up to this one decode to {total:,} pixels, past the "
+                                  f"{limit:,}-pixel limit of one request (TRAINSERVE_MAX_REQUEST_PIXELS); send smaller images, or "
+                                  "fewer per call")
 
 
 def decode(data: bytes, filename: str) -> np.ndarray:

@@ -11,12 +11,13 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.http.auth import authorize, openapi_security
-from service.http.errors import InvalidInput, errors
+from service.http.errors import InvalidInput, PayloadTooLarge, errors
+from service.http.forms import read_form
 from service.http.ratelimit import spend
 from service.keys.service import Scope
+from service.predict import images
 from service.predict.service import (
     DEFAULT_TOP_K,
-    SMALL_BODY,
     answer,
     check_ref,
     check_top_k,
@@ -27,7 +28,7 @@ from service.predict.service import (
     predict_images,
     predict_parsed,
 )
-from service.serving.routing import RequestRoute, form_properties
+from service.serving.routing import SMALL_BODY, RequestRoute, form_properties
 
 router = APIRouter(tags=["predict"], route_class=RequestRoute)
 
@@ -79,7 +80,11 @@ async def predict_digits(request: Request) -> Response:
     settings, cache = request.app.state.settings, request.app.state.models
     default, inline = settings.default_classifier, None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        async with request.form(max_files=settings.max_batch, max_fields=10) as form:
+        async with read_form(
+                request, max_files=settings.max_batch, max_fields=10,
+                too_many_files=PayloadTooLarge(f"more than {settings.max_batch} images in one request; send at most "
+                                               f"{settings.max_batch} per call (TRAINSERVE_MAX_BATCH)"),
+                too_many_fields=InvalidInput("too many form fields; /predict takes images, model and top_k")) as form:
             uploads = [f for f in form.getlist("images") if isinstance(f, UploadFile)]
             if not uploads:
                 raise InvalidInput('send the digit images as form files named "images"')
@@ -89,6 +94,7 @@ async def predict_digits(request: Request) -> Response:
                     raise InvalidInput(f"{upload.filename}: {upload.size:,} bytes; images may be at most "
                                        f"{settings.max_image_bytes:,} bytes", status_code=413)
                 files.append((upload.filename or "image", await upload.read()))
+            images.check_pixels(files, settings.max_request_pixels)
             ref = check_ref(form.get("model") or None)
             top_k = check_top_k(form.get("top_k", DEFAULT_TOP_K))
         inline = checked_images_inline(files, ref, cache, default)

@@ -104,6 +104,11 @@ class ModelCache:
         return model
 
 
+def holds_boolean(values: list) -> bool:
+    """Whether nested lists hold a JSON true or false anywhere: NumPy would read it as 1.0 or 0.0."""
+    return any(isinstance(v, bool) or (isinstance(v, list) and holds_boolean(v)) for v in values)
+
+
 def to_batch(instances: list | np.ndarray, model: LoadedModel) -> np.ndarray:
     try:
         x = np.asarray(instances, dtype=np.float32)

@@ -8,6 +8,10 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+# Bodies up to this size (about 16 digits of 784 pixels) are parsed and answered on the event loop; larger
+# ones, and compressed ones, in a worker thread, so that one big request never stalls the others.
+SMALL_BODY = 128 * 1024
+
 
 class RequestRoute(APIRoute):
     """The endpoint is called with the request and returns a Response, as FastAPI documents for custom route

@@ -78,7 +78,7 @@ def test_non_finite_and_non_json_bodies(api):
 
 def test_large_and_small_bodies_get_the_same_answers(api, test_digits):
     """Bodies above SMALL_BODY are parsed and run off the event loop; the answers must not differ."""
-    from service.predict.service import SMALL_BODY
+    from service.serving.routing import SMALL_BODY
 
     images = test_digits[0]
     small = api.post("/predict", json={"instances": images[:10].tolist(), "model": api.model_id}).json()

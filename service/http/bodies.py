@@ -1,0 +1,68 @@
+"""Every request body has a ceiling, counted as it arrives.
+
+The ceiling is TRAINSERVE_MAX_REQUEST_BYTES for every route; a dataset upload raises it for its own request
+to TRAINSERVE_MAX_UPLOAD_BYTES (:func:`raise_ceiling`) before it reads the form. A Content-Length over the
+ceiling is refused before any of the body is read; a body without one, as soon as it passes.
+
+Starlette has a limiter of its own (``FastAPI(max_body_size=...)``), but when a Content-Length is over its
+limit it answers a plain-text "Content Too Large" in place of the app's response, naming neither the limit
+nor the setting, and a route's limit is fixed when the route is declared, before the settings are read. This
+one raises an ``HTTPException`` from ``receive``, which FastAPI passes through its body parsing to the app's
+error handler, so the answer is the API's own 413.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CEILING = "trainserve.body_ceiling"  # the scope key: this request's Ceiling
+
+
+class Ceiling(NamedTuple):
+    limit: int  # what the setting says
+    slack: int  # framing on top of it (a multipart form's boundaries and fields)
+    setting: str
+    what: str
+
+    def error(self) -> HTTPException:
+        return HTTPException(413, f"{self.what} is larger than the {self.limit:,}-byte limit ({self.setting})")
+
+
+class BodyCeiling:
+    """ASGI middleware: refuses a request body past the ceiling in the request's scope (413)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.ceiling = Ceiling(limit, 0, "TRAINSERVE_MAX_REQUEST_BYTES", "the request body")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope[CEILING] = self.ceiling
+        received = -1  # -1: nothing read yet, so the declared length is checked first
+
+        async def counted() -> Message:
+            nonlocal received
+            ceiling = scope[CEILING]
+            if received < 0:
+                received = 0
+                for name, value in scope["headers"]:
+                    if name == b"content-length" and value.isdigit() and int(value) > ceiling.limit + ceiling.slack:
+                        raise ceiling.error()
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > ceiling.limit + ceiling.slack:
+                raise ceiling.error()
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def raise_ceiling(request: Request, ceiling: Ceiling) -> None:
+    """This request's body may be as large as ``ceiling`` says: for a route whose own setting allows more than
+    the app's ceiling. Called before the body is read."""
+    request.scope[CEILING] = ceiling
