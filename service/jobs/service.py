@@ -31,8 +31,7 @@ def check_job(session: Session, spec: JobSpec, settings: Settings) -> tuple[Data
     its device): the dataset and the queue, or InvalidInput/NotFound saying what to change."""
     dataset = resolve_dataset(session, spec.dataset)
     _check_dataset_fits(session, spec, dataset)
-    if spec.optimizer.type == "bfgs":
-        _check_bfgs_fits(session, spec, dataset)
+    _check_model_fits(session, spec, dataset, settings.max_model_parameters)
     queue = job_queue(spec.training.device, settings)
     if queue is None:
         raise InvalidInput("training.device cuda: no GPU worker takes jobs in this deployment; use device auto "
@@ -89,8 +88,16 @@ def _check_dataset_fits(session: Session, spec: JobSpec, dataset: Dataset) -> No
                                    f"are {', '.join(columns)}", details=[{"field": field, "message": "unknown column"}])
 
 
-def _check_bfgs_fits(session: Session, spec: JobSpec, dataset: Dataset) -> None:
-    """bfgs's dense matrix grows with the square of the parameters: count the model's before it is queued."""
+# Per parameter, besides the weights and their gradients: what each optimizer keeps (momentum, running
+# averages, L-BFGS's history of 10 pairs, the line searches' copies). An estimate, for the refusal's message.
+STATE_COPIES = {"sgd": 1, "adagrad": 1, "rmsprop": 2, "adam": 2, "lbfgs": 22, "newton": 2, "conjugate_gradient": 3,
+                "bfgs": 2}
+
+
+def _check_model_fits(session: Session, spec: JobSpec, dataset: Dataset, max_parameters: int) -> None:
+    """Count the model's parameters before it is queued (on PyTorch's meta device: nothing is allocated):
+    refused when it is larger than a worker takes, or, for bfgs, whose dense matrix grows with the square of
+    the count, larger than bfgs can hold."""
     architecture = spec.architecture.type
     if architecture in ("persistence", "seasonal_naive"):
         return
@@ -102,7 +109,14 @@ def _check_bfgs_fits(session: Session, spec: JobSpec, dataset: Dataset) -> None:
         config = translate.model_config(spec, tuple(stats.get("shape", (1, 28, 28))),
                                         len(stats.get("classes", range(10))), (0.0, 1.0))
     n = parameter_count(config)
-    if n > BFGS_MAX_PARAMS:
+    if n > max_parameters:
+        optimizer = spec.optimizer.type
+        gigabytes = n * 4 * (2 + STATE_COPIES.get(optimizer, 2)) / 1e9
+        raise InvalidInput(f"architecture: this {architecture} has {n:,} parameters (about {gigabytes:,.1f} GB to "
+                           f"train with {optimizer}: weights, gradients and the optimizer's state), more than the "
+                           f"{max_parameters:,} a worker takes (TRAINSERVE_MAX_MODEL_PARAMETERS); make it smaller",
+                           details=[{"field": "architecture", "message": "model too large"}])
+    if spec.optimizer.type == "bfgs" and n > BFGS_MAX_PARAMS:
         raise InvalidInput(bfgs_too_large(n), details=[{"field": "optimizer.type", "message": "model too large "
                                                         "for bfgs"}])
 

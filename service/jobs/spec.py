@@ -25,7 +25,8 @@ def _boolean(annotation: object) -> bool:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Python's JSON reader takes NaN and Infinity; a spec holds finite numbers only.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from service.http.auth import allow
 from service.http.errors import errors, parse_id
 from service.http.pagination import PageLimit, PageOffset
 from service.keys import service
-from service.keys.service import Scope
+from service.keys.service import KEY_NAME_PATTERN, Scope
 from service.platform.db import SessionDep
 from service.platform.tables import ApiKey
 
@@ -21,7 +21,8 @@ KeyId = Annotated[uuid.UUID, Depends(lambda key_id: parse_id(key_id, "API key"))
 
 
 class KeyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100, description="Who uses the key, e.g. web-app or ci.")
+    name: str = Field(pattern=KEY_NAME_PATTERN, description="Who uses the key, e.g. web-app or ci: up to 100 letters, "
+                                                             "digits, spaces and . _ @ : + -.")
     scopes: list[Scope] = Field(min_length=1, description="predict, train, read and/or admin.")
     expires_at: datetime | None = Field(None, description="When the key stops working (ISO 8601, with a zone); "
                                                           "none: never.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -33,11 +34,19 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Letters, digits and a little punctuation: a name is shown in lists, logs and the audit trail, so no
+# control characters (a NUL, a newline that would forge a log line) and no markup.
+KEY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@:+-]{0,99}$"
+
+
 def create_key(session: Session, name: str, scopes: list[Scope], expires_at: datetime | None) -> tuple[ApiKey, str]:
     """A new key; returns its row and the key itself, which nothing else will ever show again."""
     if not name.strip():
         raise InvalidInput("name: give the key a name that says who uses it, e.g. web-app",
                            details=[{"field": "name", "message": "empty"}])
+    if not re.fullmatch(KEY_NAME_PATTERN, name.strip()):
+        raise InvalidInput(f"name: {name!r} is not a key name; use up to 100 letters, digits, spaces and . _ @ : + -, "
+                           "starting with a letter or digit", details=[{"field": "name", "message": "bad characters"}])
     if not scopes:
         raise InvalidInput("scopes: name at least one of predict, train, read, admin",
                            details=[{"field": "scopes", "message": "empty"}])

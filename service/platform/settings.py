@@ -112,6 +112,9 @@ class Settings(BaseSettings):
                                                                 "message was sent is sent again (then after "
                                                                 "twice as long, up to stale_after_seconds).")
     stale_after_seconds: float = Field(600.0, gt=0, description="A running job silent this long is re-queued.")
+    max_model_parameters: int = Field(50_000_000, ge=1, description="Largest model a job may train, in parameters "
+                                      "(counted at submission; the 400-200 network on MNIST has 0.4 million, the LSTM "
+                                      "lab's tens of thousands).")
     max_attempts: int = Field(3, ge=1, description="Deliveries of one job before it is failed.")
     max_upload_bytes: int = Field(200_000_000, ge=1, description="Largest dataset upload or import, and the "
                                                                  "most a ZIP of images may expand to.")

@@ -52,7 +52,7 @@ class PromoteIn(BaseModel):
     alias points at now on `metric`. Classifiers: `metric` at least `min`. Forecasters: `metric` at most
     `max`, and lower than the persistence and seasonal-naive baselines' on the same test windows."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     alias: str = Field(pattern=ALIAS_PATTERN, examples=["production"])
     metric: Literal["test_accuracy", "test_macro_f1", "test_rmse", "test_mae"] | None = Field(

@@ -154,6 +154,7 @@ def test_a_revoked_key_is_refused_within_the_cache_time(runtime, migrated):
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"name": "", "scopes": ["read"]}, "name"), ({"name": "x", "scopes": []}, "scopes"),
+    ({"name": "evil\x00key", "scopes": ["read"]}, "name"), ({"name": "line\nbreak", "scopes": ["read"]}, "name"),
     ({"name": "x", "scopes": ["root"]}, "scopes"), ({"name": "x", "scopes": ["read"], "expires_at": "2001-01-01T00:00:00Z"},
                                                      "expires_at"),
 ])

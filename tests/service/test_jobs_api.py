@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -74,6 +75,15 @@ def test_the_stored_spec_says_which_defaults_applied(client, optimizer, learning
      "optimizer.type",
      ["use lbfgs"]),
     ({"training__loss": "mae"}, "body", ["classification takes cross_entropy or mse"]),
+    # counted before it is queued: a billion parameters would need about 12 GB to train with sgd
+    ({"architecture": {"type": "mlp", "hidden_sizes": [8192] * 16}}, "architecture",
+     ["this mlp has 1,007,370,250 parameters (about 12.1 GB to train with sgd", "TRAINSERVE_MAX_MODEL_PARAMETERS"]),
+    ({"architecture": {"type": "lstm", "hidden_size": 2048, "num_layers": 8}}, "architecture",
+     ["parameters", "more than the 50,000,000 a worker takes"]),
+    # Python's JSON reader takes Infinity and NaN; a spec does not
+    ({"training__grad_clip_norm": float("inf")}, "training.grad_clip_norm", ["finite number"]),
+    ({"training__early_stopping": {"min_delta": float("inf")}}, "training.early_stopping.min_delta", ["finite number"]),
+    ({"training__learning_rate": float("nan")}, "training.learning_rate", ["finite number"]),
     ({"training__compile": "fast"}, "training.compile", ["'auto', 'graph' or 'none'"]),
     ({"training__compile": "graph", "training__device": "cpu"}, "body", ["CUDA graphs on a GPU", "compile auto"]),
     ({"training__compile": "graph", "optimizer": {"type": "lbfgs"}, "training__batch_size": None}, "body",
@@ -84,7 +94,9 @@ def test_the_stored_spec_says_which_defaults_applied(client, optimizer, learning
     ({"training__compile": "graph", "training__augmentation": {}}, "body", ["augmentation draws new transforms"]),
 ])
 def test_bad_specs_answer_422_naming_the_field(client, changes, field, fragments):
-    error = assert_error(client.post("/v1/jobs", json=spec(**changes)), 422, *fragments)
+    body = json.dumps(spec(**changes))  # as Python writes JSON: Infinity and NaN included
+    error = assert_error(client.post("/v1/jobs", content=body, headers={"content-type": "application/json"}), 422,
+                         *fragments)
     assert field in [d["field"] for d in error["details"]]
     assert "Value error," not in error["message"]
 
