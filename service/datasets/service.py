@@ -251,6 +251,13 @@ def delete_dataset(session: Session, ref: str) -> list[str]:
     label = f"{row.name}@{row.version}"
     if row.source == "builtin":
         raise Conflict(f"{row.name} is a built-in dataset and cannot be deleted")
+    # Serialise with job submissions before looking for the jobs that need it: the row lock waits for a
+    # submission that holds the row (PostgreSQL), and the write takes SQLite's one write lock (a submission
+    # holds it from its insert to its commit). A job submitted after this waits, then finds no dataset.
+    session.execute(select(Dataset.id).where(Dataset.id == row.id).with_for_update())
+    session.execute(update(TrainingJob).where(TrainingJob.dataset_id == row.id,
+                                              TrainingJob.status.not_in([JobStatus.queued, JobStatus.running]))
+                    .values(dataset_id=None))
     models = session.execute(select(TrainedModel.name, TrainedModel.version)
                              .where(TrainedModel.dataset_id == row.id).limit(5)).all()
     if models:
@@ -262,7 +269,6 @@ def delete_dataset(session: Session, ref: str) -> list[str]:
     if active:
         raise Conflict(f"{label} is needed by queued or running job(s) {', '.join(active)}; cancel them or "
                        "wait for them to finish")
-    session.execute(update(TrainingJob).where(TrainingJob.dataset_id == row.id).values(dataset_id=None))
     session.delete(row)
     session.flush()
     shared = session.scalar(select(func.count()).select_from(Dataset).where(Dataset.sha256 == row.sha256))

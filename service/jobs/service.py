@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.architectures import parameter_count
@@ -46,8 +47,14 @@ def create_job(session: Session, spec: JobSpec, settings: Settings, key_id: uuid
     dataset, queue = check_job(session, spec, settings)
     job = TrainingJob(spec=spec.model_dump(mode="json"), dataset=dataset, epochs_total=spec.training.epochs,
                       status=JobStatus.queued, enqueued_at=utcnow(), queue=queue, key_id=key_id, **sweep)
-    session.add(job)
-    session.flush()
+    try:
+        # The insert takes the dataset row's key-share lock (PostgreSQL) or the write lock (SQLite), so a delete
+        # of the dataset either waits for this job and then sees it, or committed first and the insert fails.
+        with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        raise Conflict(f"dataset {dataset.name}@{dataset.version} was deleted while this job was being submitted; "
+                       "upload it again, or name another") from None
     events.status(session, job.id, JobStatus.queued)
     return job
 

@@ -366,3 +366,42 @@ def test_a_preview_shows_images_of_each_class_and_a_series_newest_readings(clien
     assert body["timestamps"] == sorted(body["timestamps"])
     assert client.get("/v1/datasets/no-such-data/preview").status_code == 404
     assert client.get("/v1/datasets/digits/preview", params={"per_class": 0}).status_code == 422
+
+
+@pytest.mark.slow
+def test_a_delete_and_a_submission_of_the_same_dataset_never_both_win(client):
+    """Run against each other 50 times: either the job is accepted and the delete refused, or the delete goes
+    through and the job is refused; never both, never a 500, never a job that lost its dataset."""
+    import threading
+    from collections import Counter
+
+    spec = {"architecture": {"type": "logistic_regression"}, "optimizer": {"type": "adam"},
+            "training": {"epochs": 1, "batch_size": 64}}
+    outcomes = Counter()
+    for _ in range(50):
+        name = unique("race")
+        dataset = upload(client, name, ("d.npz", datafiles.npz(SMALL_X[:40], SMALL_Y[:40]))).json()
+        start, answers = threading.Barrier(2), {}
+
+        def submit():
+            start.wait()
+            answers["submit"] = client.post("/v1/jobs", json={**spec, "dataset": name})
+
+        def delete():
+            start.wait()
+            answers["delete"] = client.delete(f"/v1/datasets/{name}")
+
+        threads = [threading.Thread(target=submit), threading.Thread(target=delete)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        submitted, deleted = answers["submit"], answers["delete"]
+        pair = (submitted.status_code, deleted.status_code)
+        assert pair in {(202, 409), (404, 204), (409, 204), (422, 204)}, (submitted.text, deleted.text)
+        if submitted.status_code == 202:
+            job = client.get(f"/v1/jobs/{submitted.json()['id']}").json()
+            assert job["dataset"]["id"] == dataset["id"]
+            assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+        outcomes[pair] += 1
+    assert sum(outcomes.values()) == 50, outcomes
