@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import FastAPI
 
 from service.audit.router import router as audit_router
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         else:
             log.warning("API keys are NOT required: the API listens on %s (loopback) only and TRAINSERVE_AUTH=%s; "
                         "set TRAINSERVE_AUTH=required to require them", settings.api_host, settings.auth)
+        app.state.import_slots = anyio.CapacityLimiter(settings.import_concurrency)
         if settings.api_metrics_port and app.state.metrics is not None:
             app.state.metrics.serve(settings.api_metrics_port)
         grpc_server = None

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, AsyncContextManager
 
+import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -97,25 +98,41 @@ async def upload_dataset(request: Request, response: Response, session: SessionD
 @router.post("/import", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, dependencies=[allow(Scope.train)],
              responses={200: {"description": "the same content was already imported under this name"},
                         **errors(400, 409, 413)})
-def import_dataset(spec: DatasetImport, request: Request, response: Response, session: SessionDep,
-                   idempotency_key: IdempotencyKey = None) -> DatasetOut | JSONResponse:
+async def import_dataset(spec: DatasetImport, request: Request, response: Response,
+                         idempotency_key: IdempotencyKey = None) -> DatasetOut | JSONResponse:
     """Download a dataset from an http(s) URL (size-capped, with a deadline) and register it as an upload."""
-    settings = request.app.state.settings
+    runtime = request.app.state.runtime
+    settings = runtime.settings
     retry = idempotency.attempt(principal_of(request).owner, "/v1/datasets/import", idempotency_key,
                                 spec.model_dump(mode="json"))
-    if (earlier := idempotency.earlier_answer(session, retry)) is not None:
+    if (earlier := await run_in_threadpool(_earlier_import, runtime, retry)) is not None:
         return earlier
     train_urls = [str(u) for u in (spec.url, spec.labels_url) if u]
     test_urls = [str(u) for u in (spec.test_url, spec.test_labels_url) if u]
-    fetch = [download(u, settings.max_upload_bytes, settings.import_timeout_seconds, settings.import_allowed_hosts)
+    # In threads of their own, a few at a time (TRAINSERVE_IMPORT_CONCURRENCY): slow hosts hold those threads
+    # up to their deadline, never the ones every other request runs in.
+    fetch = [await anyio.to_thread.run_sync(download, u, settings.max_upload_bytes, settings.import_timeout_seconds,
+                                            settings.import_allowed_hosts, limiter=request.app.state.import_slots)
              for u in train_urls + test_urls]
     # Which files are the test part is known here, whatever the URLs call them.
     files = fetch[: len(train_urls)] + [(f"test-{n}", data) for n, data in fetch[len(train_urls) :]]
     spec = spec.model_copy(update={"test_files": ",".join(n for n, _ in files[len(train_urls) :])})
-    row, created = service.register_upload(
-        session, request.app.state.runtime.store, name=spec.name, description=spec.description, upload=service.Upload(files),
-        options=spec, max_bytes=settings.max_upload_bytes, source="import", source_url=", ".join(train_urls + test_urls))
-    return _remembered(session, retry, _answer(row, created, response), response)
+    return await run_in_threadpool(_register_import, runtime, spec, files, ", ".join(train_urls + test_urls), retry,
+                                   response)
+
+
+def _earlier_import(runtime, retry: idempotency.Attempt | None) -> JSONResponse | None:
+    with runtime.sessions() as session:
+        return idempotency.earlier_answer(session, retry)
+
+
+def _register_import(runtime, spec: DatasetImport, files: list[tuple[str, bytes]], source_url: str,
+                     retry: idempotency.Attempt | None, response: Response) -> DatasetOut | JSONResponse:
+    with runtime.sessions() as session:
+        row, created = service.register_upload(
+            session, runtime.store, name=spec.name, description=spec.description, upload=service.Upload(files),
+            options=spec, max_bytes=runtime.settings.max_upload_bytes, source="import", source_url=source_url)
+        return _remembered(session, retry, _answer(row, created, response), response)
 
 
 @router.get("", response_model=DatasetPage, dependencies=[allow(Scope.train, Scope.read)])

@@ -121,7 +121,10 @@ class Settings(BaseSettings):
     import_allowed_hosts: str = Field("", description="Comma-separated host names a dataset import may fetch from "
                                       "although they have private, loopback or link-local addresses; public hosts "
                                       "are always allowed.")
-    import_timeout_seconds: float = Field(60.0, gt=0, description="Longest a dataset import from a URL may take.")
+    import_timeout_seconds: float = Field(60.0, gt=0, description="Longest a dataset import from a URL may take, "
+                                          "from connecting to the last byte.")
+    import_concurrency: int = Field(4, ge=1, description="Dataset imports one API process downloads at once, in "
+                                    "threads of their own; more wait their turn.")
     export_tolerance: float = Field(1e-4, ge=0, description="Largest difference in output probabilities between "
                                                             "an export and the eager model.")
 

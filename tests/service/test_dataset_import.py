@@ -54,6 +54,16 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if self.path == "/trickle-headers.npz":  # headers a byte every 0.2 s: no single read ever times out
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 300:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         if self.path == "/endless.npz":  # no Content-Length; more than any limit
             self.send_response(200)
             self.end_headers()
@@ -160,7 +170,10 @@ def test_import_needs_an_http_url(importing):
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/digits.npz", "http://10.20.30.40/x.npz",
-                                 "http://169.254.169.254/latest/x.npz", "http://[::1]:{port}/digits.npz"])
+                                 "http://169.254.169.254/latest/x.npz", "http://[::1]:{port}/digits.npz",
+                                 "http://[64:ff9b::a14:1e28]/x.npz",  # NAT64 of 10.20.30.40
+                                 "http://[2002:a9fe:a9fe::1]/x.npz",  # 6to4 of 169.254.169.254
+                                 "http://[::ffff:127.0.0.1]:{port}/digits.npz"])
 def test_import_refuses_internal_addresses(runtime, client, server, url):
     """Loopback, private and link-local addresses are refused before any connection is made."""
     port = server.rsplit(":", 1)[1]
@@ -185,3 +198,30 @@ def test_a_redirect_to_an_internal_address_is_refused(runtime, migrated, server,
         assert f"a {kind} address" in response.json()["error"]["message"]
         home = client.post("/v1/datasets/import", json={"name": name(), "url": f"http://localhost:{port}/moved.npz"})
         assert home.status_code == 201 and home.json()["stats"]["samples"] == 300, "a redirect within it is followed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("migrated", ["sqlite"], indirect=True)  # downloading is the same on either database
+def test_an_import_ends_at_its_deadline_however_slowly_the_server_sends_and_others_are_answered_meanwhile(
+        limited_client, server):
+    """Six imports from a server that trickles its headers (a byte every 0.2 s, for a minute) against a 2 s
+    deadline: each ends at the deadline, four at a time in the import threads, and the API answers other
+    requests while they wait."""
+    client = limited_client
+    answers, started = [], time.monotonic()
+
+    def trickle() -> None:
+        response = client.post("/v1/datasets/import", json={"name": name(), "url": f"{server}/trickle-headers.npz"})
+        answers.append((response, time.monotonic() - started))
+
+    threads = [threading.Thread(target=trickle) for _ in range(6)]
+    for t in threads:
+        t.start()
+    listed = client.get("/v1/jobs")
+    assert listed.status_code == 200 and not answers, "answered while every import was still waiting"
+    for t in threads:
+        t.join(timeout=60)
+    assert len(answers) == 6
+    for response, elapsed in answers:
+        assert response.status_code == 400 and "did not finish sending within 2 s" in response.text
+        assert elapsed < 20, "the deadline covers the headers too"
