@@ -121,7 +121,7 @@ def inflate_gzip(data: bytes, name: str, max_bytes: int | None) -> bytes:
                 if max_bytes is not None and len(out) > max_bytes:
                     raise ArchiveTooLarge(f"{name}: the gzip data expands past the {max_bytes:,}-byte limit")
                 chunk = inflater.unconsumed_tail
-                if not chunk:
+                if inflater.eof or not chunk:  # at a member's end the rest is unused_data (and zlib keeps the tail)
                     break
             if not inflater.eof:
                 raise DataFormatError(f"{name}: gzip data is damaged or truncated (it ends early)")

@@ -7,7 +7,6 @@ import gzip
 import io
 import uuid
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from service.datasets.service import load_dataset
 from service.main import create_app
 from service.platform.tables import Dataset
 from tests import datafiles
+from tests.datafiles import idx_header_only, png_header, zip_with
 from tests.helpers import artifact_files, settings_with, unique
 
 X, Y = datafiles.digits()
@@ -114,30 +114,8 @@ def test_identical_content_is_stored_once(runtime, client):
         assert len(load_dataset(row, runtime.store)) == 200
 
 
-def zip_with(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in entries.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
-
-
 def truncated_idx() -> bytes:
     return datafiles.idx(SMALL_X)[:-10]
-
-
-def idx_header_only(*dims: int) -> bytes:
-    """An IDX header that claims ``dims`` (uint8) and no data at all."""
-    return bytes([0, 0, 0x08, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that claims a huge grey image in a few dozen bytes (its data would inflate to width*height)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def zip_with_a_bad_crc() -> bytes:
