@@ -46,9 +46,9 @@ wrk.headers["Content-Type"] = "{content_type}"
 {extra_headers}"""
 
 
-def start(args: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start(args: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                               env={**os.environ, **(env or {})})
+                               env={**os.environ, **(env or {})}, cwd=cwd)
     for _ in range(300):
         try:
             httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
@@ -276,6 +276,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=CONCURRENCY,
                         help="the connections of each wrk run (default 1 8 32)")
     parser.add_argument("--pairs", type=int, default=3, help="telemetry on/off runs alternated (default 3)")
+    parser.add_argument("--baseline", metavar="REVISION",
+                        help="a git revision whose API runs beside this one on the same database: JSON /predict "
+                             "on each, alternated --pairs times, gives what a change to the inference path costs")
     args = parser.parse_args()
     ensure_fashion_mnist()
     subprocess.run([sys.executable, "-m", "service.cli", "migrate"], check=True)
@@ -298,6 +301,14 @@ def main() -> None:
     auth = {"Authorization": f"Bearer {token}"}
     bare = start([sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port), "--no-access-log",
                   "--log-level", "warning"], bare_port)
+    processes = [api, bare, keyed, observed]
+    if args.baseline:  # the revision's own code, from a worktree of it, started there (python -m puts it first)
+        tree = Path(tempfile.mkdtemp(prefix="trainserve-baseline-")) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.baseline], check=True,
+                       capture_output=True)
+        baseline_port = 8786
+        processes.append(start([sys.executable, "-m", "service.cli", "api", "--port", str(baseline_port)],
+                               baseline_port, env=quiet, cwd=tree))
     try:
         model_id = train_model(f"http://127.0.0.1:{api_port}")
         from models.datasets import builtin_splits
@@ -316,6 +327,9 @@ def main() -> None:
                    headers={"Content-Type": "application/json", **auth}, timeout=30).raise_for_status()
         httpx.post(f"http://127.0.0.1:{observed_port}/predict", content=json_body,
                    headers={"Content-Type": "application/json"}, timeout=30).raise_for_status()
+        if args.baseline:
+            httpx.post(f"http://127.0.0.1:{baseline_port}/predict", content=json_body,
+                       headers={"Content-Type": "application/json"}, timeout=30).raise_for_status()
 
         rows = ["| endpoint | body | concurrency | requests/s | p50 | p99 | share of ceiling | share of lean ceiling |",
                 "|---|---|---|---|---|---|---|---|"]
@@ -358,14 +372,29 @@ def main() -> None:
                 rows.append(f"| {name} | {body} | {c} | {run['rps']:,.0f} | {run['p50']:.1f} ms | {run['p99']:.1f} ms "
                             f"| {shares} |")
                 print(rows[-1], flush=True)
+            if args.baseline:
+                here, there = [], []
+                for _ in range(args.pairs):
+                    there.append(wrk(f"http://127.0.0.1:{baseline_port}/predict", json_body, "application/json", c,
+                                     args.seconds))
+                    here.append(wrk(f"http://127.0.0.1:{api_port}/predict", json_body, "application/json", c,
+                                    args.seconds))
+                mean = {k: sum(run[k] for run in here) / len(here) for k in ("rps", "p50", "p99")}
+                then = sum(run["rps"] for run in there) / len(there)
+                rows.append(f"| /predict against {args.baseline} | JSON, 784 pixels | {c} | {mean['rps']:,.0f} | "
+                            f"{mean['p50']:.1f} ms | {mean['p99']:.1f} ms | x{mean['rps'] / then:.2f} of {then:,.0f} "
+                            f"({len(here)} runs each, alternated) | |")
+                print(rows[-1], flush=True)
         parts = ["| part of one request | median |", "|---|---|", *breakdown(json_body, buffer.getvalue(), model_id)]
         print("\n".join(parts))
         if not args.no_write:
             write_section("serving-cpu", "Serving: /predict under load (cpu)", "\n".join(rows) + "\n\n" + "\n".join(parts))
     finally:
-        for process in (api, bare, keyed, observed):
+        for process in processes:
             process.terminate()
             process.wait(timeout=30)
+        if args.baseline:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, capture_output=True)
 
 
 if __name__ == "__main__":
