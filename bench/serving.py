@@ -127,11 +127,13 @@ def multipart(png: bytes, model: str) -> tuple[bytes, str]:
 
 def train_model(api: str) -> str:
     from service.jobs.runner import run_job
+    from service.platform.runtime import Runtime
+    from service.platform.settings import load_settings
 
     spec = {"dataset": "fashion-mnist", "architecture": {"type": "mlp", "hidden_sizes": [400, 200]},
             "optimizer": {"type": "adam"}, "training": {"epochs": 1, "batch_size": 256}, "name": "bench-mlp"}
     job = httpx.post(f"{api}/v1/jobs", json=spec, timeout=30).json()
-    run_job(uuid.UUID(job["id"]), __import__("threading").Event())
+    run_job(Runtime(load_settings()), uuid.UUID(job["id"]), __import__("threading").Event())
     return httpx.get(f"{api}/v1/jobs/{job['id']}", timeout=30).json()["model"]["id"]
 
 
