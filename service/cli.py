@@ -31,12 +31,48 @@ def run_api(settings: Settings, host: str | None, port: int | None, fd: int | No
             settings = settings.model_copy(update={"api_host": str(inherited.getsockname()[0])})
     elif host:
         settings = settings.model_copy(update={"api_host": host})
+    host, port = host or settings.api_host, port or settings.api_port
+    if fd is None:  # a taken port is one line naming the setting to change, before anything starts
+        _check_free(host, port, "TRAINSERVE_API_PORT (or --port)")
+    if settings.grpc_port:
+        _check_free(settings.api_host, settings.grpc_port, "TRAINSERVE_GRPC_PORT")
+    if fd is None:
+        print(banner(settings, host, port), flush=True)
     # uvicorn's lines too: it is given no logging config of its own
     logs.configure(settings.log_format, access_log=settings.access_log)
     # fd: a socket already bound and listening, handed over by whoever started us (socket activation, tests).
-    uvicorn.run(create_app(settings), host=host or settings.api_host,
-                port=port or settings.api_port, fd=fd, log_level="info", access_log=settings.access_log,
+    uvicorn.run(create_app(settings), host=host, port=port, fd=fd, log_level="info", access_log=settings.access_log,
                 log_config=None)
+
+
+class PortTaken(SystemExit):
+    pass
+
+
+def _check_free(host: str, port: int, setting: str) -> None:
+    """Refuse to start, in one line, when something already listens on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortTaken(f"trainserve: cannot listen on {host}:{port} ({exc.strerror}); another program has "
+                            f"it. Set {setting} to a free port") from None
+
+
+def banner(settings: Settings, host: str, port: int) -> str:
+    """What `make run` prints first: where everything is, and whether it needs a key."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    keys = ("required (TRAINSERVE_AUTH; make one with `trainserve keys create`)" if settings.keys_required else
+            "not required: listening on loopback only (TRAINSERVE_AUTH=required to require them)")
+    lines = [f"  API        {base}   (TRAINSERVE_API_HOST, TRAINSERVE_API_PORT)",
+             f"  dashboard  {base}/ui/", f"  docs       {base}/docs"]
+    if settings.grpc_port:
+        lines.append(f"  gRPC       {shown}:{settings.grpc_port}   (TRAINSERVE_GRPC_PORT; Open Inference Protocol)")
+    lines.append(f"  API keys   {keys}")
+    return "trainserve is starting:\n" + "\n".join(lines)
 
 
 QUEUES = ("jobs", "gpu", "exports")
@@ -218,6 +254,7 @@ def up(settings: Settings, host: str | None, port: int | None, fd: int | None = 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainserve", description=__doc__)
+    console.add_global_options(parser)  # the client commands' --url and --json, here too: before the command
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (("api", "serve the HTTP API"),
                         ("up", "migrate, then run the API, a training worker and an export worker")):

@@ -1,8 +1,9 @@
 """A client of a running trainserve API, for apps and for the terminal commands (console.py beside it).
 Every method answers the API's JSON as a dict; an error raises :class:`ApiError` with the API's message.
 
-The API's address: ``--url``, else ``TRAINSERVE_URL``, else the config file's ``url``, else
-http://127.0.0.1:8000. The key: ``TRAINSERVE_API_KEY``, else the config file's ``key`` (none on
+The API's address: ``--url``, else ``TRAINSERVE_URL``, else the server's own settings
+``TRAINSERVE_API_HOST`` and ``TRAINSERVE_API_PORT`` (what ``make run`` listens on), else the config file's
+``url``, else http://127.0.0.1:8000. The key: ``TRAINSERVE_API_KEY``, else the config file's ``key`` (none on
 loopback). The config file is ``$TRAINSERVE_CONFIG``, else ``~/.config/trainserve/config.toml``:
 
     url = "https://trainserve.example.com"
@@ -38,10 +39,26 @@ def _config() -> dict:
         raise ApiError(f"{path}: not valid TOML ({exc}); it holds url = \"...\" and key = \"...\"") from None
 
 
+def _server_address() -> str | None:
+    """Where a server on this machine listens, from the settings it reads itself (TRAINSERVE_API_HOST and
+    TRAINSERVE_API_PORT), so that one variable moves both; None when neither is set."""
+    host, port = os.environ.get("TRAINSERVE_API_HOST"), os.environ.get("TRAINSERVE_API_PORT")
+    if not host and not port:
+        return None
+    host = "127.0.0.1" if host in (None, "", "0.0.0.0") else "[::1]" if host == "::" else host
+    return f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{port or 8000}"
+
+
+def default_url() -> str:
+    """``TRAINSERVE_URL``, else the server's own host and port settings, else the config file's ``url``, else
+    http://127.0.0.1:8000."""
+    return (os.environ.get("TRAINSERVE_URL") or _server_address() or _config().get("url") or DEFAULT_URL).rstrip("/")
+
+
 class Client:
     def __init__(self, url: str | None = None, key: str | None = None, timeout: float = 60) -> None:
         config = _config()
-        self.url = (url or os.environ.get("TRAINSERVE_URL") or config.get("url") or DEFAULT_URL).rstrip("/")
+        self.url = (url or default_url()).rstrip("/")
         key = key or os.environ.get("TRAINSERVE_API_KEY") or config.get("key")
         self.http = httpx.Client(base_url=self.url, timeout=timeout,
                                  headers={"Authorization": f"Bearer {key}"} if key else {})
@@ -51,7 +68,7 @@ class Client:
             r = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ApiError(f"cannot reach the API at {self.url} ({exc.__class__.__name__}: {exc}); is it running? "
-                           "(--url or TRAINSERVE_URL says where it is)") from None
+                           "(--url, TRAINSERVE_URL or TRAINSERVE_API_PORT says where it is)") from None
         if r.status_code >= 400:
             raise ApiError(_message(r))
         return r.json()

@@ -169,11 +169,19 @@ def _readings(path: str) -> tuple[list[str], dict[str, list]]:
     return [r[0] for r in body], values
 
 
+def add_global_options(parser: argparse.ArgumentParser, default=None) -> None:
+    """--url and --json, which may come before the command or after it; a command's own copy is SUPPRESSed
+    when not given, so that it never overwrites what came before the command."""
+    parser.add_argument("--url", default=default, help="the API (default TRAINSERVE_URL, TRAINSERVE_API_HOST and "
+                                                       f"TRAINSERVE_API_PORT, the config file, or {DEFAULT_URL})")
+    parser.add_argument("--json", action="store_true", default=False if default is None else default,
+                        help="print the API's answer as JSON")
+
+
 def add_commands(sub) -> None:
     def command(name: str, help_: str, parent=sub):
         p = parent.add_parser(name, help=help_)
-        p.add_argument("--url", help=f"the API (default TRAINSERVE_URL, the config file, or {DEFAULT_URL})")
-        p.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+        add_global_options(p, argparse.SUPPRESS)  # after the command, or before it (the top level's)
         return p
 
     p = command("submit", "submit a training job from a YAML or JSON spec file ('-': stdin)")

@@ -136,7 +136,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 async def start(state, port: int, host: str) -> grpc.aio.Server:
     """Serve the protocol on ``host:port`` from this event loop; the caller stops it at shutdown."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", state.settings.max_upload_bytes)])
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", state.settings.max_request_bytes)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
