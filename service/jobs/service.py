@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.architectures import parameter_count
+from models.datasets import builtin_missing
 from models.second_order import BFGS_MAX_PARAMS, bfgs_too_large
 from service.datasets.schemas import DatasetRef
 from service.datasets.service import builtin_stats, has_test_set, resolve_dataset
@@ -72,6 +73,10 @@ def check_queued_cap(session: Session, key_id: uuid.UUID | None, cap: int) -> No
 
 def _check_dataset_fits(session: Session, spec: JobSpec, dataset: Dataset) -> None:
     label = f"{dataset.name}@{dataset.version}"
+    if dataset.source == "builtin" and (missing := builtin_missing(dataset.name)) is not None:
+        raise InvalidInput(f"dataset {dataset.name} is not installed on this server: {missing}; or train on "
+                           "digits or mnist-5k, which every server has",
+                           details=[{"field": "dataset", "message": "not installed"}])
     if spec.task == "classification" and dataset.task != "classification":
         raise InvalidInput(f"dataset {label} is a time series; a classification job needs images with labels "
                            "(digits, mnist-5k, fashion-mnist or an image upload), or set \"task\": \"forecast\"",

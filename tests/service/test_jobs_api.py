@@ -249,3 +249,13 @@ def test_a_job_says_which_training_path_ran_and_why(client, run_job):
     result = client.get(f"/v1/jobs/{job['id']}").json()["result"]
     assert result["training_path"] == {"path": "eager",
                                        "reason": "CUDA graphs need a GPU, and this job trains on the CPU"}
+
+
+def test_a_dataset_this_server_lacks_is_refused_at_submission(client, monkeypatch, tmp_path):
+    import models.datasets
+
+    monkeypatch.setattr(models.datasets, "FASHION_MNIST_DIR", tmp_path)  # as on a server without the package
+    error = assert_error(client.post("/v1/jobs", json={**LOGREG_SPEC, "dataset": "fashion-mnist"}), 422,
+                         "dataset fashion-mnist is not installed on this server",
+                         "apt-get install dataset-fashion-mnist", "digits or mnist-5k")
+    assert error["details"] == [{"field": "dataset", "message": "not installed"}]

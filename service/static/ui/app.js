@@ -271,7 +271,11 @@ async function newJobPage() {
   const form = el("form", {id: "job-form", novalidate: true});
   const general = el("p", {class: "error", id: "form-error", role: "alert"});
   const dataset = el("div", {class: "field", "data-field": "dataset"}, el("label", {for: "f-dataset"}, "dataset"),
-    el("select", {id: "f-dataset", name: "dataset"}, datasets.items.map((d) => el("option", {value: d.name}, d.name))),
+    // A dataset this server lacks (fashion-mnist without its package) is shown but cannot be picked; the form
+    // starts on the course's digits, which every server has.
+    el("select", {id: "f-dataset", name: "dataset"}, datasets.items.map((d) => el("option",
+      {value: d.name, disabled: d.available === false, selected: d.name === "digits"},
+      d.available === false ? `${d.name} (not installed)` : d.name))),
     el("span", {class: "error", id: "e-dataset"}));
   const union = (name) => {
     const mapping = spec[name].discriminator.mapping;
