@@ -16,12 +16,14 @@ import json
 import os
 import time
 import tomllib
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+PAGE = 200  # the most GET /v1/jobs gives at once
 EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 4}  # a finished job's status -> the exit code
 
 
@@ -95,6 +97,29 @@ class Client:
         """A page of jobs, newest first: ``items``, ``total``."""
         return self.request("GET", "/v1/jobs", params={"limit": limit, "offset": offset,
                                                        **({"status": status} if status else {})})
+
+    def resolve_job_id(self, text: str) -> str:
+        """A job's full id from the id or any unique prefix of it (the dashboard and tables show 8
+        characters): ApiError when no job's id starts so, or several do."""
+        text = text.strip().lower()
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            pass
+        if len(text) < 4 or any(c not in "0123456789abcdef-" for c in text):
+            raise ApiError(f"{text!r} is not a job id; give the id, or at least its first 4 characters")
+        matches: list[str] = []
+        for offset in range(0, 100 * PAGE, PAGE):  # newest first; a prefix is for recent jobs
+            page = self.list_jobs(limit=PAGE, offset=offset)
+            matches += [j["id"] for j in page["items"] if j["id"].startswith(text)]
+            if offset + PAGE >= page["total"]:
+                break
+        if not matches:
+            raise ApiError(f"no job's id starts with {text!r}; `trainserve jobs` lists them")
+        if len(matches) > 1:
+            raise ApiError(f"{len(matches)} jobs' ids start with {text!r} ({', '.join(m[:13] for m in matches[:5])}"
+                           f"{', ...' if len(matches) > 5 else ''}); give more of the id")
+        return matches[0]
 
     def cancel_job(self, job_id: str) -> dict:
         return self.request("POST", f"/v1/jobs/{job_id}/cancel")

@@ -188,12 +188,13 @@ def add_commands(sub) -> None:
     p.add_argument("spec")
     p.add_argument("--follow", action="store_true", help="then show its progress until it ends; the exit code "
                                                           "follows its outcome (0 succeeded, 1 failed, 3 cancelled)")
-    command("follow", "show a job's progress until it ends (exit code as submit --follow)").add_argument("job")
+    command("follow", "show a job's progress until it ends (exit code as submit --follow)").add_argument(
+        "job", help="its id, or any unique prefix of it (4 characters or more)")
     p = command("jobs", "list jobs, newest first")
     p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled", "pruned"])
     p.add_argument("--limit", type=int, default=20)
-    command("show", "a job: status, progress, result").add_argument("job")
-    command("cancel", "cancel a job").add_argument("job")
+    command("show", "a job: status, progress, result").add_argument("job", help="its id, or a unique prefix")
+    command("cancel", "cancel a job").add_argument("job", help="its id, or a unique prefix")
 
     datasets = sub.add_parser("datasets", help="upload and list datasets")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
@@ -241,7 +242,7 @@ def _run(args: argparse.Namespace, client: Client) -> int:
             print(f"job {job['id']}: submitted", file=sys.stderr)
         return follow(client, job["id"], args.json)
     if args.command == "follow":
-        return follow(client, args.job, args.json)
+        return follow(client, client.resolve_job_id(args.job), args.json)
     if args.command == "jobs":
         page = client.list_jobs(args.status, args.limit)
         if args.json:
@@ -253,7 +254,8 @@ def _run(args: argparse.Namespace, client: Client) -> int:
                     for j in page["items"]])
         return 0
     if args.command in ("show", "cancel"):
-        job = client.get_job(args.job) if args.command == "show" else client.cancel_job(args.job)
+        job_id = client.resolve_job_id(args.job)
+        job = client.get_job(job_id) if args.command == "show" else client.cancel_job(job_id)
         if args.json:
             _print_json(job)
         else:

@@ -46,6 +46,12 @@ def test_json_for_scripts(embedded_stack, spec_file):
     assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
     shown = json.loads(cli(embedded_stack, "show", job["id"], "--json", check=True).stdout)
     assert shown["status"] == "succeeded" and shown["result"]["test_accuracy"] > 0.9
+    # the 8 characters the dashboard and the table show name the job too, before or after the options
+    assert json.loads(cli(embedded_stack, "--json", "show", job["id"][:8], check=True).stdout)["id"] == job["id"]
+    for prefix, message in (("ab", "at least its first 4 characters"), ("zzzz", "is not a job id"),
+                            ("ffffffff-ffff", "no job's id starts with")):
+        done = cli(embedded_stack, "show", prefix)
+        assert done.returncode == 1 and message in done.stderr, done.stderr
     listed = json.loads(cli(embedded_stack, "jobs", "--status", "succeeded", "--json", check=True).stdout)
     assert job["id"] in [j["id"] for j in listed["items"]]
     table = cli(embedded_stack, "jobs", check=True).stdout
