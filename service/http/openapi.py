@@ -1,9 +1,9 @@
 """The OpenAPI document says every status a route can answer, in the shape the server sends.
 
 Routes declare what is theirs (404, 409, 413, 429...) with ``responses=errors(...)``. What follows from how
-the app is built is added here, once, for every operation: 401 and 403 where a key is needed, 503 where the
-database is, and the 422 (400 under /v2) of request validation in trainserve's error shape instead of
-FastAPI's default one.
+the app is built is added here, once, for every operation: 401 and 403 where a key is needed (on a server
+that requires keys; one that does not declares no key at all), 503 where the database is, and the 422 (400
+under /v2) of request validation in trainserve's error shape instead of FastAPI's default one.
 """
 
 from __future__ import annotations
@@ -44,12 +44,27 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def without_keys(schema: dict[str, Any]) -> dict[str, Any]:
+    """The document of a server that needs no key (it listens on loopback only): no operation asks for one,
+    so that a client generator or a fuzzer reads what this server does, not what a deployed one does."""
+    for item in schema["paths"].values():
+        for operation in item.values():
+            operation.pop("security", None)
+    schema.get("components", {}).pop("securitySchemes", None)
+    schema["info"]["description"] = ("This server requires no API key: it listens on loopback only. Anywhere "
+                                     "else every route asks for one (docs/security.md).")
+    return schema
+
+
 def install(app: FastAPI) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if not getattr(app.state, "openapi_documented", False):
-            document_errors(generate())
+            schema = generate()
+            if not app.state.settings.keys_required:
+                without_keys(schema)
+            document_errors(schema)
             app.state.openapi_documented = True
         return app.openapi_schema
 

@@ -197,6 +197,17 @@ def test_the_schema_offers_the_bearer_scheme(secured):
     assert "security" not in schema["paths"]["/healthz"]["get"]
 
 
+def test_a_server_that_needs_no_key_publishes_a_schema_that_asks_for_none(client):
+    """make run's loopback server: a client generator or a fuzzer reading its schema must not send keys or
+    expect 401s it will never get."""
+    schema = client.get("/openapi.json").json()
+    operations = [op for item in schema["paths"].values() for op in item.values()]
+    assert operations and not any("security" in op for op in operations)
+    assert not any(code in op["responses"] for op in operations for code in ("401", "403"))
+    assert "securitySchemes" not in schema.get("components", {})
+    assert "requires no API key" in schema["info"]["description"]
+
+
 def test_the_start_up_log_says_whether_keys_are_required(runtime, migrated, caplog):
     caplog.set_level("INFO", logger="trainserve.api")
     with TestClient(create_app(settings_with(runtime, auth="auto"), reconcile=False, tune_process=False)) as c:

@@ -22,6 +22,11 @@ def trained(embedded_stack, browser):
     """A job submitted from the form (an MLP on digits, 20 epochs), watched to its end; its id."""
     page = offline_page(browser, embedded_stack.base_url)
     page.goto(f"{embedded_stack.base_url}/ui/#/new")
+    # This loopback server needs no key, so the page offers no key box; the form starts on a dataset it has.
+    page.wait_for_function("document.getElementById('key-form').hidden", timeout=30_000)
+    assert not page.locator("#key-form").is_visible()
+    page.wait_for_selector("#f-dataset")
+    assert page.locator("#f-dataset").input_value() == "digits"
     page.select_option("#f-dataset", "digits")
     page.select_option("[id='f-architecture.type']", "mlp")
     page.fill("[id='f-architecture.hidden_sizes']", "128, 64")

@@ -598,6 +598,10 @@ async function route() {
   main.replaceChildren(el("p", {}, "No such page. ", el("a", {href: "#/jobs"}, "Jobs")));
 }
 
+// The key box only where a key is needed: a server that needs none publishes a schema that asks for none.
+api("openapi.json").then((schema) => {
+  if (!(schema.components || {}).securitySchemes) document.getElementById("key-form").hidden = true;
+}).catch(() => {});
 const keyInput = document.getElementById("api-key");
 keyInput.value = sessionStorage.getItem(KEY) || "";
 document.getElementById("key-form").addEventListener("submit", (e) => {
