@@ -44,7 +44,9 @@ lint-imports: $(VENV)/.installed-dev
 # models a module shares are made once. Most end-to-end time is spent waiting on other processes, so there
 # are more test processes than cores. TEST_WORKERS=0 runs it in this process, in order.
 TEST_WORKERS ?= 4
-PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
+# --no-loadscope-reorder: hand out files in the order tests/conftest.py sorts them (the longest first), not
+# xdist's own (the files with the most tests first, which put the one-test fuzz run last, alone).
+PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: $(VENV)/.installed-dev node_modules/.installed $(CHECKOV_VENV)/.installed lint-imports
 	$(BIN)/pytest $(PYTEST_PARALLEL)

@@ -24,6 +24,7 @@ def test_every_example_is_a_spec_the_api_takes(client, path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("migrated", ["sqlite"], indirect=True)  # training is the same on either database
 @pytest.mark.parametrize("name, accuracy", [("lab1-logistic-regression.yaml", 0.88), ("lab2-mlp.yaml", 0.91)])
 def test_the_digit_labs_reach_their_accuracy_on_real_mnist(client, run_job, name, accuracy):
     spec = yaml.safe_load((EXAMPLES[0].parent / name).read_text())

@@ -19,8 +19,10 @@ from service.jobs.runner import run_job
 from service.main import create_app
 from tests.helpers import LOGREG_SPEC, settings_with
 
-# Every test here trains a forecaster (or shares one trained for the module): not for `make test-fast`.
-pytestmark = pytest.mark.slow
+# Every test here trains a forecaster (or shares one trained for the module): not for `make test-fast`. On
+# one database: what a forecast job stores is what any job stores, and the job path runs on both databases
+# in test_jobs_api.py, test_registry.py and the rest; training it twice cost the suite minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("migrated", ["sqlite"], indirect=True)]
 
 SOLAR_SPEC = {
     "task": "forecast", "dataset": "solar", "name": "solar-current",

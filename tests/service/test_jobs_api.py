@@ -167,6 +167,7 @@ def test_a_job_run_by_the_worker_records_metrics_and_registers_its_model(client,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("migrated", ["sqlite"], indirect=True)  # training is the same on either database
 @pytest.mark.parametrize("changes", [
     {"architecture": {"type": "cnn", "channels": [8, 16], "hidden_size": 32, "dropout": 0.1},
      "optimizer": {"type": "adamw"}, "training": {

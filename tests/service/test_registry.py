@@ -96,6 +96,7 @@ def test_bad_registry_requests(client, run_job, name, method, path, body, status
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("migrated", ["sqlite"], indirect=True)  # training is the same on either database
 def test_gated_promotion_moves_the_alias_only_for_a_better_model(client, run_job, name):
     gate = {"alias": "production", "metric": "test_accuracy", "min": 0.5}
     first = train(client, run_job, name, promote=gate)["result"]["promotion"]

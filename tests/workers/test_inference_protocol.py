@@ -33,7 +33,7 @@ from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
 DIGITS = digits_test_split().x[:16, 0].numpy()  # 16 real 8x8 digits, values 0-16
-LIMIT = 20_000_000  # TRAINSERVE_MAX_UPLOAD_BYTES: what a compressed body may expand to
+LIMIT = 20_000_000  # TRAINSERVE_MAX_REQUEST_BYTES: the largest body, and what a compressed one may expand to
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Served:
 def served(tmp_path_factory) -> Iterator[Served]:
     grpc_port = free_port()
     env = {"TRAINSERVE_HOME": str(tmp_path_factory.mktemp("v2")), "TRAINSERVE_GRPC_PORT": str(grpc_port),
-           "TRAINSERVE_MAX_UPLOAD_BYTES": str(LIMIT)}
+           "TRAINSERVE_MAX_REQUEST_BYTES": str(LIMIT)}
     with Stack.start(env) as stack:
         for spec in ({**LOGREG_SPEC, "name": "v2-digits"}, solar_forecaster("v2-solar", horizon=2)):
             job = stack.wait_for(stack.http.post("/v1/jobs", json=spec).json()["id"])
