@@ -9,6 +9,7 @@ directly.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import re
@@ -38,6 +39,7 @@ class ArrayDataset:
     value_range: tuple[float, float]
     description: str = ""
     test: "ArrayDataset | None" = None
+    scale_rule: str = ""  # why value_range is what it is, for the upload's answer
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -70,7 +72,19 @@ class ArrayDataset:
                                       "part lacks; a model can only be tested on classes it was trained on")
             labels = test.y
         test = ArrayDataset(test.x, labels, self.num_classes, self.value_range)
-        return ArrayDataset(self.x, self.y, self.num_classes, self.value_range, self.description, test)
+        return dataclasses.replace(self, test=test)
+
+    def on_scale(self, low: float, high: float) -> "ArrayDataset":
+        """This data, its test part too, read on the scale ``low``-``high`` that the uploader named; refused
+        when the pixels do not lie on it."""
+        if not low < high:
+            raise DataFormatError(f"value_range {low:g},{high:g}: the low end must be below the high end")
+        for part in (self, self.test):
+            if part is not None and len(part) and (float(part.x.min()) < low or float(part.x.max()) > high):
+                raise DataFormatError(f"value_range {low:g},{high:g}: the pixels run from {float(part.x.min()):g} "
+                                      f"to {float(part.x.max()):g}, outside it")
+        test = None if self.test is None else dataclasses.replace(self.test, value_range=(low, high))
+        return dataclasses.replace(self, value_range=(low, high), test=test, scale_rule="value_range as given")
 
 
 def _shape(data: ArrayDataset) -> str:
@@ -236,11 +250,19 @@ def check_labels(labels: np.ndarray, where: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _value_range(images: np.ndarray) -> tuple[float, float]:
-    if images.dtype == np.uint8 or (images.size and images.min() >= 0 and images.max() <= 255
-                                    and np.all(images == np.round(images)) and images.max() > 1):
-        return (0.0, 255.0)
-    return (float(images.min()), float(images.max())) if images.size else (0.0, 1.0)
+def value_range_of(images: np.ndarray) -> tuple[tuple[float, float], str]:
+    """The scale the pixels are on, and the rule that chose it (an upload may name another: value_range)."""
+    if not images.size:
+        return (0.0, 1.0), "no pixels: 0-1"
+    low, high = float(images.min()), float(images.max())
+    whole = images.dtype.kind in "iub" or bool(np.all(images == np.round(images)))
+    if whole and low >= 0 and 1 < high <= 16:
+        return (0.0, 16.0), "whole numbers up to 16: read as 0-16, the scale of scikit-learn's 8x8 digits"
+    if images.dtype == np.uint8 or (whole and low >= 0 and 1 < high <= 255):
+        return (0.0, 255.0), "8-bit pixels (whole numbers up to 255): read as 0-255"
+    if high == low:
+        return (low, low + 1.0), f"every pixel is {low:g}: read as {low:g}-{low + 1:g}"
+    return (low, high), f"the data's own smallest and largest values, {low:g}-{high:g}"
 
 
 def _image_dataset(images: np.ndarray, labels: np.ndarray, where: str) -> ArrayDataset:
@@ -257,7 +279,9 @@ def _image_dataset(images: np.ndarray, labels: np.ndarray, where: str) -> ArrayD
         i = int(np.argmax(~np.isfinite(images).reshape(len(images), -1).all(axis=1)))
         raise DataFormatError(f"{where}: image {i} holds NaN or infinite values")
     labels = check_labels(labels, where)
-    return images_and_labels(images, labels, value_range=_value_range(images), description="")
+    value_range, rule = value_range_of(images)
+    parsed = images_and_labels(images, labels, value_range=value_range, description="")
+    return dataclasses.replace(parsed, scale_rule=rule)
 
 
 def parse_idx(files: list[tuple[str, bytes]], *, max_bytes: int | None = None) -> ArrayDataset:
@@ -561,7 +585,7 @@ def image_stats(data: ArrayDataset, classes: list[str] | None = None) -> dict:
 
     stats = {"kind": "images", "shape": list(data.input_shape),
              "classes": classes or [str(i) for i in range(NUM_CLASSES)], **part(data),
-             "value_range": list(data.value_range)}
+             "value_range": list(data.value_range), **({"value_range_rule": data.scale_rule} if data.scale_rule else {})}
     if data.test is not None:
         stats["test"] = part(data.test)
     return stats

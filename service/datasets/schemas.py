@@ -29,6 +29,9 @@ class ParseOptions(BaseModel):
                                                        "target or y)")
     image_shape: str | None = Field(None, pattern=r"^\d+x\d+$", description="image_csv: HEIGHTxWIDTH when the "
                                                                            "images are not square, e.g. 20x30")
+    value_range: str | None = Field(None, pattern=r"^-?\d+(\.\d+)?,-?\d+(\.\d+)?$",
+                                    description="images: the pixels' scale as LOW,HIGH (e.g. 0,16 or 0,255 or 0,1), "
+                                                "instead of the one detected (stats.value_range_rule says how)")
     timestamp_column: str | None = Field(None, description="timeseries_csv: the timestamp column (default: "
                                                            "time, timestamp, datetime, date or ds)")
     test_files: str | None = Field(None, max_length=1000, description="idx, image_csv: the names of the uploaded "

@@ -146,7 +146,8 @@ class Upload:
 
     def content_sha256(self, options: ParseOptions) -> str:
         """Of the content and, where the files bring a test part, of which files are that part: the same
-        bytes with another file as the test set are another dataset. Without a test part, ``sha256``."""
+        bytes with another file as the test set are another dataset, as are the same bytes on a scale the
+        uploader named. Without either, ``sha256``."""
         if len(self.files) > 1:
             try:
                 fmt = options.format or dataformats.detect_format(self.files)
@@ -154,8 +155,15 @@ class Upload:
             except DataFormatError:  # refused when parsed, with the same message
                 return self.sha256
             if test:
-                return hashlib.sha256(f"{_digest_of(train)}:test:{_digest_of(test)}".encode()).hexdigest()
-        return self.sha256
+                return _on_scale(hashlib.sha256(f"{_digest_of(train)}:test:{_digest_of(test)}".encode()).hexdigest(),
+                                 options)
+        return _on_scale(self.sha256, options)
+
+
+def _on_scale(digest: str, options: ParseOptions) -> str:
+    """The same bytes read on a scale the uploader named are another dataset (with another value_range)."""
+    return digest if options.value_range is None else hashlib.sha256(f"{digest}:scale:{options.value_range}".encode()
+                                                                     ).hexdigest()
 
 
 def _digest_of(files: list[tuple[str, bytes]]) -> str:
@@ -193,6 +201,10 @@ def parse_upload(upload: Upload, options: ParseOptions, max_bytes: int):
             parsed, classes = dataformats.parse_image_zip(data, name, max_bytes=max_bytes)
         else:
             parsed = timeseries.parse_timeseries_csv(data, name, timestamp_column=options.timestamp_column)
+        if options.value_range is not None:
+            if isinstance(parsed, TimeSeries):
+                raise DataFormatError("value_range is for images; a time series keeps its readings' own units")
+            parsed = parsed.on_scale(*(float(v) for v in options.value_range.split(",")))
     except ArchiveTooLarge as exc:  # inflated data is held to the upload's own limit
         raise PayloadTooLarge(f"{exc} (TRAINSERVE_MAX_UPLOAD_BYTES)") from None
     except DataFormatError as exc:

@@ -383,3 +383,33 @@ def test_a_delete_and_a_submission_of_the_same_dataset_never_both_win(client):
             assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
         outcomes[pair] += 1
     assert sum(outcomes.values()) == 50, outcomes
+
+
+def test_the_pixel_scale_is_detected_said_and_can_be_named(client):
+    """scikit-learn's digits as whole-number floats 0-16 are read as 0-16 (not 0-255), the answer says which
+    rule chose the scale, and an upload may name the scale itself."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    raw = datafiles.npz(bunch.images[:300].astype(np.float64), bunch.target[:300])
+    name = unique("scale")
+    detected = upload(client, name, ("digits.npz", raw))
+    assert detected.status_code == 201, detected.text
+    stats = detected.json()["stats"]
+    assert stats["value_range"] == [0.0, 16.0] and "0-16" in stats["value_range_rule"]
+    assert client.get(f"/v1/datasets/{name}").json()["stats"]["value_range_rule"] == stats["value_range_rule"]
+
+    named = upload(client, name, ("digits.npz", raw), value_range="0,255")
+    assert named.status_code == 201 and named.json()["version"] == 2, "the same bytes on another scale are new"
+    assert named.json()["stats"]["value_range"] == [0.0, 255.0]
+    assert named.json()["stats"]["value_range_rule"] == "value_range as given"
+    eight_bit = upload(client, unique("scale"), ("d.npz", datafiles.npz(SMALL_X, SMALL_Y)))
+    assert eight_bit.json()["stats"]["value_range"] == [0.0, 255.0]
+
+    for fields, message in (({"value_range": "0,10"}, "the pixels run from 0 to 16, outside it"),
+                            ({"value_range": "5,1"}, "the low end must be below the high end"),
+                            ({"value_range": "zero,one"}, "value_range")):
+        refused = upload(client, unique("scale"), ("digits.npz", raw), **fields)
+        assert refused.status_code == 422 and message in refused.json()["error"]["message"], refused.text
+    series = upload(client, unique("scale"), ("s.csv", datafiles.timeseries_csv(48)), value_range="0,1")
+    assert series.status_code == 422 and "value_range is for images" in series.json()["error"]["message"]
