@@ -256,7 +256,7 @@ def value_range_of(images: np.ndarray) -> tuple[tuple[float, float], str]:
         return (0.0, 1.0), "no pixels: 0-1"
     low, high = float(images.min()), float(images.max())
     whole = images.dtype.kind in "iub" or bool(np.all(images == np.round(images)))
-    if whole and low >= 0 and 1 < high <= 16:
+    if whole and images.dtype != np.uint8 and low >= 0 and 1 < high <= 16:  # images and IDX are 8-bit, however dark
         return (0.0, 16.0), "whole numbers up to 16: read as 0-16, the scale of scikit-learn's 8x8 digits"
     if images.dtype == np.uint8 or (whole and low >= 0 and 1 < high <= 255):
         return (0.0, 255.0), "8-bit pixels (whole numbers up to 255): read as 0-255"
