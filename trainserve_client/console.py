@@ -209,10 +209,21 @@ def add_commands(sub) -> None:
     models = sub.add_parser("models", help="list models and move their aliases")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     command("list", "registered model versions", models_sub).add_argument("--name")
-    p = command("promote", "point NAME@ALIAS at a version", models_sub)
+    p = command("promote", "point NAME@ALIAS at a version through the promotion gate, as the API and the "
+                           "dashboard do: only if it passes the gate and beats the version there now", models_sub)
     p.add_argument("name")
     p.add_argument("version", type=int)
     p.add_argument("--alias", default="production")
+    p.add_argument("--metric", choices=["test_accuracy", "test_macro_f1", "test_rmse", "test_mae"],
+                   help="default test_accuracy for a classifier, test_rmse for a forecaster")
+    p.add_argument("--min", type=float, help="a classifier's bar the metric must clear")
+    p.add_argument("--max", type=float, help="a forecaster's bound on its error, in the target's units")
+    alias = command("alias", "move an alias by hand, without the gate", models_sub)
+    alias_sub = alias.add_subparsers(dest="alias_command", required=True)
+    p = command("set", "point NAME@ALIAS at VERSION, whatever its metrics (an admin key)", alias_sub)
+    p.add_argument("name")
+    p.add_argument("alias")
+    p.add_argument("version", type=int)
 
     p = command("predict", "classify digit images (PNG, JPEG)")
     p.add_argument("images", nargs="+")
@@ -286,10 +297,21 @@ def _run(args: argparse.Namespace, client: Client) -> int:
                     for d in page["items"]])
         return 0
     if args.command == "models":
-        if args.models_command == "promote":
+        if args.models_command == "alias":
             alias = client.set_alias(args.name, args.alias, args.version)
             _print_json(alias) if args.json else print(f"{args.name}@{args.alias} -> version {args.version}")
             return 0
+        if args.models_command == "promote":
+            gate = {"alias": args.alias, **{k: getattr(args, k) for k in ("metric", "min", "max")
+                                            if getattr(args, k) is not None}}
+            verdict = client.promote(args.name, args.version, gate)
+            if args.json:
+                _print_json(verdict)
+            elif verdict["moved"]:
+                print(f"{args.name}@{args.alias} -> version {args.version} ({verdict['reason']})")
+            else:
+                print(f"{args.name}@{args.alias} not moved: {verdict['reason']}", file=sys.stderr)
+            return 0 if verdict["moved"] else 1
         page = client.list_models(args.name)
         if args.json:
             _print_json(page)

@@ -90,8 +90,15 @@ def test_datasets_models_and_predict(embedded_stack, spec_file, tmp_path):
     model = json.loads(cli(embedded_stack, "show", job["id"], "--json", check=True).stdout)["model"]
     models = json.loads(cli(embedded_stack, "models", "list", "--name", model["name"], "--json", check=True).stdout)
     version = next(m["version"] for m in models["items"] if m["id"] == model["id"])
-    assert cli(embedded_stack, "models", "promote", model["name"], str(version), "--alias", "production",
-               check=True).stdout.strip() == f"{model['name']}@production -> version {version}"
+    # promote goes through the gate, as the API and the dashboard do; alias set moves an alias by hand
+    refused = cli(embedded_stack, "models", "promote", model["name"], str(version), "--alias", "production",
+                  "--min", "0.9999")
+    assert refused.returncode == 1 and f"{model['name']}@production not moved" in refused.stderr, refused.stderr
+    promoted = cli(embedded_stack, "models", "promote", model["name"], str(version), "--alias", "production",
+                   "--min", "0.5", check=True).stdout.strip()
+    assert promoted.startswith(f"{model['name']}@production -> version {version} ("), promoted
+    assert cli(embedded_stack, "models", "alias", "set", model["name"], "staging", str(version),
+               check=True).stdout.strip() == f"{model['name']}@staging -> version {version}"
 
     zero, one = x[y == 0][0], x[y == 1][0]
     for name, image in (("zero.png", zero), ("one.png", one)):
