@@ -83,8 +83,12 @@ class JobHooks:
         """After each epoch's row and checkpoint are written; raise :class:`StopTrial` to stop here."""
 
     def hand_off(self, runtime: Runtime, trained: Trained) -> None:
-        """Take the trained model and mark the job succeeded (``finish_in``), in one transaction."""
+        """Take the trained model and mark the job succeeded (``finish_in``), in one transaction; a classifier
+        no better than chance is refused instead (the job fails saying so), so that it never becomes a
+        version that /predict might answer with."""
         job, spec, plan = trained.job, trained.spec, trained.plan
+        if (reason := no_better_than_chance(trained.report, spec)) is not None:
+            raise JobRefused(reason)
         config = plan.final_config()
 
         def succeed(session, result: dict) -> None:
@@ -106,6 +110,25 @@ class JobHooks:
 
     def ended(self, runtime: Runtime, job: TrainingJob) -> None:
         """Once the job has reached a final status in this delivery."""
+
+
+CHANCE_MARGIN = 0.02  # above always guessing the most common class, on the test set
+
+
+def no_better_than_chance(report: dict, spec: JobSpec) -> str | None:
+    """Why a classifier must not be registered: its test accuracy is within CHANCE_MARGIN of always
+    answering the most common test label (a diverged run lands there). None for a useful one, and for
+    forecasters, which are judged against their own baselines."""
+    matrix, accuracy = report.get("confusion_matrix"), report.get("test_accuracy")
+    if accuracy is None or not matrix or not sum(map(sum, matrix)):
+        return None
+    chance = max(map(sum, matrix)) / sum(map(sum, matrix))
+    if accuracy > chance + CHANCE_MARGIN:
+        return None
+    rate = spec.training.learning_rate
+    return (f"the model learned nothing: test accuracy {accuracy:.4f}, no better than always answering the most "
+            f"common label ({chance:.4f}); it was not registered. Lower the learning rate"
+            f"{f' (it is {rate:g})' if rate else ''}, train longer, or check the dataset's labels")
 
 
 def plain_hooks(runtime: Runtime, job: TrainingJob) -> JobHooks:

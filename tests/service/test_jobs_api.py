@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 
 import pytest
 
@@ -260,3 +261,16 @@ def test_a_dataset_this_server_lacks_is_refused_at_submission(client, monkeypatc
                          "dataset fashion-mnist is not installed on this server",
                          "apt-get install dataset-fashion-mnist", "digits or mnist-5k")
     assert error["details"] == [{"field": "dataset", "message": "not installed"}]
+
+
+def test_a_classifier_no_better_than_chance_fails_and_is_never_registered(client, run_job):
+    """The first hour's trap: a learning rate of 10 'succeeded' at 0.106 and became the default model."""
+    name = f"chance-{uuid.uuid4().hex[:8]}"
+    diverging = spec(architecture={"type": "mlp", "hidden_sizes": [64]}, optimizer={"type": "sgd"},
+                     training__learning_rate=10.0, training__epochs=2, name=name)
+    job = client.post("/v1/jobs", json=diverging).json()
+    run_job(job["id"])
+    done = client.get(f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "failed" and done["model"] is None, done
+    assert "the model learned nothing: test accuracy" in done["error"], done["error"]
+    assert client.get("/v1/models", params={"name": name}).json()["items"] == []
