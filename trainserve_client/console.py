@@ -66,57 +66,85 @@ def _headline(result: dict | None) -> str:
 
 
 def follow(client: Client, job_id: str, as_json: bool) -> int:
-    """Show the job's events as they come: a progress bar per epoch and each epoch's metrics."""
-    if as_json:
-        final = None
-        for event in client.events(job_id):
-            print(json.dumps(event), flush=True)
-            final = event
-        return EXIT[final["status"]]
+    """Show the job's events as they come. Ctrl-C stops following, not the job, and says so in one line."""
+    try:
+        return _json_lines(client, job_id) if as_json else _progress(client, job_id)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; job {job_id} keeps running: `trainserve follow {job_id}` picks it up again",
+              file=sys.stderr)
+        return 130
+
+
+def _json_lines(client: Client, job_id: str) -> int:
+    final = None
+    for event in client.events(job_id):
+        print(json.dumps(event), flush=True)
+        final = event
+    return EXIT[final["status"]]
+
+
+def _epoch_line(event: dict, epochs: int) -> str:
+    parts = [f"epoch {event['epoch']}/{epochs}", f"train loss {event['train_loss']:.4f}"]
+    for key in ("val_loss", "train_accuracy", "val_accuracy"):
+        if event.get(key) is not None:
+            parts.append(f"{key.replace('_', ' ')} {event[key]:.4f}")
+    parts.append(f"{event['samples_per_second']:,.0f} samples/s")
+    return "  ".join(parts)
+
+
+def _outcome(job: dict) -> str:
+    """The finished job's model as ``name vN`` and its promotion's verdict."""
+    model = job.get("model")
+    line = f"model {model['name']} v{model['version']}" if model else "no model"
+    promotion = (job.get("result") or {}).get("promotion")
+    if promotion:
+        moved = "moved to it" if promotion["moved"] else "not moved"
+        line += f"; {model['name'] if model else ''}@{promotion['alias']} {moved}: {promotion['reason']}"
+    return line
+
+
+def _progress(client: Client, job_id: str) -> int:
+    """One live bar for the epoch in progress and one line for each finished epoch, each epoch once
+    (a reconnect that replays events prints nothing twice); the bar leaves nothing behind."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     out, err = _console()
     epochs = client.get_job(job_id)["progress"]["epochs"]
+    printed: set[int] = set()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=out, transient=False) as bars:
-        task = None
+                  console=out, transient=True) as bars:
+        task = bars.add_task("waiting for the first epoch", total=None)
         for event in client.events(job_id):
             if event["kind"] == "progress":
-                description = f"epoch {event['epoch']}/{epochs}"
-                if task is None or bars.tasks[task].description != description:
-                    task = bars.add_task(description, total=event["steps"])
-                bars.update(task, completed=event["step"])
+                if event["epoch"] not in printed:
+                    bars.update(task, description=f"epoch {event['epoch']}/{epochs}", total=event["steps"],
+                                completed=event["step"])
             elif event["kind"] == "epoch":
-                if task is not None:
-                    bars.update(task, completed=bars.tasks[task].total)
-                    task = None
-                parts = [f"epoch {event['epoch']}/{epochs}", f"train loss {event['train_loss']:.4f}"]
-                if event.get("val_loss") is not None:
-                    parts.append(f"val loss {event['val_loss']:.4f}")
-                if event.get("train_accuracy") is not None:
-                    parts.append(f"train accuracy {event['train_accuracy']:.4f}")
-                if event.get("val_accuracy") is not None:
-                    parts.append(f"val accuracy {event['val_accuracy']:.4f}")
-                parts.append(f"{event['samples_per_second']:,.0f} samples/s")
-                bars.console.print("  ".join(parts))
+                if event["epoch"] not in printed:
+                    printed.add(event["epoch"])
+                    bars.console.print(_epoch_line(event, epochs), highlight=False)
+                    following = (f"epoch {event['epoch'] + 1}/{epochs}" if event["epoch"] < epochs else
+                                 "testing the model")
+                    bars.update(task, description=following, total=None, completed=0)
             elif event["status"] == "running":
                 bars.console.print(f"job {job_id}: running (attempt {event.get('attempt', 1)})")
             elif event["status"] == "queued":
                 bars.console.print(f"job {job_id}: queued" + (f": {event['reason']}" if event.get("reason") else ""))
-            elif event["status"] == "succeeded":
-                bars.console.print(f"[green]job {job_id}: succeeded[/green] {_headline(event.get('result'))}; "
-                                   f"model {event.get('model_id')}")
-                return 0
-            elif event["status"] == "failed":
-                err.print(f"[red]job {job_id}: failed[/red]: {event.get('error')}")
-                return 1
-            elif event["status"] == "cancelled":
-                err.print(f"job {job_id}: cancelled")
-                return 3
-            elif event["status"] == "pruned":
-                err.print(f"job {job_id}: pruned: {event.get('error')}")
-                return 4
-    return 1
+            else:
+                break
+        else:
+            return 1
+    status = event["status"]
+    if status == "succeeded":
+        out.print(f"[green]job {job_id}: succeeded[/green] {_headline(event.get('result'))}; "
+                  f"{_outcome(client.get_job(job_id))}")
+    elif status == "failed":
+        err.print(f"[red]job {job_id}: failed[/red]: {event.get('error')}")
+    elif status == "cancelled":
+        err.print(f"job {job_id}: cancelled")
+    else:
+        err.print(f"job {job_id}: {status}: {event.get('error')}")
+    return EXIT.get(status, 1)
 
 
 class _Reading:

@@ -48,13 +48,17 @@ def create_job(session: Session, spec: JobSpec, settings: Settings, key_id: uuid
     dataset, queue = check_job(session, spec, settings)
     job = TrainingJob(spec=spec.model_dump(mode="json"), dataset=dataset, epochs_total=spec.training.epochs,
                       status=JobStatus.queued, enqueued_at=utcnow(), queue=queue, key_id=key_id, **sweep)
+    session.add(job)
+    label = f"{dataset.name}@{dataset.version}"  # read now: the rollback below expires the row
     try:
         # The insert takes the dataset row's key-share lock (PostgreSQL) or the write lock (SQLite), so a delete
         # of the dataset either waits for this job and then sees it, or committed first and the insert fails.
-        with session.begin_nested():
-            session.add(job)
+        # Not a savepoint: on SQLite (pysqlite) the first SAVEPOINT of a transaction begins it, and its release
+        # would commit the job before the request's own commit (an Idempotency-Key race then made four jobs).
+        session.flush()
     except IntegrityError:
-        raise Conflict(f"dataset {dataset.name}@{dataset.version} was deleted while this job was being submitted; "
+        session.rollback()
+        raise Conflict(f"dataset {label} was deleted while this job was being submitted; "
                        "upload it again, or name another") from None
     events.status(session, job.id, JobStatus.queued)
     return job

@@ -39,6 +39,63 @@ def test_submit_follow_shows_each_epoch_and_exits_0_when_the_job_succeeds(embedd
     assert "succeeded" in done.stdout and "test accuracy 0.9" in done.stdout
 
 
+def in_a_terminal(stack, *args: str, interrupt_at: str | None = None) -> tuple[str, int]:
+    """What `trainserve ARGS` writes to a terminal (a pseudo-terminal), escape codes removed, and its exit
+    code; with ``interrupt_at``, Ctrl-C (SIGINT) once that text has appeared."""
+    import os
+    import pty
+    import re
+    import signal
+
+    env = {**stack.env, "TRAINSERVE_URL": stack.base_url, "TRAINSERVE_CONFIG": "/nonexistent", "COLUMNS": "120",
+           "TERM": "xterm-256color"}
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([*CLI, *args], env=env, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the command has exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if interrupt_at is not None and interrupt_at.encode() in b"".join(chunks):
+            process.send_signal(signal.SIGINT)
+            interrupt_at = None
+    process.wait(timeout=300)
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    return text.replace("\r", "\n"), process.returncode
+
+
+def test_follow_in_a_terminal_prints_each_epoch_once_and_the_model_by_name(embedded_stack, tmp_path):
+    import re
+
+    spec = {**LOGREG_SPEC, "name": "calm-follow", "training": {**LOGREG_SPEC["training"], "epochs": 50}}
+    (tmp_path / "fifty.json").write_text(json.dumps(spec))
+    job_id = cli(embedded_stack, "submit", str(tmp_path / "fifty.json"), check=True).stdout.strip()
+    shown, code = in_a_terminal(embedded_stack, "follow", job_id[:8])
+    assert code == 0
+    finished = [int(n) for n in re.findall(r"epoch (\d+)/50  train loss", shown)]
+    assert finished == list(range(1, 51)), finished  # one line for each epoch, in order
+    assert f"job {job_id}: succeeded" in shown and "model calm-follow v1" in shown, shown[-2000:]
+
+
+def test_ctrl_c_stops_following_in_one_line_and_the_job_goes_on(embedded_stack, tmp_path):
+    spec = {**LOGREG_SPEC, "training": {**LOGREG_SPEC["training"], "epochs": 400, "batch_size": 8}}
+    (tmp_path / "long.json").write_text(json.dumps(spec))
+    job_id = cli(embedded_stack, "submit", str(tmp_path / "long.json"), check=True).stdout.strip()
+    try:
+        shown, code = in_a_terminal(embedded_stack, "follow", job_id, interrupt_at="epoch 1/400  train loss")
+        assert code == 130 and "Traceback" not in shown, shown[-2000:]
+        assert f"stopped following; job {job_id} keeps running: `trainserve follow {job_id}`" in shown
+        assert embedded_stack.http.get(f"/v1/jobs/{job_id}").json()["status"] in ("queued", "running")
+    finally:
+        embedded_stack.http.post(f"/v1/jobs/{job_id}/cancel")
+
+
 def test_json_for_scripts(embedded_stack, spec_file):
     job = json.loads(cli(embedded_stack, "submit", str(spec_file), "--json", check=True).stdout)
     lines = [json.loads(line) for line in cli(embedded_stack, "follow", job["id"], "--json", check=True).stdout.splitlines()]
