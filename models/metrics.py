@@ -18,3 +18,14 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: i
         "per_class": [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for c, p, r, f, s in zip(labels, precision, recall, f1, support)],
     }
+
+
+CHANCE_MARGIN = 0.02  # how far above chance a classifier's test accuracy must be to count as having learned
+
+
+def chance_accuracy(report: dict) -> float | None:
+    """The test accuracy of always answering the most common test label, from a report's confusion matrix;
+    None without one."""
+    matrix = report.get("confusion_matrix")
+    total = sum(map(sum, matrix)) if matrix else 0
+    return max(map(sum, matrix)) / total if total else None

@@ -114,6 +114,21 @@ def client(runtime) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.fixture
+def own_api(databases, tmp_path) -> Iterator[TestClient]:
+    """The API on a SQLite database of this test's own, for what depends on every model in the database (the
+    default route), trusting no cached reference (an answer that stays the same is not the cache's doing).
+    ``own_api.run_job(job_id)`` runs a job as a worker would."""
+    own = Runtime(databases["sqlite"].settings.model_copy(update={
+        "database_url": f"sqlite:///{tmp_path / 'own.db'}", "artifacts_url": f"file://{tmp_path / 'artifacts'}",
+        "ref_cache_seconds": 0}))
+    upgrade(own.settings.database_url)
+    with TestClient(create_app(runtime=own, reconcile=False, tune_process=False)) as c:
+        c.run_job = lambda job_id: run_in_worker(own, job_id)
+        yield c
+    own.close()
+
+
 def run_in_worker(runtime: Runtime, job_id) -> None:
     """Run a job in this process through the worker's own code (no Celery), as a worker would."""
     from service.jobs.runner import run_job

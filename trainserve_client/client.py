@@ -202,7 +202,7 @@ class Client:
     def predict(self, instances: list | None = None, images: Sequence[str | Path | bytes] = (),
                 model: str | None = None, top_k: int = 3) -> dict:
         """Classify ``instances`` (lists of pixel values) or ``images`` (PNG or JPEG files or bytes) with
-        ``model`` (default: the newest classifier, or the deployment's default)."""
+        ``model`` (default: the deployment's default, else the one classifier at production)."""
         if (instances is None) == (not images):
             raise ValueError("give instances or images, one of them")
         if instances is not None:

@@ -255,11 +255,11 @@ def add_commands(sub) -> None:
 
     p = command("predict", "classify digit images (PNG, JPEG)")
     p.add_argument("images", nargs="+")
-    p.add_argument("--model", help="id, name, name@version or name@alias; default the newest classifier")
+    p.add_argument("--model", help="id, name, name@version or name@alias; default the one classifier at production")
     p.add_argument("--top-k", type=int, default=3)
     p = command("forecast", "forecast from recent readings: a CSV with a timestamp column, then one per series")
     p.add_argument("readings")
-    p.add_argument("--model", help="default the newest forecaster")
+    p.add_argument("--model", help="default the one forecaster at production")
     p.add_argument("--horizon", type=int)
 
 

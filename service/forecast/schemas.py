@@ -15,7 +15,8 @@ class Readings(BaseModel):
     }]})
 
     model: str | None = Field(None, min_length=1, max_length=300, description="id, name, name@version or "
-                              "name@alias; default the newest forecaster")
+                              "name@alias; default TRAINSERVE_DEFAULT_FORECASTER, else the one forecaster at "
+                              "production")
     timestamps: list[str] = Field(..., min_length=1, max_length=100_000, description="ISO 8601, increasing, at "
                                   "the model's frequency; read as wall-clock time like the training data")
     values: dict[str, list[Any]] = Field(..., description="per column, one value a timestamp: the target and "

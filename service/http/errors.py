@@ -5,6 +5,7 @@ Every error body is ``{"error": {"code": ..., "message": ..., "details": [...]}}
 
 from __future__ import annotations
 
+import difflib
 import logging
 import uuid
 from typing import Any
@@ -137,9 +138,21 @@ def _location(loc: tuple) -> str:
     return ".".join(parts) or "body"
 
 
+def _message(error: dict[str, Any]) -> str:
+    """Pydantic's message, with a "did you mean" where a choice's name was mistyped (``"type": "mpl"``)."""
+    context = error.get("ctx") or {}
+    if error.get("type") == "union_tag_invalid":
+        tag, expected = str(context.get("tag")), str(context.get("expected_tags", ""))
+        choices = [t.strip().strip("'") for t in expected.split(",") if t.strip()]
+        close = difflib.get_close_matches(tag, choices, n=2)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        field = str(context.get("discriminator", "type")).strip("'")
+        return f"unknown {field} {tag!r}; {hint}one of: {', '.join(choices)}"
+    return error.get("msg", "").removeprefix("Value error, ")
+
+
 def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"field": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "").removeprefix("Value error, ")}
-            for e in errors]
+    return [{"field": _location(tuple(e.get("loc", ()))), "message": _message(e)} for e in errors]
 
 
 def allowed_methods(request: Request) -> str:

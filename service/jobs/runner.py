@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 from models.architectures import build_model
 from models.errors import ConfigError
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes, tensor_to_bytes
+from models.metrics import CHANCE_MARGIN, chance_accuracy
 from models.optimizers import build_optimizer
 from models.training import EpochMetrics, TrainingCancelled, TrainingDiverged, fit, resolve_device, seed_everything
 from models.usage import gpu_memory_free, gpu_memory_needed
@@ -112,18 +113,12 @@ class JobHooks:
         """Once the job has reached a final status in this delivery."""
 
 
-CHANCE_MARGIN = 0.02  # above always guessing the most common class, on the test set
-
-
 def no_better_than_chance(report: dict, spec: JobSpec) -> str | None:
     """Why a classifier must not be registered: its test accuracy is within CHANCE_MARGIN of always
     answering the most common test label (a diverged run lands there). None for a useful one, and for
     forecasters, which are judged against their own baselines."""
-    matrix, accuracy = report.get("confusion_matrix"), report.get("test_accuracy")
-    if accuracy is None or not matrix or not sum(map(sum, matrix)):
-        return None
-    chance = max(map(sum, matrix)) / sum(map(sum, matrix))
-    if accuracy > chance + CHANCE_MARGIN:
+    chance, accuracy = chance_accuracy(report), report.get("test_accuracy")
+    if accuracy is None or chance is None or accuracy > chance + CHANCE_MARGIN:
         return None
     rate = spec.training.learning_rate
     return (f"the model learned nothing: test accuracy {accuracy:.4f}, no better than always answering the most "

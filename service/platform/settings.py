@@ -92,9 +92,9 @@ class Settings(BaseSettings):
     ref_cache_seconds: float = Field(5.0, ge=0, description="How long an API process trusts what name@alias "
                                                             "pointed at; a move in the same process clears it.")
     default_classifier: str | None = Field(None, description="What /predict uses without 'model', e.g. "
-                                           "digits-mlp@production; unset: the newest classifier.")
+                                           "digits-mlp@production; unset: the one classifier at production.")
     default_forecaster: str | None = Field(None, description="What /forecast uses without 'model', e.g. "
-                                           "solar-lstm@production; unset: the newest forecaster.")
+                                           "solar-lstm@production; unset: the one forecaster at production.")
     max_batch: int = Field(1024, ge=1, description="Most instances one /predict call may send.")
     max_image_bytes: int = Field(10_000_000, ge=1, description="Largest image file /predict takes.")
     max_request_bytes: int = Field(32_000_000, ge=1, description="Largest request body of every route but a dataset "

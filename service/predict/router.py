@@ -40,7 +40,8 @@ class PredictRequest(BaseModel):
         description="Digits, each a flat list of pixels or a list of pixel rows, on the training data's scale "
                     "(see the model's `value_range`).")
     model: str | None = Field(None, description="Model id, `name` (newest version), `name@3` or `name@production`; "
-                                                "default: TRAINSERVE_DEFAULT_CLASSIFIER, else the newest classifier.")
+                                                "default: TRAINSERVE_DEFAULT_CLASSIFIER, else the one classifier at "
+                                                "production (422 listing the models when none is, or several are).")
     top_k: int = Field(DEFAULT_TOP_K, ge=1, description="How many of the likeliest labels to list.")
 
 

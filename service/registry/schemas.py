@@ -58,7 +58,7 @@ class PromoteIn(BaseModel):
     metric: Literal["test_accuracy", "test_macro_f1", "test_rmse", "test_mae"] | None = Field(
         None, description="default test_accuracy for a classifier, test_rmse for a forecaster")
     min: float | None = Field(None, ge=0.0, le=1.0, description="classifiers: the bar the metric must clear "
-                                                                "(default 0)")
+                                                                "(default: chance, for test_accuracy)")
     max: float | None = Field(None, gt=0.0, description="forecasters: the most test_rmse or test_mae may be, in "
                                                          "the target's units")
     beats_persistence: bool | None = Field(None, description="forecasters (default true): the metric must be "
@@ -84,7 +84,7 @@ class PromoteIn(BaseModel):
         wrong = [f for f in ("max", "beats_persistence", "beats_seasonal_naive") if getattr(self, f)]
         if wrong:
             raise ValueError(f"promote.{wrong[0]} is a forecaster's check; a classifier's gate takes metric and min")
-        return self.model_copy(update={"metric": self.metric or "test_accuracy", "min": self.min or 0.0,
+        return self.model_copy(update={"metric": self.metric or "test_accuracy", "min": self.min,
                                        "beats_persistence": None, "beats_seasonal_naive": None})
 
 

@@ -7,10 +7,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.architectures import ModelConfig
+from models.metrics import CHANCE_MARGIN, chance_accuracy
 from models.portable import FILE_SUFFIX
 from service.audit.service import record
 from service.datasets.schemas import DatasetRef
@@ -63,12 +64,32 @@ def resolve(session: Session, ref: str) -> TrainedModel:
     return alias.model
 
 
-def newest_model(session: Session, task: str) -> TrainedModel:
-    model = session.scalars(select(TrainedModel).where(TrainedModel.task == task)
-                            .order_by(TrainedModel.created_at.desc()).limit(1)).first()
-    if model is None:
+DEFAULT_ALIAS = "production"
+TASK_NOUN = {"classification": "classifier", "forecast": "forecaster"}
+
+
+def default_model(session: Session, task: str) -> TrainedModel:
+    """What a request that names no model gets: the one model of ``task`` at the ``production`` alias. It moves
+    only when a version is promoted, never because another job finished. With none there, or several names
+    there, InvalidInput lists what to name instead."""
+    noun = TASK_NOUN.get(task, f"{task} model")
+    held = session.scalars(select(ModelAlias).join(ModelAlias.model)
+                           .where(ModelAlias.alias == DEFAULT_ALIAS, TrainedModel.task == task)
+                           .order_by(ModelAlias.name)).all()
+    if len(held) == 1:
+        return held[0].model
+    if held:
+        names = ", ".join(f"{a.name}@{DEFAULT_ALIAS}" for a in held)
+        raise InvalidInput(f"several {noun}s are at {DEFAULT_ALIAS} ({names}), so a request must name one with "
+                           f"'model', or the deployment sets TRAINSERVE_DEFAULT_{noun.upper()}")
+    newest = session.execute(select(TrainedModel.name, func.max(TrainedModel.version)).where(TrainedModel.task == task)
+                             .group_by(TrainedModel.name).order_by(func.max(TrainedModel.created_at).desc())
+                             .limit(10)).all()
+    if not newest:
         raise NotFound(f"no {task} model has been trained yet; submit a job to POST /v1/jobs first")
-    return model
+    choices = ", ".join(f"{name}@{version}" for name, version in newest)
+    raise InvalidInput(f"no {noun} is at {DEFAULT_ALIAS} yet, so name one with 'model' ({choices}), or promote "
+                       f"one: POST /v1/models/{{name}}/versions/{{n}}/promote, or trainserve models promote NAME N")
 
 
 def list_models(session: Session, name: str | None, limit: int, offset: int) -> tuple[list[TrainedModel], int]:
@@ -112,12 +133,24 @@ def metric_of(metrics: dict, metric: str) -> float | None:
     return metrics.get(metric)
 
 
+def _chance_bar(gate: PromoteIn, metrics: dict) -> float | None:
+    """A classifier gate without ``min`` on test accuracy: the bar is chance (CHANCE_MARGIN above always
+    answering the most common test label)."""
+    if gate.min is not None or gate.metric != "test_accuracy" or (chance := chance_accuracy(metrics)) is None:
+        return None
+    return chance + CHANCE_MARGIN
+
+
 def _gate_failure(gate: PromoteIn, metrics: dict, value: float | None) -> str | None:
     """Why the version fails the gate's own checks; None when it passes them."""
     if value is None:
         return f"this model has no {gate.metric} to judge it by"
     if gate.min is not None and value < gate.min:
         return f"{gate.metric} {value:.4f} is below the bar of {gate.min}"
+    chance = _chance_bar(gate, metrics)
+    if chance is not None and value <= chance:
+        return (f"{gate.metric} {value:.4f} is no better than chance: always answering the most common label "
+                f"scores {chance - CHANCE_MARGIN:.4f}")
     if gate.max is not None and value > gate.max:
         return f"{gate.metric} {value:.4g} is above the bound of {gate.max:g}"
     for check, baseline, name in ((gate.beats_persistence, "persistence", "persistence (the last reading)"),
@@ -130,6 +163,15 @@ def _gate_failure(gate: PromoteIn, metrics: dict, value: float | None) -> str | 
         if value >= theirs:
             return f"{gate.metric} {value:.4g} does not beat {name}'s {theirs:.4g}"
     return None
+
+
+def _bar(gate: PromoteIn, metrics: dict) -> str:
+    if gate.metric in FORECASTER_METRICS:
+        return "the gate"
+    if gate.min is not None:
+        return f"{gate.min:g}"
+    chance = _chance_bar(gate, metrics)
+    return f"chance ({chance - CHANCE_MARGIN:.4f})" if chance is not None else "no bar (none set)"
 
 
 def promote(session: Session, model: TrainedModel, gate: PromoteIn) -> dict:
@@ -152,9 +194,9 @@ def promote(session: Session, model: TrainedModel, gate: PromoteIn) -> dict:
     if failure is not None:
         decision["reason"] = failure
         return decision
-    before = f"beats version {current.model.version}'s {theirs:.4g}" if current else "and no version held the alias"
+    before = f"and beats version {current.model.version}'s {theirs:.4g}" if current else "and no version held the alias"
     set_alias(session, model.name, gate.alias, model.version)
-    passed = f"{metric} {value:.4g} clears {'the gate' if lower_is_better else gate.min}"
+    passed = f"{metric} {value:.4g} clears {_bar(gate, model.metrics)}"
     decision.update(moved=True, reason=f"{passed} {before}")
     record(session, None, "model.promote", f"{model.name}@{gate.alias}",
            before={"version": current.model.version if current else None},

@@ -131,9 +131,9 @@ def to_batch(instances: list | np.ndarray, model: LoadedModel) -> np.ndarray:
     return x.reshape(len(x), *model.input_shape)
 
 
-def _newest_key(task: str) -> str:
-    """The reference cache's key for the default route when no default is set."""
-    return f"@newest-{task}"
+def _default_key(task: str) -> str:
+    """The reference cache's key for the default route when no default is set (registry.default_model)."""
+    return f"@default-{task}"
 
 
 WRONG_TASK = {"classification": "a digit classifier; /predict takes it",
@@ -144,7 +144,7 @@ def cached_model(cache: ModelCache, ref: str | None, default: str | None,
                  task: str | None = "classification") -> LoadedModel | None:
     """The model a request names, if this process has it loaded and trusts the reference: no I/O at all."""
     ref = ref or default
-    model_id = cache.ref(ref or _newest_key(task))
+    model_id = cache.ref(ref or _default_key(task))
     if model_id is None and ref is not None:
         try:
             model_id = uuid.UUID(ref)  # an id always names the same version
@@ -164,9 +164,9 @@ def resolve(cache: ModelCache, ref: str | None, default: str | None,
     if (hit := cached_model(cache, ref, default, task)) is not None:
         return hit
     ref = ref or default
-    key = ref or _newest_key(task)
+    key = ref or _default_key(task)
     with cache.runtime.session() as session:
-        row = registry.resolve(session, ref) if ref else registry.newest_model(session, task)
+        row = registry.resolve(session, ref) if ref else registry.default_model(session, task)
         if task is not None and row.task != task:
             raise InvalidInput(f"model {row.name} v{row.version} is {WRONG_TASK.get(row.task, row.task)}")
     model = cache.load(row)  # a miss reads the model file with no database session open

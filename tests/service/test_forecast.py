@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from models.datasets import load_builtin
 from service.jobs.runner import run_job
 from service.main import create_app
-from tests.helpers import LOGREG_SPEC, settings_with
+from tests.helpers import LOGREG_SPEC, assert_error, settings_with
 
 # Every test here trains a forecaster (or shares one trained for the module): not for `make test-fast`. On
 # one database: what a forecast job stores is what any job stores, and the job path runs on both databases
@@ -96,13 +96,15 @@ def test_forecast_answers_the_next_steps_with_an_interval(client, solar_job):
     assert one["forecast"] == body["forecast"][:1]
 
 
-def test_without_a_model_the_newest_forecaster_answers(client, run_job):
-    newest = finished(client, run_job, {**SOLAR_SPEC, "name": f"solar-newest-{uuid.uuid4().hex[:8]}",
-                                        "training": {**SOLAR_SPEC["training"], "epochs": 1}})
-    day = solar_day("2016-11-01").iloc[:12]
-    response = client.post("/forecast", json=readings(day))  # a fresh app: nothing cached yet
+def test_without_a_model_the_forecaster_at_production_answers(migrated, own_api):
+    forecaster = finished(own_api, own_api.run_job, {**SOLAR_SPEC, "training": {**SOLAR_SPEC["training"], "epochs": 1}})
+    day = readings(solar_day("2016-11-01").iloc[:12])
+    assert_error(own_api.post("/forecast", json=day), 422, "no forecaster is at production yet",
+                 f"{SOLAR_SPEC['name']}@1")
+    assert own_api.put(f"/v1/models/{SOLAR_SPEC['name']}/aliases/production", json={"version": 1}).status_code == 200
+    response = own_api.post("/forecast", json=day)
     assert response.status_code == 200, response.text
-    assert response.json()["model"]["id"] == newest["model"]["id"]
+    assert response.json()["model"]["id"] == forecaster["model"]["id"]
 
 
 @pytest.mark.slow

@@ -43,9 +43,11 @@ def test_the_stored_spec_says_which_defaults_applied(client, optimizer, learning
 @pytest.mark.parametrize("changes,field,fragments", [
     ({"dataset": "imagenet"}, "dataset", ["unknown dataset 'imagenet'", "built-in: digits, fashion-mnist, mnist-5k, solar", "GET /v1/datasets"]),
     ({"dataset": "digits@x"}, "dataset", ["must be a version number"]),
-    ({"architecture": {"type": "transformer"}}, "architecture", ["'logistic_regression', 'mlp', 'cnn', 'lstm', 'gru'"]),
+    ({"architecture": {"type": "transformer"}}, "architecture", ["unknown type 'transformer'; one of: logistic_regression, mlp, cnn, lstm, gru"]),
+    ({"architecture": {"type": "mpl"}}, "architecture", ["unknown type 'mpl'; did you mean mlp?"]),
+    ({"optimizer": {"type": "adma"}}, "optimizer", ["did you mean adam or adamw?"]),
     ({"optimizer": {"type": "adadelta"}}, "optimizer",
-     ["'sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'lbfgs', 'bfgs', 'newton', 'conjugate_gradient'"]),
+     ["one of: sgd, adagrad, rmsprop, adam, adamw, lbfgs, bfgs, newton, conjugate_gradient"]),
     ({"training__epochs": 0}, "training.epochs", ["greater than or equal to 1"]),
     ({"training__learning_rate": -1}, "training.learning_rate", ["greater than 0"]),
     ({"training__validation_split": 0.9}, "training.validation_split", ["less than or equal to 0.5"]),
@@ -58,7 +60,7 @@ def test_the_stored_spec_says_which_defaults_applied(client, optimizer, learning
     ({"architecture": {"type": "mlp", "hidden_sizes": [8, 8], "dropout": [0.1]}}, "architecture.mlp",
      ["dropout lists 1 rates for 2 hidden layers"]),
     ({"architecture": {"type": "cnn", "kernel_size": 4}}, "architecture.cnn.kernel_size", ["1, 3, 5 or 7"]),
-    ({"training__schedule": {"type": "exponential"}}, "training.schedule", ["'step', 'cosine', 'one_cycle'"]),
+    ({"training__schedule": {"type": "exponential"}}, "training.schedule", ["one of: step, cosine, one_cycle"]),
     # settings that cannot work together
     ({"optimizer": {"type": "newton"}, "architecture": {"type": "mlp", "dropout": 0.2}, "training__batch_size": None},
      "body",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from service.main import create_app
+from tests.datafiles import digits, npz
 from tests.helpers import LOGREG_SPEC, assert_error, digits_test_split
 
 
@@ -39,12 +39,39 @@ def test_predicts_test_digits_given_as_rows_or_flat(api, test_digits):
         assert probabilities.shape == (len(labels), 10) and np.allclose(probabilities.sum(1), 1, atol=1e-4)
 
 
-def test_default_model_is_the_newest_digit_classifier(client, run_job, test_digits):
-    job = client.post("/v1/jobs", json={**LOGREG_SPEC, "name": f"newest-{uuid.uuid4().hex[:8]}"}).json()
-    run_job(job["id"])
-    trained = client.get(f"/v1/jobs/{job['id']}").json()["model"]["id"]
-    r = client.post("/predict", json={"instances": [test_digits[0][0].tolist()]})
-    assert r.status_code == 200 and r.json()["model"]["id"] == trained
+@pytest.mark.slow
+def test_the_default_model_moves_only_when_a_version_is_promoted(own_api, test_digits):
+    """Without 'model', /predict answers from the one classifier at production; another job, even a newer
+    one on other data, does not change that. None or several at production: a 422 that lists the choices."""
+    api, digit = own_api, {"instances": [test_digits[0][0].tolist()]}
+
+    def train(name: str, **spec) -> dict:
+        job = api.post("/v1/jobs", json={**LOGREG_SPEC, "name": name, **spec}).json()
+        api.run_job(job["id"])
+        done = api.get(f"/v1/jobs/{job['id']}").json()
+        assert done["status"] == "succeeded", done["error"]
+        return done
+
+    first = train("first", training={**LOGREG_SPEC["training"], "epochs": 3})
+    assert_error(api.post("/predict", json=digit), 422, "no classifier is at production yet", "first@1",
+                 "trainserve models promote")
+    verdict = api.post("/v1/models/first/versions/1/promote", json={"alias": "production"}).json()
+    assert verdict["moved"] and "clears chance (" in verdict["reason"], verdict
+    served = api.post("/predict", json=digit)
+    assert served.status_code == 200 and served.json()["model"]["id"] == first["model"]["id"], served.text
+
+    # a newer classifier, on the same digits scaled to 0-255 (another upload), is not the default
+    upload = api.post("/v1/datasets", data={"name": "digits-255"}, files={"file": ("d.npz", npz(*digits()))})
+    assert upload.status_code in (200, 201), upload.text
+    second = train("second", dataset="digits-255", training={**LOGREG_SPEC["training"], "epochs": 3,
+                                                              "learning_rate": 0.001})
+    served = api.post("/predict", json=digit)
+    assert served.status_code == 200 and served.json()["model"]["id"] == first["model"]["id"], served.text
+    assert api.post("/predict", json={**digit, "model": "second"}).json()["model"]["id"] == second["model"]["id"]
+
+    assert api.put("/v1/models/second/aliases/production", json={"version": 1}).status_code == 200
+    assert_error(api.post("/predict", json=digit), 422, "several classifiers are at production",
+                 "first@production, second@production", "TRAINSERVE_DEFAULT_CLASSIFIER")
 
 
 @pytest.mark.parametrize("body,status,fragment", [
@@ -66,7 +93,7 @@ def test_default_model_is_the_newest_digit_classifier(client, run_job, test_digi
     ({"instances": [[1.0] * 64] * 1025}, 413, "at most 1024"),
 ])
 def test_bad_predict_requests_say_what_to_change(api, body, status, fragment):
-    assert_error(api.post("/predict", json=body), status, fragment)
+    assert_error(api.post("/predict", json={"model": api.model_id, **body}), status, fragment)
 
 
 def test_non_finite_and_non_json_bodies(api):

@@ -40,7 +40,7 @@ def train_and_predict(stack) -> None:
     assert len(stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]) == 15
 
     test = digits_test_split()
-    r = stack.http.post("/predict", json={"instances": test.x[:, 0].tolist()})
+    r = stack.http.post("/predict", json={"instances": test.x[:, 0].tolist(), "model": job["model"]["id"]})
     assert r.status_code == 200, r.text
     predicted = np.array([p["label"] for p in r.json()["predictions"]])
     assert (predicted == test.y.numpy()).mean() >= 0.90

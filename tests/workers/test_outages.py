@@ -77,7 +77,7 @@ def test_jobs_queued_when_redis_restarts_empty_all_succeed(tmp_path):
         assert "sent 3 queued job(s) again (the broker" in log, stack.tail_logs()
         restarted.kill()  # and down again: the trained models keep answering
         restarted.wait()
-        r = stack.http.post("/predict", json={"instances": [[0.0] * 64]})
+        r = stack.http.post("/predict", json={"instances": [[0.0] * 64], "model": "digits-logistic_regression"})
         assert r.status_code == 200 and r.json()["predictions"][0]["label"] in range(10), r.text
 
 

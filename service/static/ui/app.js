@@ -95,6 +95,11 @@ function fmt(value, digits) {
   return value === null || value === undefined ? "" : Number(value).toFixed(digits === undefined ? 4 : digits);
 }
 
+// A model version as people name it: "digits-mlp v2 (production)".
+function modelLabel(m) {
+  return m.name + " v" + m.version + (m.aliases && m.aliases.length ? " (" + m.aliases.join(", ") + ")" : "");
+}
+
 function every(ms, fn) {
   let stopped = false;
   (async () => { while (!stopped) { try { await fn(); } catch (e) { toast(e.message); } await sleep(ms); } })();
@@ -332,7 +337,10 @@ async function drawPage() {
   const models = await api("v1/models?limit=200");
   const classifiers = models.items.filter((m) => m.task === "classification");
   const select = el("select", {id: "model", "aria-label": "classifier"},
-    classifiers.map((m) => el("option", {value: m.id}, m.name + " v" + m.version)));
+    classifiers.map((m) => el("option", {value: m.id}, modelLabel(m))));
+  // The API's default route: the one classifier at production (docs/serving.md), else the newest.
+  const production = classifiers.filter((m) => m.aliases.includes("production"));
+  if (production.length === 1) select.value = production[0].id;
   const canvas = el("canvas", {id: "canvas", width: 280, height: 280, tabindex: 0, "aria-label": "drawing area: draw a digit with the mouse, a pen or a finger"});
   const bars = el("div", {class: "bars", id: "probabilities"});
   const label = el("p", {id: "prediction", "aria-live": "polite"});
@@ -533,7 +541,7 @@ async function modelsPage() {
 async function forecastPage() {
   const page = await api("v1/models?limit=200");
   const forecasters = page.items.filter((m) => m.task === "forecast");
-  const select = el("select", {id: "forecaster", "aria-label": "forecaster"}, forecasters.map((m) => el("option", {value: m.id}, m.name + " v" + m.version)));
+  const select = el("select", {id: "forecaster", "aria-label": "forecaster"}, forecasters.map((m) => el("option", {value: m.id}, modelLabel(m))));
   const box = el("div", {class: "chart", id: "forecast-chart"});
   const note = el("p", {id: "forecast-note", class: "muted"});
   main.replaceChildren(el("h1", {}, "Forecast"),
