@@ -13,36 +13,65 @@ import socket
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
-from service.observability import logs, tracing, worker_metrics
+from service.observability import logs, pod_metrics, tracing, worker_metrics
 from service.platform.settings import Settings, load_settings
 from trainserve_client import console
 
 
-def run_api(settings: Settings, host: str | None, port: int | None, fd: int | None = None) -> None:
+def run_api(settings: Settings, host: str | None, port: int | None, fd: int | None = None,
+            workers: int | None = None) -> None:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from service.main import create_app
-
+    # fd: a socket already bound and listening, handed over by whoever started us (socket activation, tests).
+    # It is wrapped with its real family (uvicorn's own fd path says AF_UNIX), so that asyncio sets
+    # TCP_NODELAY on the connections it accepts: without it every keep-alive answer waited 40 ms for the
+    # client's delayed ACK.
+    inherited = socket.socket(fileno=fd) if fd is not None else None
     # Whether keys are required depends on where the API listens (service/http/auth.py): tell the app.
-    if fd is not None:
-        with socket.socket(fileno=os.dup(fd)) as inherited:
-            settings = settings.model_copy(update={"api_host": str(inherited.getsockname()[0])})
+    if inherited is not None:
+        settings = settings.model_copy(update={"api_host": str(inherited.getsockname()[0])})
     elif host:
         settings = settings.model_copy(update={"api_host": host})
+    if workers:
+        settings = settings.model_copy(update={"api_workers": workers})
     host, port = host or settings.api_host, port or settings.api_port
-    if fd is None:  # a taken port is one line naming the setting to change, before anything starts
+    if inherited is None:  # a taken port is one line naming the setting to change, before anything starts
         _check_free(host, port, "TRAINSERVE_API_PORT (or --port)")
     if settings.grpc_port:
         _check_free(settings.api_host, settings.grpc_port, "TRAINSERVE_GRPC_PORT")
-    if fd is None:
+    if inherited is None:
         print(banner(settings, host, port), flush=True)
     # uvicorn's lines too: it is given no logging config of its own
     logs.configure(settings.log_format, access_log=settings.access_log)
-    # fd: a socket already bound and listening, handed over by whoever started us (socket activation, tests).
-    uvicorn.run(create_app(settings), host=host, port=port, fd=fd, log_level="info", access_log=settings.access_log,
-                log_config=None)
+    config = uvicorn.Config(partial(api_process, settings), factory=True, host=host, port=port,
+                            workers=settings.api_workers, log_level="info", access_log=settings.access_log,
+                            log_config=None)
+    sock = inherited or config.bind_socket()
+    if settings.api_workers == 1:
+        uvicorn.Server(config).run(sockets=[sock])
+        return
+    # Several processes on the one socket: uvicorn's supervisor starts them (spawned, each importing the
+    # app afresh), replaces one that dies and stops them all on SIGINT or SIGTERM. The pod's metrics port
+    # is the supervisor's, answering for every process (service/observability/pod_metrics.py).
+    with pod_metrics.gathered(settings.api_metrics_port) as folder:
+        config.app = partial(api_process, settings.model_copy(update={"api_metrics_port": 0}), folder)
+        Multiprocess(config, sockets=[sock]).run()
+
+
+def api_process(settings: Settings, metrics_folder: str | None = None):
+    """The app of one API process; with ``metrics_folder``, one of several that the supervisor's metrics
+    port answers for."""
+    from service.main import create_app
+
+    logs.configure(settings.log_format, access_log=settings.access_log)
+    app = create_app(settings)
+    if metrics_folder is not None and app.state.metrics is not None:
+        pod_metrics.announce(metrics_folder, app.state.metrics.registry)
+    return app
 
 
 class PortTaken(SystemExit):
@@ -225,7 +254,8 @@ def wait_for_migrations(settings: Settings, timeout: float) -> int:
     return 0
 
 
-def up(settings: Settings, host: str | None, port: int | None, fd: int | None = None) -> int:
+def up(settings: Settings, host: str | None, port: int | None, fd: int | None = None,
+       workers: int | None = None) -> int:
     """Migrations, then a training worker and an export worker in the background and the API in the
     foreground; Ctrl-C stops them all."""
     from service.platform.queue import gpu_workers_present
@@ -239,7 +269,7 @@ def up(settings: Settings, host: str | None, port: int | None, fd: int | None = 
     workers = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", queues],
                                 start_new_session=True) for queues in (training, "exports")]
     try:
-        run_api(settings, host, port, fd)
+        run_api(settings, host, port, fd, workers)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)  # warm shutdown: the job in hand goes back to the queue
@@ -262,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host")
         p.add_argument("--port", type=int)
         p.add_argument("--fd", type=int, help="serve on this inherited, listening socket instead of host:port")
+        p.add_argument("--workers", type=_at_least(1), default=None, metavar="N",
+                       help="API processes on the one socket (default TRAINSERVE_API_WORKERS, 1)")
     w = sub.add_parser("worker", help="run a Celery worker that trains jobs")
     w.add_argument("--concurrency", type=_at_least(1), default=1, help="jobs at once (default 1, one process)")
     w.add_argument("--queues", type=_queues, default=None,
@@ -298,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()  # the one place a server command reads its settings
 
     if args.command == "api":
-        run_api(settings, args.host, args.port, args.fd)
+        run_api(settings, args.host, args.port, args.fd, args.workers)
     elif args.command == "worker":
         run_worker(settings, args.concurrency, args.queues or default_queues(), args.max_tasks_per_child)
     elif args.command == "keys":
@@ -308,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "wait-for-migrations":
         return wait_for_migrations(settings, args.timeout)
     elif args.command == "up":
-        return up(settings, args.host, args.port, args.fd)
+        return up(settings, args.host, args.port, args.fd, args.workers)
     return 0
 
 

@@ -47,8 +47,9 @@ class Stack:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, env: dict[str, str], workers: int = 1) -> Iterator["Stack"]:
-        """Migrate, then start the API and ``workers`` worker processes; stop them all on exit."""
+    def start(cls, env: dict[str, str], workers: int = 1, api_args: tuple[str, ...] = ()) -> Iterator["Stack"]:
+        """Migrate, then start the API (``trainserve api --fd N *api_args``) and ``workers`` worker processes;
+        stop them all on exit."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
         # One training thread: the suite runs several tests at once on two cores.
         full_env.update({"TRAINSERVE_WORKER_METRICS_PORT": "0", "TRAINSERVE_WORKER_TORCH_THREADS": "1", **env},
@@ -61,7 +62,7 @@ class Stack:
                     env=full_env, home=Path(env["TRAINSERVE_HOME"]))
         try:
             with sock:
-                stack.spawn("api", "--fd", str(sock.fileno()), pass_fds=(sock.fileno(),))
+                stack.spawn("api", "--fd", str(sock.fileno()), *api_args, pass_fds=(sock.fileno(),))
             for _ in range(workers):
                 stack.spawn("worker")
             stack.wait_ready()

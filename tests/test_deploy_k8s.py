@@ -374,3 +374,15 @@ def test_the_api_serves_grpc_on_the_port_its_settings_name(rendered):
                 "appProtocol": "grpc"} in service["spec"]["ports"], overlay
         policy = named(objs, "NetworkPolicy", "api-from-ingress")
         assert {"protocol": "TCP", "port": port} in policy["spec"]["ingress"][0]["ports"], overlay
+
+
+def test_the_api_runs_a_process_per_cpu_it_requests(rendered):
+    """TRAINSERVE_API_WORKERS comes from the container's own CPU request (the downward API rounds it up), and
+    the AKS overlays request two CPUs, so their API pods serve on two processes."""
+    for overlay, objs in rendered.items():
+        (api,) = containers(named(objs, "Deployment", "trainserve-api"), init=False)
+        (workers,) = [e for e in api["env"] if e["name"] == "TRAINSERVE_API_WORKERS"]
+        assert workers["valueFrom"]["resourceFieldRef"] == {"containerName": api["name"], "resource": "requests.cpu",
+                                                            "divisor": "1"}, overlay
+        if overlay.startswith("aks"):
+            assert api["resources"]["requests"]["cpu"] == api["resources"]["limits"]["cpu"] == "2", overlay

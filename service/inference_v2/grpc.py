@@ -136,7 +136,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 async def start(state, port: int, host: str) -> grpc.aio.Server:
     """Serve the protocol on ``host:port`` from this event loop; the caller stops it at shutdown."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", state.settings.max_request_bytes)])
+    # Several API processes (TRAINSERVE_API_WORKERS) each serve gRPC on the one port, and the kernel spreads
+    # the connections among them; a single process keeps the port to itself.
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", state.settings.max_request_bytes),
+                                      ("grpc.so_reuseport", int(state.settings.api_workers > 1))])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
                                   "Protocol over gRPC, on api_host (trainserve up and deploy/k8s: 8081); unset: no "
                                   "gRPC.")
     access_log: bool = Field(True, description="Log every request (uvicorn's access log).")
+    api_workers: int = Field(1, ge=1, le=64, description="API processes on the one listening socket (trainserve api "
+                             "--workers); each has its own model cache and batcher. deploy/k8s: the pod's CPUs.")
     api_torch_threads: int = Field(1, ge=1, description="Inference threads per API process (PyTorch and NumPy's BLAS).")
     worker_torch_threads: int = Field(0, ge=0, description="Training threads per worker; 0 = all cores.")
 
