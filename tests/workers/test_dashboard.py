@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from tests.browser import browser, offline_page, screenshot  # noqa: F401  (brow
 from tests.helpers import LOGREG_SPEC, solar_forecaster
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 JOB_PAGE = "/^#\\/jobs\\/[0-9a-f-]{36}$/.test(location.hash)"
 
 
@@ -125,7 +127,7 @@ def test_draw_a_one_and_a_zero(trained, embedded_stack, browser):
 def test_the_pages_fit_the_screen_and_are_reached_by_keyboard(trained, embedded_stack, browser, width):
     page = offline_page(browser, embedded_stack.base_url, width=width)
     for hash_ in ("#/jobs", f"#/jobs/{trained.job_id}", "#/new", "#/draw", "#/datasets", "#/datasets/digits",
-                  "#/models"):
+                  "#/models", "#/sweeps", f"#/compare/{trained.job_id},{trained.job_id}"):
         page.goto(f"{embedded_stack.base_url}/ui/{hash_}")
         page.locator("main h1").wait_for()
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -228,6 +230,88 @@ def test_a_forecast_with_its_interval_and_the_anomalies_marked(embedded_stack, b
     assert page.locator("#forecast-chart .u-legend").get_by_text("upper").count() == 1
     assert "anomalies marked" in page.locator("#forecast-note").text_content()
     screenshot(page, "dashboard-forecast")
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+
+
+def test_runs_sort_filter_and_compare_side_by_side(trained, embedded_stack, browser):
+    """The jobs list as a runs table: name, dataset, architecture, status, test metric, duration, start; sorted
+    by a column, filtered by words, and two runs compared: curves overlaid, metrics and specs side by side with
+    the settings that differ marked."""
+    other = embedded_stack.http.post("/v1/jobs", json={**LOGREG_SPEC, "name": "ui-compare"}).json()
+    assert embedded_stack.wait_for(other["id"])["status"] == "succeeded"
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/jobs")
+    row = page.locator(f"tr[data-job='{other['id']}']")
+    row.locator("td.metric", has_text="accuracy").wait_for(timeout=30_000)
+    assert row.get_by_role("link", name="ui-compare v1").count() == 1
+    assert row.get_by_role("link", name="digits").count() == 1 and row.get_by_text(" s", exact=False).count() >= 1
+
+    page.locator("button.sort[data-sort='metric']").click()  # best first
+    page.wait_for_function("document.querySelector('th[aria-sort=descending] button[data-sort=metric]') !== null")
+    shown = [float(t.split()[-1]) for t in page.locator("#jobs tbody td.metric").all_inner_texts()
+             if t.startswith("accuracy")]
+    assert len(shown) >= 2 and shown == sorted(shown, reverse=True), shown
+    page.locator("button.sort[data-sort='metric']").click()  # and worst first
+    page.wait_for_function("document.querySelector('th[aria-sort=ascending] button[data-sort=metric]') !== null")
+    shown = [float(t.split()[-1]) for t in page.locator("#jobs tbody td.metric").all_inner_texts()
+             if t.startswith("accuracy")]
+    assert shown == sorted(shown), shown
+
+    page.fill("#run-filter", "ui-compare")
+    page.wait_for_function("document.querySelectorAll('#jobs tbody tr[data-job]').length === 1")
+    page.fill("#run-filter", "")
+    for job_id in (trained.job_id, other["id"]):
+        page.locator(f"tr[data-job='{job_id}'] input[type=checkbox]").check()
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_function("document.getElementById('compare-loss')?.dataset.series === '2'", timeout=30_000)
+    differs = page.locator("#compare-specs tr.differs").evaluate_all("rows => rows.map(r => r.dataset.key)")
+    assert "architecture.type" in differs and "name" in differs and "dataset" not in differs, differs
+    assert page.locator("#compare-metrics thead th").count() == 3  # the label column and the two runs
+    assert page.locator("#compare-accuracy .u-legend").get_by_text("ui-compare v1 val").count() == 1
+    # the legend shows the last epoch's values, not "--", until the pointer is on the chart
+    page.wait_for_function("!document.querySelector('#compare-loss .u-legend').innerText.includes('--')", timeout=5_000)
+    screenshot(page, "dashboard-compare")
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+
+
+def test_the_forecast_page_shows_a_day_total_forecaster(embedded_stack, browser):
+    """Lab 3's forecaster (examples/lab3-solar.yaml, fewer epochs): the newest day's first readings, the day's
+    total it forecasts with its interval, and what the day made; the documented screenshot."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "examples" / "lab3-solar.yaml").read_text())
+    spec = {**spec, "name": "ui-lab3-solar", "training": {**spec["training"], "epochs": 5}, "promote": None}
+    job = embedded_stack.wait_for(embedded_stack.http.post("/v1/jobs", json=spec).json()["id"], timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/forecast")
+    page.locator("#forecaster").wait_for()
+    page.select_option("#forecaster", job["model"]["id"])
+    page.wait_for_function("document.getElementById('forecast-chart')?.dataset.framing === 'day_total' && "
+                           "document.getElementById('forecast-chart')?.dataset.forecast === '1'", timeout=30_000)
+    assert "The day's total forecast from its first" in page.locator("#forecast-note").text_content()
+    assert page.locator("#forecast-chart .u-legend").get_by_text("forecast total").count() == 1
+    assert page.locator("main .error").count() == 0
+    screenshot(page, "dashboard-forecast-day-total")
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+
+
+def test_a_sweep_s_page_shows_its_trials_and_the_metric_against_each_parameter(embedded_stack, browser):
+    base = {**LOGREG_SPEC, "training": {**LOGREG_SPEC["training"], "epochs": 3}}
+    sweep = embedded_stack.http.post("/v1/sweeps", json={
+        "name": "ui-sweep", "base": base, "space": {"training.learning_rate": {"low": 0.01, "high": 0.3, "log": True}},
+        "budget": {"trials": 3, "parallel": 1}, "pruner": {"type": "none"}}).json()
+    done = embedded_stack.wait_until(lambda: (lambda s: s if s["status"] != "running" else None)(
+        embedded_stack.http.get(f"/v1/sweeps/{sweep['id']}").json()), "the sweep", timeout=300)
+    assert done["status"] == "succeeded", done
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/sweeps")
+    page.get_by_role("link", name="ui-sweep").first.click()
+    page.wait_for_function("document.getElementById('sweep-metric')?.dataset.points === '3'", timeout=30_000)
+    assert page.locator("#trials tbody tr").count() == 3
+    assert page.locator(f"#trials tr[data-trial='{done['best']['number']}']").get_attribute("class") == "best"
+    assert page.locator("#sweep-params [data-param='training.learning_rate'] canvas").count() >= 1
+    screenshot(page, "dashboard-sweep")
     assert not page.refused and not page.errors, (page.refused, page.errors)
 
 

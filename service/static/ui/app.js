@@ -113,46 +113,181 @@ function abortable() {
 }
 
 // ------------------------------------------------------------------------------------------ jobs
+// A run as the runs table and the compare page show it.
+function runName(job) {
+  if (job.model) return job.model.name + " v" + job.model.version;
+  return job.spec.name || job.spec.dataset + "-" + job.spec.architecture.type;
+}
+
+// The task's key test metric: [label, value, higher is better].
+function keyMetric(job) {
+  const r = job.result || {};
+  if (r.test_accuracy !== undefined) return ["accuracy", r.test_accuracy, true];
+  if (r.model && r.model.rmse !== undefined) return ["RMSE", r.model.rmse, false];
+  return [job.spec.task === "forecast" ? "RMSE" : "accuracy", null, true];
+}
+
+function datasetHref(ref) {
+  return "#/datasets/" + encodeURIComponent(ref.name + "@" + ref.version);
+}
+
+function seconds(job) {
+  if (!job.started_at) return null;
+  return ((job.finished_at ? Date.parse(job.finished_at) : Date.now()) - Date.parse(job.started_at)) / 1000;
+}
+
+function duration(s) {
+  if (s === null) return "";
+  return s < 60 ? s.toFixed(s < 10 ? 1 : 0) + " s" : Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
+}
+
+const RUN_COLUMNS = [  // key, header, the value it sorts by
+  ["name", "Run", (j) => runName(j).toLowerCase()], ["status", "Status", (j) => j.status],
+  ["dataset", "Dataset", (j) => j.spec.dataset], ["architecture", "Architecture", (j) => j.spec.architecture.type],
+  ["metric", "Test metric", (j) => keyMetric(j)[1]], ["duration", "Duration", seconds],
+  ["started", "Started", (j) => j.started_at || j.created_at]];
+
 async function jobsPage() {
+  const view = {sort: "started", descending: true, offset: 0, limit: 50};
+  const selected = new Set();
   const filter = el("select", {id: "status-filter", "aria-label": "status"},
     ["", "queued", "running", "succeeded", "failed", "cancelled", "pruned"].map((s) => el("option", {value: s}, s || "every status")));
+  const search = el("input", {id: "run-filter", type: "search", placeholder: "name, dataset, architecture", "aria-label": "filter runs"});
+  const compare = el("button", {id: "compare", class: "primary", disabled: true,
+    onclick: () => { location.hash = "#/compare/" + [...selected].join(","); }}, "Compare");
+  const pager = el("span", {id: "pager", class: "muted"});
+  const previous = el("button", {id: "previous-page", onclick: () => { view.offset = Math.max(0, view.offset - view.limit); load(); }}, "Newer");
+  const next = el("button", {id: "next-page", onclick: () => { view.offset += view.limit; load(); }}, "Older");
+  const head = el("tr");
   const body = el("tbody");
   main.replaceChildren(el("h1", {}, "Jobs"),
-    el("p", {}, el("label", {}, "Show ", filter), " ", el("a", {href: "#/new"}, "New job")),
-    el("div", {class: "scroll"}, el("table", {id: "jobs"},
-      el("thead", {}, el("tr", {}, ["Job", "Status", "Dataset", "Architecture", "Progress", "Created", ""]
-        .map((h, i) => el("th", {class: i === 5 ? "hide-narrow" : null}, h)))), body)));
-  const load = async () => {
-    const page = await api("v1/jobs?limit=50" + (filter.value ? "&status=" + filter.value : ""));
-    body.replaceChildren(...page.items.map((job) => {
-      const p = job.progress;
+    el("p", {class: "toolbar"}, el("label", {}, "Show ", filter), " ", search, " ", compare, " ", el("a", {href: "#/new"}, "New job")),
+    el("div", {class: "scroll"}, el("table", {id: "jobs"}, el("thead", {}, head), body)),
+    el("p", {}, previous, " ", pager, " ", next));
+  let items = [];
+  const header = () => head.replaceChildren(el("th", {}, el("span", {class: "visually-hidden"}, "select")),
+    ...RUN_COLUMNS.map(([key, label], i) => el("th", {class: i === 6 || i === 3 ? "hide-narrow" : null,
+      "aria-sort": view.sort === key ? (view.descending ? "descending" : "ascending") : "none"},
+      el("button", {class: "sort", "data-sort": key, onclick: () => {
+        view.descending = view.sort === key ? !view.descending : key === "metric" || key === "started";
+        view.sort = key; render(); }}, label))), el("th", {}));
+  const render = () => {
+    header();
+    const words = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    const shown = items.filter((job) => words.every((w) => [runName(job), job.spec.dataset, job.spec.architecture.type, job.id]
+      .some((v) => v.toLowerCase().includes(w))));
+    const by = RUN_COLUMNS.find(([key]) => key === view.sort)[2];
+    shown.sort((a, b) => {
+      const x = by(a), y = by(b);
+      if (x === null || x === undefined) return 1;  // runs without the value last, either way
+      if (y === null || y === undefined) return -1;
+      return (x < y ? -1 : x > y ? 1 : 0) * (view.descending ? -1 : 1);
+    });
+    body.replaceChildren(...shown.map((job) => {
+      const [label, value] = keyMetric(job);
+      const box = el("input", {type: "checkbox", "aria-label": "compare " + runName(job), checked: selected.has(job.id),
+        onchange: () => { box.checked ? selected.add(job.id) : selected.delete(job.id); compare.disabled = selected.size < 2; }});
       const cancel = FINAL.includes(job.status) ? "" : el("button", {class: "danger", onclick: async () => {
-        try { await api("v1/jobs/" + job.id + "/cancel", {method: "POST"}); toast("cancelling " + job.id.slice(0, 8)); load(); }
+        try { await api("v1/jobs/" + job.id + "/cancel", {method: "POST"}); toast("cancelling " + runName(job)); load(); }
         catch (e) { toast(e.message); } }}, "Cancel");
+      const p = job.progress;
       return el("tr", {"data-job": job.id},
-        el("td", {}, el("a", {href: "#/jobs/" + job.id}, job.id.slice(0, 8))),
-        el("td", {class: "status " + job.status}, job.status),
-        el("td", {}, job.spec.dataset), el("td", {}, job.spec.architecture.type),
-        el("td", {}, el("progress", {max: p.epochs, value: p.epoch, "aria-label": "epoch " + p.epoch + " of " + p.epochs}),
-          " " + p.epoch + "/" + p.epochs),
-        el("td", {class: "hide-narrow"}, new Date(job.created_at).toLocaleString()), el("td", {}, cancel));
+        el("td", {}, box),
+        el("td", {}, el("a", {href: "#/jobs/" + job.id, title: job.id}, runName(job))),
+        el("td", {class: "status " + job.status}, job.status,
+          FINAL.includes(job.status) ? "" : el("span", {class: "muted"}, " " + p.epoch + "/" + p.epochs)),
+        el("td", {}, job.dataset ? el("a", {href: datasetHref(job.dataset)}, job.spec.dataset) : job.spec.dataset),
+        el("td", {class: "hide-narrow"}, job.spec.architecture.type),
+        el("td", {class: "metric"}, value === null ? "" : label + " " + fmt(value, label === "RMSE" ? 1 : 4)),
+        el("td", {}, duration(seconds(job))),
+        el("td", {class: "hide-narrow"}, new Date(job.started_at || job.created_at).toLocaleString()), el("td", {}, cancel));
     }));
-    if (!page.items.length) body.replaceChildren(el("tr", {}, el("td", {colspan: 7, class: "muted"}, "No jobs yet.")));
+    if (!shown.length) body.replaceChildren(el("tr", {}, el("td", {colspan: 9, class: "muted"}, items.length ? "No run matches." : "No jobs yet.")));
   };
-  filter.addEventListener("change", load);
+  const load = async () => {
+    const page = await api("v1/jobs?limit=" + view.limit + "&offset=" + view.offset + (filter.value ? "&status=" + filter.value : ""));
+    items = page.items;
+    pager.textContent = page.total ? (view.offset + 1) + "-" + (view.offset + items.length) + " of " + page.total : "";
+    previous.disabled = view.offset === 0;
+    next.disabled = view.offset + items.length >= page.total;
+    render();
+  };
+  filter.addEventListener("change", () => { view.offset = 0; load(); });
+  search.addEventListener("input", render);
   every(2000, load);
+}
+
+// ------------------------------------------------------------------------------------------ compare
+const PALETTE = ["#1f6feb", "#e36209", "#2da44e", "#8250df", "#cf222e", "#bf8700", "#0a7ea4", "#6e7781"];
+
+// {"training.epochs": 20, ...}: a spec's settings by their dotted names.
+function flat(value, prefix, into) {
+  into = into || {};
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flat(v, prefix ? prefix + "." + k : k, into);
+  } else into[prefix] = JSON.stringify(value);
+  return into;
+}
+
+async function comparePage(ids) {
+  const jobs = await Promise.all(ids.split(",").map((id) => api("v1/jobs/" + id)));
+  const curves = await Promise.all(jobs.map((j) => api("v1/jobs/" + j.id + "/metrics")));
+  const names = jobs.map(runName);
+  const epochs = Array.from({length: Math.max(1, ...curves.map((c) => c.items.length))}, (_, i) => i + 1);
+  const column = (items, key) => epochs.map((e) => { const m = items.find((x) => x.epoch === e); return m && m[key] !== undefined ? m[key] : null; });
+  const lossBox = el("div", {class: "chart", id: "compare-loss"});
+  const accBox = el("div", {class: "chart", id: "compare-accuracy"});
+  const metricRows = [["test metric", (j) => { const [l, v] = keyMetric(j); return v === null ? "" : l + " " + fmt(v, l === "RMSE" ? 1 : 4); }],
+    ["test macro F1", (j) => fmt((j.result || {}).test_macro_f1)], ["status", (j) => j.status],
+    ["epochs", (j) => j.progress.epoch + "/" + j.progress.epochs], ["duration", (j) => duration(seconds(j))],
+    ["model", (j) => j.model ? j.model.name + " v" + j.model.version : ""]];
+  const specs = jobs.map((j) => flat(j.spec));
+  const keys = [...new Set(specs.flatMap(Object.keys))].sort();
+  const differs = (k) => new Set(specs.map((s) => s[k])).size > 1;
+  const headRow = el("tr", {}, el("th", {}), names.map((n, i) => el("th", {}, el("a", {href: "#/jobs/" + jobs[i].id, style: "color: " + PALETTE[i % PALETTE.length]}, n))));
+  const classification = jobs.some((j) => j.spec.task !== "forecast");
+  main.replaceChildren(el("h1", {}, "Compare " + jobs.length + " runs"),
+    el("div", {class: "row"}, el("div", {class: "card"}, lossBox), classification ? el("div", {class: "card"}, accBox) : ""),
+    el("h2", {}, "Metrics"),
+    el("div", {class: "scroll"}, el("table", {id: "compare-metrics"}, el("thead", {}, headRow.cloneNode(true)),
+      el("tbody", {}, metricRows.map(([label, get]) => el("tr", {}, el("th", {}, label), jobs.map((j) => el("td", {}, get(j)))))))),
+    el("h2", {}, "Specs"),
+    el("p", {class: "muted"}, keys.filter(differs).length + " of " + keys.length + " settings differ (marked)."),
+    el("div", {class: "scroll"}, el("table", {id: "compare-specs"}, el("thead", {}, headRow),
+      el("tbody", {}, keys.map((k) => el("tr", {class: differs(k) ? "differs" : null, "data-key": k}, el("th", {}, (differs(k) ? "≠ " : "") + k),
+        specs.map((s) => el("td", {}, s[k] === undefined ? "" : s[k]))))))));
+  const series = (label) => names.map((n, i) => ({label: n + " " + label, color: PALETTE[i % PALETTE.length]}));
+  const loss = lineChart(lossBox, "Validation loss", series("val"));
+  loss.setData([epochs, ...curves.map((c) => column(c.items, "val_loss"))]);
+  lossBox.dataset.series = String(jobs.length);
+  if (classification) {
+    const acc = lineChart(accBox, "Validation accuracy", series("val"));
+    acc.setData([epochs, ...curves.map((c) => column(c.items, "val_accuracy"))]);
+  }
 }
 
 function lineChart(container, title, series) {
   const width = () => Math.max(280, container.clientWidth - 8);
-  const plot = new uPlot({title, width: width(), height: 240, scales: {x: {time: false}},
-    axes: [{label: "epoch"}, {}],
+  const plot = new uPlot({title, width: width(), height: 240, scales: {x: {time: false}}, hooks: {setLegend: [showLatest]},
+    axes: [{label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]}, {}],
     series: [{label: "epoch"}].concat(series.map((s) => ({label: s.label, stroke: s.color, width: 2, points: {show: true}})))},
     [[]].concat(series.map(() => [])), container);
   const resize = () => plot.setSize({width: width(), height: 240});
   window.addEventListener("resize", resize);
   cleanups.push(() => { window.removeEventListener("resize", resize); plot.destroy(); });
   return plot;
+}
+
+// The legend shows the values under the pointer; away from the chart, the last point's (not "--"). A
+// setLegend hook: uPlot writes "--" whenever it updates the legend without a cursor.
+function showLatest(plot) {
+  if (plot.cursor.idx != null || !plot.data[0].length) return;
+  // each series at its own last point: runs of different lengths, a forecast after the readings
+  plot.setLegend({idxs: plot.data.map((column) => {
+    let i = column.length - 1;
+    while (i > 0 && column[i] == null) i--;
+    return i;
+  })}, false);  // false: no setLegend hook again
 }
 
 function heatmap(matrix) {
@@ -179,18 +314,22 @@ async function jobPage(id) {
   const accBox = el("div", {class: "chart", id: "accuracy-chart"});
   const epochRows = el("tbody");
   const result = el("div", {id: "result"});
+  const forecaster = job.spec.task === "forecast";
+  const links = el("p", {class: "muted", id: "job-links"}, "Job ", el("code", {}, id), " on ",
+    job.dataset ? el("a", {href: datasetHref(job.dataset)}, job.dataset.name + " v" + job.dataset.version) : job.spec.dataset,
+    job.sweep_id ? [" (trial " + job.trial_number + " of a ", el("a", {href: "#/sweeps/" + job.sweep_id}, "sweep"), ")"] : "");
   main.replaceChildren(
-    el("h1", {}, "Job " + id.slice(0, 8), " ", status),
+    el("h1", {}, runName(job), " ", status), links,
     el("div", {class: "card"}, el("div", {}, "Epoch ", epochBar, el("span", {id: "epoch-text"}, " " + job.progress.epoch + "/" + job.progress.epochs)),
       el("div", {}, "This epoch ", stepBar, " ", stepText), FINAL.includes(job.status) ? "" : cancel),
-    el("div", {class: "row"}, el("div", {class: "card"}, lossBox), el("div", {class: "card"}, accBox)),
+    el("div", {class: "row"}, el("div", {class: "card"}, lossBox), forecaster ? "" : el("div", {class: "card"}, accBox)),
     result,
     el("h2", {}, "Epochs"),
     el("div", {class: "scroll"}, el("table", {}, el("thead", {}, el("tr", {},
       ["epoch", "train loss", "val loss", "train accuracy", "val accuracy", "learning rate", "samples/s", "seconds"].map((h) => el("th", {}, h)))), epochRows)),
     el("h2", {}, "Spec"), el("pre", {}, JSON.stringify(job.spec, null, 2)));
   const loss = lineChart(lossBox, "Loss", [{label: "train", color: "#1f6feb"}, {label: "validation", color: "#e36209"}]);
-  const acc = lineChart(accBox, "Accuracy", [{label: "train", color: "#1f6feb"}, {label: "validation", color: "#e36209"}]);
+  const acc = forecaster ? null : lineChart(accBox, "Accuracy", [{label: "train", color: "#1f6feb"}, {label: "validation", color: "#e36209"}]);
   const data = {epoch: [], train: [], val: [], trainAcc: [], acc: []};
   for await (const event of jobEvents(id, signal)) {
     if (event.kind === "progress") {
@@ -198,7 +337,7 @@ async function jobPage(id) {
     } else if (event.kind === "epoch") {
       data.epoch.push(event.epoch); data.train.push(event.train_loss); data.val.push(event.val_loss); data.acc.push(event.val_accuracy); data.trainAcc.push(event.train_accuracy ?? null);
       loss.setData([data.epoch, data.train, data.val]);
-      acc.setData([data.epoch, data.trainAcc, data.acc]);
+      if (acc) acc.setData([data.epoch, data.trainAcc, data.acc]);
       lossBox.dataset.points = String(data.epoch.length);
       epochBar.value = event.epoch;
       stepBar.value = stepBar.max;  // the epoch is done, whatever the last progress report said
@@ -211,15 +350,18 @@ async function jobPage(id) {
       status.textContent = event.status; status.className = "status " + event.status;
       if (FINAL.includes(event.status)) cancel.remove();
       if (event.status === "failed") result.replaceChildren(el("p", {class: "error card"}, event.error));
-      if (event.status === "succeeded") showResult(result, event.result || {}, event.model_id);
+      if (event.status === "succeeded") showResult(result, event.result || {}, await api("v1/jobs/" + id).then((j) => j.model));
     }
   }
 }
 
-function showResult(box, result, modelId) {
+function showResult(box, result, model) {
   const parts = [el("h2", {}, "Result")];
   if (result.test_accuracy !== undefined) parts.push(el("p", {}, "Test accuracy ", el("strong", {id: "test-accuracy"}, fmt(result.test_accuracy))));
-  if (modelId) parts.push(el("p", {}, "Model ", el("code", {}, modelId)));
+  if (result.model && result.model.rmse !== undefined) parts.push(el("p", {}, "Test RMSE ", el("strong", {id: "test-rmse"}, fmt(result.model.rmse, 2)),
+    result.persistence ? " (persistence " + fmt(result.persistence.rmse, 2) + ", seasonal naive " + fmt((result.seasonal_naive || {}).rmse, 2) + ")" : ""));
+  if (model) parts.push(el("p", {}, "Model ", el("a", {id: "job-model", href: "#/models?name=" + encodeURIComponent(model.name)}, model.name + " v" + model.version)));
+  if (result.promotion) parts.push(el("p", {id: "job-promotion"}, (result.promotion.moved ? "Promoted to " : "Not promoted to ") + result.promotion.alias + ": " + result.promotion.reason));
   if (result.confusion_matrix) parts.push(el("h2", {}, "Confusion matrix"), el("div", {class: "scroll"}, heatmap(result.confusion_matrix)));
   if (result.per_class) parts.push(el("h2", {}, "Per class"), el("div", {class: "scroll"}, el("table", {id: "per-class"},
     el("thead", {}, el("tr", {}, ["class", "precision", "recall", "F1", "support"].map((h) => el("th", {}, h)))),
@@ -456,7 +598,7 @@ function timeChart(container, title, timestamps, columns, values, extra) {
     .concat((extra && extra.series) || []);
   const width = () => Math.max(280, container.clientWidth - 8);
   const plot = new uPlot({title, width: width(), height: 300, series, bands: (extra && extra.bands) || [],
-    scales: {x: {time: true}},
+    scales: {x: {time: true}}, axes: [{}, {size: 64}], hooks: {setLegend: [showLatest]},
     // Readings are wall-clock times without a zone, as the API takes them: shown as they are, in any zone.
     tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1e3), "Etc/UTC")}, [xs].concat(columns.map((c) => values[c])).concat((extra && extra.data) || []), container);
   const resize = () => plot.setSize({width: width(), height: 300});
@@ -503,17 +645,22 @@ async function download(ref, format) {
   document.body.append(link); link.click(); link.remove();
 }
 
-async function modelsPage() {
-  const page = await api("v1/models?limit=200");
+async function modelsPage(name) {
+  name = name ? decodeURIComponent(name) : "";
+  const page = await api("v1/models?limit=200" + (name ? "&name=" + encodeURIComponent(name) : ""));
   const headline = (m) => m.metrics.test_accuracy !== undefined ? "accuracy " + fmt(m.metrics.test_accuracy)
     : m.metrics.model && m.metrics.model.rmse !== undefined ? "RMSE " + fmt(m.metrics.model.rmse) : "";
-  main.replaceChildren(el("h1", {}, "Models"), el("div", {class: "scroll"}, el("table", {id: "models"},
+  main.replaceChildren(el("h1", {}, name ? "Model " + name : "Models"),
+    name ? el("p", {}, el("a", {href: "#/models"}, "Every model")) : "",
+    el("div", {class: "scroll"}, el("table", {id: "models"},
     el("thead", {}, el("tr", {}, ["Model", "Task", "Test metric", "Gate's verdict", "Aliases", "Alias", "Downloads"].map((h) => el("th", {}, h)))),
     el("tbody", {}, page.items.map((m) => {
       const alias = el("input", {value: "production", size: 10, "aria-label": "alias for " + m.name + " version " + m.version});
       const promotion = m.metrics.promotion;
       return el("tr", {"data-model": m.id},
-        el("td", {}, m.name + " v" + m.version), el("td", {}, m.task), el("td", {}, headline(m)),
+        el("td", {}, el("a", {href: "#/jobs/" + m.job_id, title: "the job that trained it"}, m.name + " v" + m.version),
+          el("div", {class: "muted"}, el("a", {href: datasetHref(m.dataset)}, m.dataset.name + " v" + m.dataset.version))),
+        el("td", {}, m.task), el("td", {}, headline(m)),
         el("td", {class: "gate"}, promotion ? (promotion.moved ? "passed: " : "refused: ") + promotion.reason : ""),
         el("td", {class: "aliases"}, m.aliases.join(", ")),
         el("td", {}, alias, " ", el("button", {title: m.task === "forecast" ? "promote only if its test RMSE beats both baselines and the version the alias points at" : "promote only if its test accuracy beats the version the alias points at",
@@ -523,14 +670,14 @@ async function modelsPage() {
                 {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({alias: alias.value.trim()})});
               toast((verdict.moved ? "promoted: " : "not promoted: ") + verdict.reason);
               m.metrics.promotion = verdict;
-              await modelsPage();
+              await modelsPage(encodeURIComponent(name));
               const cell = document.querySelector("tr[data-model='" + m.id + "'] td.gate");
               if (cell) cell.textContent = (verdict.moved ? "passed: " : "refused: ") + verdict.reason;
             } catch (e) { toast(e.message); } }}, "Promote"), " ", el("button", {title: "point the alias here, without the gate", onclick: async () => {
           try {
             await api("v1/models/" + encodeURIComponent(m.name) + "/aliases/" + encodeURIComponent(alias.value.trim()),
               {method: "PUT", headers: {"Content-Type": "application/json"}, body: JSON.stringify({version: m.version})});
-            toast(m.name + "@" + alias.value.trim() + " -> version " + m.version); modelsPage();
+            toast(m.name + "@" + alias.value.trim() + " -> version " + m.version); modelsPage(encodeURIComponent(name));
           } catch (e) { toast(e.message); } }}, "Set")),
         el("td", {}, ["pt", "torchscript", "onnx"].filter((f) => f === "pt" || (m.exports[f] && m.exports[f].status === "ok"))
           .map((f) => el("button", {onclick: () => download(m.id, f)}, f))));
@@ -538,6 +685,55 @@ async function modelsPage() {
 }
 
 // ------------------------------------------------------------------------------------------ forecast
+// A day_total forecaster: the newest day's first readings (after the whole day before, which it reads for
+// the day before's total), the day's total it forecasts with its interval, and what the day really made.
+// Whether this pick is still the newest; if so the chart box is emptied for it.
+function clear(box, setup, current) {
+  if (!current()) return false;
+  for (const stop of cleanups.splice(0)) stop();
+  box.replaceChildren();
+  box.dataset.framing = setup.framing;
+  return true;
+}
+
+async function showDayTotal(model, setup, box, note, current) {
+  const preview = await api("v1/datasets/" + model.dataset.id + "/preview?last=400");
+  const days = new Map();
+  preview.timestamps.forEach((t, i) => { const day = t.slice(0, 10); if (!days.has(day)) days.set(day, []); days.get(day).push(i); });
+  // The newest whole day (as many readings as a usual day: the data may end mid-day) and the day before it.
+  const counts = [...days.values()].map((rows) => rows.length).sort((a, b) => a - b);
+  const usual = counts[Math.floor(counts.length / 2)];
+  const order = [...days.keys()].filter((d) => days.get(d).length >= Math.max(3, usual));
+  if (order.length < 2) throw new Error("this dataset's newest readings hold fewer than two whole days to forecast from");
+  const today = days.get(order[order.length - 1]), before = days.get(order[order.length - 2]);
+  const k = Math.max(2, Math.min(setup.lookback, today.length - 1));
+  const rows = before.concat(today.slice(0, k));
+  const body = {model: model.id, timestamps: rows.map((i) => preview.timestamps[i]),
+    values: Object.fromEntries(Object.entries(preview.values).map(([c, v]) => [c, rows.map((i) => v[i])]))};
+  const ahead = await api("forecast", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+  const target = ahead.target, total = ahead.forecast[0];
+  const stamps = today.map((i) => preview.timestamps[i]);
+  const end = total.timestamp.replace("T", " ").slice(0, 19);
+  const axis = stamps[stamps.length - 1] < end ? stamps.concat([end]) : stamps;
+  const extra = axis.length - stamps.length;
+  const values = today.map((i) => preview.values[target][i]);
+  const soFar = values.map((v, i) => (i < k ? v : null)).concat(Array(extra).fill(null));
+  const rest = values.map((v, i) => (i >= k - 1 ? v : null)).concat(Array(extra).fill(null));
+  const at = (v) => Array(axis.length - 1).fill(null).concat([v]);
+  const actual = Math.max(...values);
+  if (!clear(box, setup, current)) return;
+  timeChart(box, target + " on " + order[order.length - 1] + ": the first " + k + " readings and the day's total forecast from them",
+    axis, ["readings so far"], {"readings so far": soFar}, {
+      series: [{label: "the rest of the day", stroke: "#57606a", width: 1, dash: [3, 3]},
+        {label: "forecast total", stroke: "#e36209", width: 0, points: {show: true, size: 11, fill: "#e36209"}},
+        {label: "lower", stroke: "#e36209", width: 0, points: {show: true, size: 7, fill: "#fff"}},
+        {label: "upper", stroke: "#e36209", width: 0, points: {show: true, size: 7, fill: "#fff"}}],
+      data: [rest, at(total.value), at(total.lower), at(total.upper)]});
+  box.dataset.forecast = "1";
+  note.textContent = "The day's total forecast from its first " + k + " readings of " + model.dataset.name + ": " + fmt(total.value, 0) +
+    " (" + Math.round(100 * ahead.interval) + " % interval " + fmt(total.lower, 0) + " to " + fmt(total.upper, 0) + "); the day made " + fmt(actual, 0) + ".";
+}
+
 async function forecastPage() {
   const page = await api("v1/models?limit=200");
   const forecasters = page.items.filter((m) => m.task === "forecast");
@@ -547,10 +743,12 @@ async function forecastPage() {
   main.replaceChildren(el("h1", {}, "Forecast"),
     forecasters.length ? el("p", {}, el("label", {}, "Forecaster ", select)) : el("p", {class: "error"}, "No forecaster yet: train one on a time series first."),
     note, el("div", {class: "card"}, box));
+  let shown = 0;  // a later pick wins over one still loading: only the newest draws
   const show = async () => {
-    for (const stop of cleanups.splice(0)) stop();
-    box.replaceChildren();
+    const mine = ++shown, current = () => mine === shown;
     const model = forecasters.find((m) => m.id === select.value);
+    const setup = (await api("v1/jobs/" + model.job_id)).spec.forecast;
+    if (setup.framing === "day_total") return showDayTotal(model, setup, box, note, current);
     const all = await api("v1/datasets/" + model.dataset.id + "/preview?last=" + Math.max(96, model.input_shape[0] * 8));
     // The newest run of readings without a gap, at the series' usual step: what the model takes.
     const times = all.timestamps.map((t) => Date.parse(t.replace(" ", "T") + "Z"));
@@ -571,6 +769,7 @@ async function forecastPage() {
     const readings = preview.values[target].concat(Array(ahead.forecast.length).fill(null));
     const flagged = new Map(checked.readings.filter((r) => r.anomaly).map((r) => [r.timestamp, r.value]));
     const anomalies = preview.timestamps.map((t) => flagged.has(t) ? flagged.get(t) : null).concat(Array(ahead.forecast.length).fill(null));
+    if (!clear(box, setup, current)) return;
     timeChart(box, target + ": readings, forecast and its " + Math.round(100 * ahead.interval) + " % interval", axis, ["readings"], {readings}, {
       series: [{label: "forecast", stroke: "#e36209", width: 2}, {label: "lower", stroke: "#e3620955", dash: [4, 4]},
         {label: "upper", stroke: "#e3620955", dash: [4, 4]}, {label: "anomalies", stroke: "#c62828", width: 0, points: {show: true, size: 9, fill: "#c62828"}}],
@@ -584,9 +783,68 @@ async function forecastPage() {
   if (forecasters.length) await show();
 }
 
+// ------------------------------------------------------------------------------------------ sweeps
+async function sweepsPage() {
+  const page = await api("v1/sweeps?limit=100");
+  main.replaceChildren(el("h1", {}, "Sweeps"), el("div", {class: "scroll"}, el("table", {id: "sweeps"},
+    el("thead", {}, el("tr", {}, ["Sweep", "Status", "Metric", "Trials", "Created"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, page.items.length ? page.items.map((w) => el("tr", {"data-sweep": w.id},
+      el("td", {}, el("a", {href: "#/sweeps/" + w.id}, w.name)), el("td", {class: "status " + w.status}, w.status),
+      el("td", {}, w.metric), el("td", {}, Object.entries(w.counts).filter(([, n]) => n).map(([k, n]) => n + " " + k).join(", ")),
+      el("td", {}, new Date(w.created_at).toLocaleString())))
+      : el("tr", {}, el("td", {colspan: 5, class: "muted"}, "No sweeps yet: POST /v1/sweeps (docs/sweeps.md)."))))));
+}
+
+// A scatter plot on uPlot: points only, x numeric.
+function scatter(container, title, xLabel, points, yLabel) {
+  const sorted = points.slice().sort((a, b) => a[0] - b[0]);
+  const width = () => Math.max(280, container.clientWidth - 8);
+  const plot = new uPlot({title, width: width(), height: 220, scales: {x: {time: false}}, hooks: {setLegend: [showLatest]},
+    axes: [{label: xLabel, incrs: xLabel === "trial" ? [1, 2, 5, 10, 20, 50, 100] : undefined}, {label: yLabel}],
+    series: [{label: xLabel}, {label: yLabel, stroke: "#1f6feb", width: 0, points: {show: true, size: 7, fill: "#1f6feb"}}]},
+    [sorted.map((p) => p[0]), sorted.map((p) => p[1])], container);
+  cleanups.push(() => plot.destroy());
+  return plot;
+}
+
+async function sweepPage(id) {
+  const sweep = await api("v1/sweeps/" + id);
+  const trials = sweep.trials;
+  const params = [...new Set(trials.flatMap((t) => Object.keys(t.params)))];
+  const best = sweep.best ? sweep.best.number : null;
+  const overTrials = el("div", {class: "chart", id: "sweep-metric"});
+  const byParam = el("div", {class: "row", id: "sweep-params"});
+  const importances = sweep.importances ? Object.entries(sweep.importances).sort((a, b) => b[1] - a[1]) : [];
+  main.replaceChildren(el("h1", {}, "Sweep " + sweep.name, " ", el("span", {class: "status " + sweep.status}, sweep.status)),
+    el("p", {class: "muted"}, sweep.metric + ", " + (sweep.direction === "maximize" ? "higher" : "lower") + " is better; " +
+      trials.length + " trials", sweep.model ? [", best model ", el("a", {href: "#/models?name=" + encodeURIComponent(sweep.model.name)},
+        sweep.model.name + " v" + sweep.model.version)] : ""),
+    el("div", {class: "card"}, overTrials),
+    importances.length ? [el("h2", {}, "What mattered"), el("table", {id: "sweep-importances"}, el("tbody", {}, importances.map(([k, v]) =>
+      el("tr", {}, el("th", {}, k), el("td", {}, el("div", {class: "bar", style: "width: " + Math.round(100 * v) + "px", role: "img", "aria-label": k + ": " + (100 * v).toFixed(0) + "%"})),
+        el("td", {}, (100 * v).toFixed(0) + " %")))))] : "",
+    el("h2", {}, "Each parameter against the metric"), byParam,
+    el("h2", {}, "Trials"),
+    el("div", {class: "scroll"}, el("table", {id: "trials"}, el("thead", {}, el("tr", {}, ["#", "Status", sweep.metric, "Epochs", ...params].map((h) => el("th", {}, h)))),
+      el("tbody", {}, trials.map((t) => el("tr", {"data-trial": t.number, class: t.number === best ? "best" : null},
+        el("td", {}, el("a", {href: "#/jobs/" + t.job_id}, t.number + (t.number === best ? " (best)" : ""))),
+        el("td", {class: "status " + t.status}, t.status), el("td", {}, fmt(t.value)), el("td", {}, t.epochs_done),
+        params.map((p) => el("td", {}, typeof t.params[p] === "number" ? Number(t.params[p].toPrecision(4)) : String(t.params[p] ?? "")))))))));
+  const done = trials.filter((t) => t.value !== null);
+  scatter(overTrials, sweep.metric + " over trials", "trial", done.map((t) => [t.number, t.value]), sweep.metric);
+  overTrials.dataset.points = String(done.length);
+  for (const p of params.filter((p) => done.some((t) => typeof t.params[p] === "number"))) {
+    const box = el("div", {class: "card chart", "data-param": p});
+    byParam.append(box);
+    scatter(box, p, p, done.filter((t) => typeof t.params[p] === "number").map((t) => [t.params[p], t.value]), sweep.metric);
+  }
+}
+
 // ------------------------------------------------------------------------------------------ routing
-const routes = [[/^#\/jobs\/([0-9a-f-]{36})$/, jobPage], [/^#\/new$/, newJobPage], [/^#\/draw$/, drawPage],
-  [/^#\/datasets\/(.+)$/, datasetPage], [/^#\/datasets$/, datasetsPage], [/^#\/models$/, modelsPage],
+const routes = [[/^#\/jobs\/([0-9a-f-]{36})$/, jobPage], [/^#\/compare\/([0-9a-f,-]+)$/, comparePage],
+  [/^#\/new$/, newJobPage], [/^#\/draw$/, drawPage],
+  [/^#\/datasets\/(.+)$/, datasetPage], [/^#\/datasets$/, datasetsPage], [/^#\/models(?:\?name=(.*))?$/, modelsPage],
+  [/^#\/sweeps\/([0-9a-f-]{36})$/, sweepPage], [/^#\/sweeps$/, sweepsPage],
   [/^#\/forecast$/, forecastPage], [/^(#\/jobs)?$/, jobsPage]];
 
 async function route() {
