@@ -162,7 +162,11 @@ def main() -> None:
                               f"p99 {run['p99']:.1f} ms", flush=True)
             finally:
                 server.terminate()
-                server.wait(timeout=60)
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:  # MLServer's inference pool did not always stop on SIGTERM
+                    server.kill()
+                    server.wait()
 
     rows = ["| server | protocol | processes | concurrency | requests/s | p50 | p99 | trainserve's ratio |",
             "|---|---|---|---|---|---|---|---|"]
