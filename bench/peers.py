@@ -24,8 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.serving import HOME, start, v2_binary, wrk  # HOME: this run's TRAINSERVE_HOME, set on import
 from bench.report import write_section
+from bench.serving import HOME, start, v2_binary, wrk  # HOME: this run's TRAINSERVE_HOME, set on import
 
 ROOT = Path(__file__).resolve().parents[1]
 # uvloop below 0.22: from 0.22 its get_event_loop() raises where MLServer 1.7.1 starts its inference pool.

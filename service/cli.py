@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -16,7 +17,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from service.observability import logs, pod_metrics, tracing, worker_metrics
+from service.observability import logs, tracing, worker_metrics
 from service.platform.settings import Settings, load_settings
 from trainserve_client import console
 
@@ -52,11 +53,15 @@ def run_api(settings: Settings, host: str | None, port: int | None, fd: int | No
                             log_config=None)
     sock = inherited or config.bind_socket()
     if settings.api_workers == 1:
-        uvicorn.Server(config).run(sockets=[sock])
+        # uvicorn re-raises the Ctrl-C it stopped on, once it has shut down; as uvicorn.run does, end quietly
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(config).run(sockets=[sock])
         return
     # Several processes on the one socket: uvicorn's supervisor starts them (spawned, each importing the
     # app afresh), replaces one that dies and stops them all on SIGINT or SIGTERM. The pod's metrics port
     # is the supervisor's, answering for every process (service/observability/pod_metrics.py).
+    from service.observability import pod_metrics  # here: a worker must import prometheus_client after its setup
+
     with pod_metrics.gathered(settings.api_metrics_port) as folder:
         config.app = partial(api_process, settings.model_copy(update={"api_metrics_port": 0}), folder)
         Multiprocess(config, sockets=[sock]).run()
@@ -70,6 +75,8 @@ def api_process(settings: Settings, metrics_folder: str | None = None):
     logs.configure(settings.log_format, access_log=settings.access_log)
     app = create_app(settings)
     if metrics_folder is not None and app.state.metrics is not None:
+        from service.observability import pod_metrics
+
         pod_metrics.announce(metrics_folder, app.state.metrics.registry)
     return app
 
@@ -255,7 +262,7 @@ def wait_for_migrations(settings: Settings, timeout: float) -> int:
 
 
 def up(settings: Settings, host: str | None, port: int | None, fd: int | None = None,
-       workers: int | None = None) -> int:
+       api_workers: int | None = None) -> int:
     """Migrations, then a training worker and an export worker in the background and the API in the
     foreground; Ctrl-C stops them all."""
     from service.platform.queue import gpu_workers_present
@@ -269,7 +276,7 @@ def up(settings: Settings, host: str | None, port: int | None, fd: int | None = 
     workers = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", queues],
                                 start_new_session=True) for queues in (training, "exports")]
     try:
-        run_api(settings, host, port, fd, workers)
+        run_api(settings, host, port, fd, api_workers)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)  # warm shutdown: the job in hand goes back to the queue
