@@ -278,14 +278,17 @@ def up(settings: Settings, host: str | None, port: int | None, fd: int | None = 
     try:
         run_api(settings, host, port, fd, api_workers)
     finally:
+        print("trainserve: the API stopped", flush=True)
         for worker in workers:
             worker.send_signal(signal.SIGTERM)  # warm shutdown: the job in hand goes back to the queue
-        for worker in workers:
+        for worker, name in zip(workers, ("training", "export")):
             try:
                 worker.wait(timeout=30)
+                print(f"trainserve: the {name} worker stopped", flush=True)  # a job's requeue has its own line
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+                print(f"trainserve: the {name} worker did not stop within 30 s and was killed", flush=True)
     return 0
 
 

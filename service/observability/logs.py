@@ -32,6 +32,18 @@ class Ids(logging.Filter):
         return True
 
 
+class ExpectedRejects(logging.Filter):
+    """A stopping worker hands a job it received back to the queue (workers/tasks.py raises Celery's Reject):
+    expected, and Celery's own line says so ("reject requeue=True: this worker is shutting down"). Its
+    traceback, which Celery adds, is dropped; any other exception keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ == "Reject" and type(exc).__module__.startswith("celery"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def formatter(fmt: str) -> logging.Formatter:
     if fmt == "json":
         from pythonjsonlogger.core import RESERVED_ATTRS
@@ -54,6 +66,7 @@ def configure(fmt: str = "text", level: int = logging.INFO, access_log: bool = T
     handler.trainserve = True
     handler.setFormatter(formatter(fmt))
     handler.addFilter(Ids())
+    handler.addFilter(ExpectedRejects())
     root.addHandler(handler)
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery"):

@@ -56,6 +56,9 @@ def test_up_trains_exports_and_stops_everything_on_ctrl_c(tmp_path):
             lambda: m if len((m := stack.http.get(f"/v1/models/{job['model']['id']}").json())["exports"]) == 2
             else None, what="the exports")
         assert {e["status"] for e in model["exports"].values()} == {"ok"}, model["exports"]
+        # Ctrl-C with a job running: it goes back to the queue, with one line per process and no traceback
+        long = {**LOGREG_SPEC, "training": {**LOGREG_SPEC["training"], "epochs": 1000, "batch_size": 8}}
+        running = stack.wait_for(stack.http.post("/v1/jobs", json=long).json()["id"], {"running"})
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
         try:
@@ -66,3 +69,10 @@ def test_up_trains_exports_and_stops_everything_on_ctrl_c(tmp_path):
         stack.http.close()
     assert code == 0, stack.tail_logs()
     assert processes_of(tmp_path) == [], "a worker outlived `trainserve up`"
+    out = (tmp_path / "up.log").read_text()
+    stopped = [line for line in out.splitlines() if line.startswith("trainserve: the ")]
+    assert stopped[-3:] == ["trainserve: the API stopped",
+                            "trainserve: the training worker stopped",
+                            "trainserve: the export worker stopped"], stopped
+    assert "Traceback" not in out, out[-4000:]
+    assert f"job {running['id']}: back in the queue" in out
