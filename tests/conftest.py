@@ -44,11 +44,11 @@ TRAINED: dict[str, dict] = {}  # trained_classifier's model on each database
 
 # The longest files first: `make test` hands out whole files to its processes in this order (with xdist's
 # --no-loadscope-reorder), so the last file to finish is a short one. From the durations `make test` prints.
-LONGEST_FIRST = ["test_fuzz.py", "test_fuzz_open.py", "test_optimizers.py", "test_forecast.py", "test_fresh_clone.py", "test_end_to_end.py",
-                 "test_gpu_queue.py", "test_deploy_k8s.py", "test_examples.py", "test_outages.py",
-                 "test_inference_protocol.py", "test_concurrency.py", "test_console.py", "test_dashboard.py",
-                 "test_jobs_api.py", "test_telemetry.py", "test_real_server.py", "test_job_events_live.py",
-                 "test_sweeps.py", "test_health.py", "test_hostile_input.py", "test_up.py"]
+LONGEST_FIRST = ["test_fuzz.py", "test_forecast.py", "test_fresh_clone.py", "test_end_to_end.py", "test_gpu_queue.py",
+                 "test_outages.py", "test_optimizers.py", "test_examples.py", "test_dashboard.py", "test_sweeps.py",
+                 "test_concurrency.py", "test_deploy_k8s.py", "test_inference_protocol.py", "test_console.py",
+                 "test_fuzz_open.py", "test_up.py", "test_jobs_api.py", "test_telemetry.py", "test_real_server.py",
+                 "test_job_events_live.py", "test_health.py", "test_hostile_input.py", "test_api_processes.py"]
 
 
 def pytest_itemcollected(item) -> None:
