@@ -5,7 +5,11 @@
 const API = new URL("..", location.href);
 const KEY = "trainserve-api-key";
 const FINAL = ["succeeded", "failed", "cancelled", "pruned"];
-const main = document.getElementById("main");
+const frame = document.getElementById("main");
+// Each visit to a page renders into a container of its own, which the next visit replaces: a page still
+// loading when the user moves on (its fetches slower than the next page's) renders into a detached node,
+// never over the page the user went to. Each page function takes the container current when it starts.
+let current = frame;
 let cleanups = [];
 
 // ---------------------------------------------------------------------------------------------- the API
@@ -148,6 +152,7 @@ const RUN_COLUMNS = [  // key, header, the value it sorts by
   ["started", "Started", (j) => j.started_at || j.created_at]];
 
 async function jobsPage() {
+  const main = current;
   const view = {sort: "started", descending: true, offset: 0, limit: 50};
   const selected = new Set();
   const filter = el("select", {id: "status-filter", "aria-label": "status"},
@@ -230,6 +235,7 @@ function flat(value, prefix, into) {
 }
 
 async function comparePage(ids) {
+  const main = current;
   const jobs = await Promise.all(ids.split(",").map((id) => api("v1/jobs/" + id)));
   const curves = await Promise.all(jobs.map((j) => api("v1/jobs/" + j.id + "/metrics")));
   const names = jobs.map(runName);
@@ -302,6 +308,7 @@ function heatmap(matrix) {
 }
 
 async function jobPage(id) {
+  const main = current;
   const signal = abortable();
   const job = await api("v1/jobs/" + id);
   const status = el("span", {class: "status " + job.status, id: "job-status"}, job.status);
@@ -412,6 +419,7 @@ function flatten(schemas, prop) {
 }
 
 async function newJobPage() {
+  const main = current;
   const [openapi, datasets] = await Promise.all([api("openapi.json"), api("v1/datasets?limit=200")]);
   const schemas = openapi.components.schemas;
   const spec = schemas.JobSpec.properties;
@@ -476,6 +484,7 @@ async function newJobPage() {
 
 // ------------------------------------------------------------------------------------------ draw a digit
 async function drawPage() {
+  const main = current;
   const models = await api("v1/models?limit=200");
   const classifiers = models.items.filter((m) => m.task === "classification");
   const select = el("select", {id: "model", "aria-label": "classifier"},
@@ -542,6 +551,7 @@ function uploadWithProgress(form, bar) {
 }
 
 async function datasetsPage() {
+  const main = current;
   const page = await api("v1/datasets?limit=200");
   const bar = el("progress", {id: "upload-progress", max: 1, value: 0, "aria-label": "upload progress"});
   const message = el("p", {class: "error", id: "upload-error", role: "alert"});
@@ -609,6 +619,7 @@ function timeChart(container, title, timestamps, columns, values, extra) {
 }
 
 async function datasetPage(ref) {
+  const main = current;
   ref = decodeURIComponent(ref);
   const [row, preview] = await Promise.all([api("v1/datasets/" + encodeURIComponent(ref)),
     api("v1/datasets/" + encodeURIComponent(ref) + "/preview?per_class=8&last=500")]);
@@ -646,6 +657,7 @@ async function download(ref, format) {
 }
 
 async function modelsPage(name) {
+  const main = current;
   name = name ? decodeURIComponent(name) : "";
   const page = await api("v1/models?limit=200" + (name ? "&name=" + encodeURIComponent(name) : ""));
   const headline = (m) => m.metrics.test_accuracy !== undefined ? "accuracy " + fmt(m.metrics.test_accuracy)
@@ -735,6 +747,7 @@ async function showDayTotal(model, setup, box, note, current) {
 }
 
 async function forecastPage() {
+  const main = current;
   const page = await api("v1/models?limit=200");
   const forecasters = page.items.filter((m) => m.task === "forecast");
   const select = el("select", {id: "forecaster", "aria-label": "forecaster"}, forecasters.map((m) => el("option", {value: m.id}, modelLabel(m))));
@@ -785,6 +798,7 @@ async function forecastPage() {
 
 // ------------------------------------------------------------------------------------------ sweeps
 async function sweepsPage() {
+  const main = current;
   const page = await api("v1/sweeps?limit=100");
   main.replaceChildren(el("h1", {}, "Sweeps"), el("div", {class: "scroll"}, el("table", {id: "sweeps"},
     el("thead", {}, el("tr", {}, ["Sweep", "Status", "Metric", "Trials", "Created"].map((h) => el("th", {}, h)))),
@@ -808,6 +822,7 @@ function scatter(container, title, xLabel, points, yLabel) {
 }
 
 async function sweepPage(id) {
+  const main = current;
   const sweep = await api("v1/sweeps/" + id);
   const trials = sweep.trials;
   const params = [...new Set(trials.flatMap((t) => Object.keys(t.params)))];
@@ -856,12 +871,15 @@ async function route() {
   for (const [pattern, page] of routes) {
     const match = hash.match(pattern);
     if (match) {
-      try { await page(...match.slice(1)); } catch (e) { main.replaceChildren(el("p", {class: "error"}, e.message)); }
-      main.focus();
+      const root = current = el("div", {class: "page"});
+      frame.replaceChildren(root);
+      try { await page(...match.slice(1)); } catch (e) { root.replaceChildren(el("p", {class: "error"}, e.message)); }
+      if (current === root) frame.focus();
       return;
     }
   }
-  main.replaceChildren(el("p", {}, "No such page. ", el("a", {href: "#/jobs"}, "Jobs")));
+  current = frame;
+  frame.replaceChildren(el("p", {}, "No such page. ", el("a", {href: "#/jobs"}, "Jobs")));
 }
 
 // The key box only where a key is needed: a server that needs none publishes a schema that asks for none.
