@@ -63,7 +63,9 @@ def run_api(settings: Settings, host: str | None, port: int | None, fd: int | No
     from service.observability import pod_metrics  # here: a worker must import prometheus_client after its setup
 
     with pod_metrics.gathered(settings.api_metrics_port) as folder:
-        config.app = partial(api_process, settings.model_copy(update={"api_metrics_port": 0}), folder)
+        # Processes announce their metrics only where the supervisor has a port to answer for them on.
+        config.app = partial(api_process, settings.model_copy(update={"api_metrics_port": 0}),
+                             folder if settings.api_metrics_port else None)
         Multiprocess(config, sockets=[sock]).run()
 
 

@@ -7,7 +7,6 @@ are stored under their content hash, so identical content is stored once.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from models.dataformats import ArchiveTooLarge, DataFormatError
 from models.datasets import BUILTIN_DATASETS, builtin_missing, from_npz, load_builtin, to_npz
 from models.timeseries import TimeSeries
 from service.datasets.schemas import DatasetFile, DatasetOut, ParseOptions
-from service.http.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from service.http.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, did_you_mean
 from service.http.pagination import newest_first
 from service.platform.artifacts import ArtifactStore
 from service.platform.references import next_version, parse_reference, retry_on_conflict
@@ -40,9 +39,7 @@ MAX_FILES = 4  # IDX with a test part: training images and labels, test images a
 def _unknown(session: Session, ref: str, name: str) -> str:
     """What to say about a name that names nothing: the closest names, the built-ins, where to look."""
     names = set(BUILTIN_DATASETS) | set(session.scalars(select(Dataset.name).distinct()))
-    close = difflib.get_close_matches(name, sorted(names), n=3)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    return (f"unknown dataset {ref!r}; {hint}built-in: {', '.join(sorted(BUILTIN_DATASETS))}; "
+    return (f"unknown dataset {ref!r}; {did_you_mean(name, names)}built-in: {', '.join(sorted(BUILTIN_DATASETS))}; "
             "GET /v1/datasets lists every dataset")
 
 

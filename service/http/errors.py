@@ -138,14 +138,19 @@ def _location(loc: tuple) -> str:
     return ".".join(parts) or "body"
 
 
+def did_you_mean(name: str, choices, n: int = 3) -> str:
+    """ "did you mean a or b? " for the choices closest to a mistyped name; "" when none is close."""
+    close = difflib.get_close_matches(name, sorted(choices), n=n)
+    return f"did you mean {' or '.join(close)}? " if close else ""
+
+
 def _message(error: dict[str, Any]) -> str:
     """Pydantic's message, with a "did you mean" where a choice's name was mistyped (``"type": "mpl"``)."""
     context = error.get("ctx") or {}
     if error.get("type") == "union_tag_invalid":
         tag, expected = str(context.get("tag")), str(context.get("expected_tags", ""))
         choices = [t.strip().strip("'") for t in expected.split(",") if t.strip()]
-        close = difflib.get_close_matches(tag, choices, n=2)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        hint = did_you_mean(tag, choices, n=2)
         field = str(context.get("discriminator", "type")).strip("'")
         return f"unknown {field} {tag!r}; {hint}one of: {', '.join(choices)}"
     return error.get("msg", "").removeprefix("Value error, ")

@@ -133,12 +133,12 @@ def metric_of(metrics: dict, metric: str) -> float | None:
     return metrics.get(metric)
 
 
-def _chance_bar(gate: PromoteIn, metrics: dict) -> float | None:
-    """A classifier gate without ``min`` on test accuracy: the bar is chance (CHANCE_MARGIN above always
-    answering the most common test label)."""
-    if gate.min is not None or gate.metric != "test_accuracy" or (chance := chance_accuracy(metrics)) is None:
+def _chance(gate: PromoteIn, metrics: dict) -> float | None:
+    """A classifier gate without ``min`` on test accuracy is a chance bar: the accuracy of always answering
+    the most common test label, which the metric must beat by more than CHANCE_MARGIN. None otherwise."""
+    if gate.min is not None or gate.metric != "test_accuracy":
         return None
-    return chance + CHANCE_MARGIN
+    return chance_accuracy(metrics)
 
 
 def _gate_failure(gate: PromoteIn, metrics: dict, value: float | None) -> str | None:
@@ -147,10 +147,10 @@ def _gate_failure(gate: PromoteIn, metrics: dict, value: float | None) -> str | 
         return f"this model has no {gate.metric} to judge it by"
     if gate.min is not None and value < gate.min:
         return f"{gate.metric} {value:.4f} is below the bar of {gate.min}"
-    chance = _chance_bar(gate, metrics)
-    if chance is not None and value <= chance:
+    chance = _chance(gate, metrics)
+    if chance is not None and value <= chance + CHANCE_MARGIN:
         return (f"{gate.metric} {value:.4f} is no better than chance: always answering the most common label "
-                f"scores {chance - CHANCE_MARGIN:.4f}")
+                f"scores {chance:.4f}")
     if gate.max is not None and value > gate.max:
         return f"{gate.metric} {value:.4g} is above the bound of {gate.max:g}"
     for check, baseline, name in ((gate.beats_persistence, "persistence", "persistence (the last reading)"),
@@ -170,8 +170,8 @@ def _bar(gate: PromoteIn, metrics: dict) -> str:
         return "the gate"
     if gate.min is not None:
         return f"{gate.min:g}"
-    chance = _chance_bar(gate, metrics)
-    return f"chance ({chance - CHANCE_MARGIN:.4f})" if chance is not None else "no bar (none set)"
+    chance = _chance(gate, metrics)
+    return f"chance ({chance:.4f})" if chance is not None else "no bar (none set)"
 
 
 def promote(session: Session, model: TrainedModel, gate: PromoteIn) -> dict:
