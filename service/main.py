@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from service.audit.router import router as audit_router
 from service.datasets.router import router as datasets_router
@@ -29,9 +30,12 @@ from service.platform.settings import Settings, load_settings
 from service.predict.router import router as predict_router
 from service.reconciler import Reconciler, reconcile_forever
 from service.registry.router import router as models_router
+from service.rollouts.background import rollouts_forever
+from service.rollouts.router import router as rollouts_router
 from service.serving.batching import Batcher
 from service.serving.models import ModelCache
 from service.serving.process import api_process_settings
+from service.serving.rollouts import RolloutRouter
 from service.sweeps.router import router as sweeps_router
 
 log = logging.getLogger("trainserve.api")
@@ -62,12 +66,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
             grpc_server = await inference_grpc.start(app.state, settings.grpc_port, settings.api_host)
         with api_process_settings(settings.api_torch_threads) if tune_process else contextlib.nullcontext():
-            task = asyncio.create_task(reconcile_forever(app.state.reconciler)) if reconcile else None
+            tasks = [asyncio.create_task(rollouts_forever(app.state.rollouts, runtime, judge=reconcile))]
+            if reconcile:
+                tasks.append(asyncio.create_task(reconcile_forever(app.state.reconciler)))
             yield
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            with contextlib.suppress(Exception):  # the last seconds' rollout counts, if the database answers
+                await run_in_threadpool(app.state.rollouts.flush, runtime)
             if grpc_server is not None:
                 await grpc_server.stop(grace=2)
         runtime.close()
@@ -84,6 +92,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.trace_share = settings.trace_inference_share if provider is not None else None
     app.state.runtime, app.state.settings = runtime, settings
     app.state.models = ModelCache(runtime, settings.model_cache_size, settings.ref_cache_seconds)
+    app.state.rollouts = RolloutRouter(app.state.models)
     app.state.batcher = Batcher()
     app.state.events = EventHub(runtime.session)
     app.state.keys = KeyCache(runtime.session, settings.auth_cache_seconds)
@@ -99,7 +108,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     openapi.install(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, sweeps_router,
-                   models_router, datasets_router, keys_router, audit_router, metrics.router):
+                   rollouts_router, models_router, datasets_router, keys_router, audit_router, metrics.router):
         app.include_router(router)
     docs_ui.install(app)  # after the API's routes: /predict is matched first
     logs.configure(settings.log_format, access_log=settings.access_log)

@@ -2,40 +2,60 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from models.forecast_serving import ForecastInputError, anomalies, forecast, readings_frame
 from models.forecasting import ForecastSetup
 from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest, Readings
 from service.http.errors import InvalidInput
-from service.serving.models import LoadedModel, ModelCache, resolve
+from service.serving.models import LoadedModel
+from service.serving.rollouts import Routing, checked, serve
 
 
-def _prepared(request: Readings, cache: ModelCache, default: str | None) -> tuple[LoadedModel, ForecastSetup, object]:
-    model = resolve(cache, request.model, default, task="forecast")
+def _prepared(model: LoadedModel, request: Readings) -> tuple[ForecastSetup, object]:
     setup = ForecastSetup.from_dict(model.forecast)
     try:
         frame = readings_frame(setup, request.timestamps, request.values)
     except ForecastInputError as exc:
         raise InvalidInput(str(exc)) from None
-    return model, setup, frame
+    return setup, frame
 
 
-def forecast_next(request: ForecastRequest, cache: ModelCache, default: str | None = None) -> ForecastOut:
-    model, setup, frame = _prepared(request, cache, default)
+def _forecast(model: LoadedModel, request: ForecastRequest, horizon: int | None = None) -> dict:
+    setup, frame = _prepared(model, request)
     try:
-        result = forecast(model.module, setup, frame, request.horizon or setup.horizon)
+        return forecast(model.module, setup, frame, horizon or request.horizon or setup.horizon)
     except ForecastInputError as exc:
         raise InvalidInput(str(exc), details=[{"field": "horizon" if "horizon" in str(exc) else "timestamps",
                                                "message": "cannot forecast"}]) from None
+
+
+def _expected(model: LoadedModel, request: Readings) -> list[dict]:
+    setup, frame = _prepared(model, request)
+    try:
+        return anomalies(model.module, setup, frame)
+    except ForecastInputError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def forecast_next(request: ForecastRequest, routing: Routing) -> ForecastOut:
+    model, ticket = serve(routing, request.model, "forecast")
+    result = checked(ticket, _forecast, model, request)
+    if ticket is not None:  # the other version forecasts as many steps, for the comparison
+        steps = len(result["values"])
+        ticket.done(np.array([result["values"]]), lambda other: np.array([_forecast(other, request, steps)["values"]]))
+    setup = ForecastSetup.from_dict(model.forecast)
     points = [{"timestamp": t, "value": v, "lower": lo, "upper": hi}
               for t, v, lo, hi in zip(result["timestamps"], result["values"], result["lower"], result["upper"])]
     return ForecastOut(model=model.describe(), target=setup.target, interval=setup.interval, forecast=points)
 
 
-def check_anomalies(request: Readings, cache: ModelCache, default: str | None = None) -> AnomaliesOut:
-    model, setup, frame = _prepared(request, cache, default)
-    try:
-        checked = anomalies(model.module, setup, frame)
-    except ForecastInputError as exc:
-        raise InvalidInput(str(exc)) from None
+def check_anomalies(request: Readings, routing: Routing) -> AnomaliesOut:
+    model, ticket = serve(routing, request.model, "forecast")
+    checked_readings = checked(ticket, _expected, model, request)
+    if ticket is not None:  # compared on the one-step forecasts the check is made of
+        ticket.done(np.array([[r["expected"] for r in checked_readings]]),
+                    lambda other: np.array([[r["expected"] for r in _expected(other, request)]]))
+    setup = ForecastSetup.from_dict(model.forecast)
     return AnomaliesOut(model=model.describe(), target=setup.target, interval=setup.interval,
-                        anomalies=sum(r["anomaly"] for r in checked), readings=checked)
+                        anomalies=sum(r["anomaly"] for r in checked_readings), readings=checked_readings)

@@ -24,6 +24,7 @@ from service.inference_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.inference_v2 import service
 from service.inference_v2.tensors import DATATYPES, InferRequest, Tensor, check_shape, from_raw, from_values
 from service.keys.service import Scope
+from service.serving.rollouts import Routing, routing_key
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +126,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request, context):
         async def work():
-            model = await service.find_model(self.state.models, request.model_name, request.model_version or None,
-                                             run_in_threadpool)
+            state = self.state
+            routing = Routing(state.models, state.rollouts, None,
+                              routing_key(state.rollouts, dict(context.invocation_metadata() or ())))
+            served = await service.find_model(routing, request.model_name, request.model_version or None,
+                                              run_in_threadpool)
             parsed = decode(request)
-            outputs = await service.infer(parsed, model, self.state.batcher, self.state.settings.max_batch,
-                                          run_in_threadpool)
-            return encode(service.response_header(model, parsed), outputs)
+            outputs = await service.infer(parsed, served, state.batcher, state.settings.max_batch, run_in_threadpool)
+            return encode(service.response_header(served[0], parsed), outputs)
         return await self._call(context, (Scope.predict.value,), "gRPC ModelInfer", work, inference=True)
 
 

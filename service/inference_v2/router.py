@@ -17,6 +17,7 @@ from service.http.ratelimit import spend
 from service.inference_v2 import service
 from service.inference_v2.tensors import decode_http, encode_http
 from service.keys.service import Scope
+from service.serving.rollouts import Routing, routing_key
 from service.serving.routing import SMALL_BODY, RequestRoute
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
@@ -66,14 +67,15 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     await authorize(request, Scope.predict.value)
     spend(request, "inference")
     state = request.app.state
-    model = await service.find_model(state.models, name, version, run_in_threadpool)
+    routing = Routing(state.models, state.rollouts, None, routing_key(state.rollouts, request.headers))
+    served = await service.find_model(routing, name, version, run_in_threadpool)
     body = await request.body()
     if len(body) > SMALL_BODY or "content-encoding" in request.headers:  # inflating and parsing off the loop
         parsed = await run_in_threadpool(decode_http, body, request.headers, state.settings.max_request_bytes)
     else:
         parsed = decode_http(body, request.headers, state.settings.max_request_bytes)
-    outputs = await service.infer(parsed, model, state.batcher, state.settings.max_batch, run_in_threadpool)
-    body, headers = encode_http(service.response_header(model, parsed), outputs,
+    outputs = await service.infer(parsed, served, state.batcher, state.settings.max_batch, run_in_threadpool)
+    body, headers = encode_http(service.response_header(served[0], parsed), outputs,
                                 request.headers.get("accept-encoding", ""))
     return Response(body, headers=headers)
 

@@ -16,6 +16,7 @@ takes ``name@alias`` as the name.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,8 @@ from service.http.errors import InvalidInput
 from service.inference_v2.tensors import InferRequest, Tensor
 from service.registry import service as registry
 from service.serving.batching import Batcher
-from service.serving.models import LoadedModel, ModelCache, cached_model, resolve, to_batch
+from service.serving.models import LoadedModel, ModelCache, probabilities, resolve, to_batch
+from service.serving.rollouts import Routing, Served, serve, serve_cached
 
 CLASSIFIER_OUTPUTS = ("probabilities", "label")
 FORECASTER_OUTPUTS = ("forecast", "lower", "upper")
@@ -70,27 +72,37 @@ def ready_model(cache: ModelCache, name: str, version: str | None) -> LoadedMode
     return resolve(cache, model_ref(name, version), None, task=None)
 
 
-async def find_model(cache: ModelCache, name: str, version: str | None,
-                     off_loop: Callable[..., Awaitable]) -> LoadedModel:
-    """The model a call names: from this process's cache, or (a database look-up, perhaps a load) off the
-    event loop through ``off_loop(fn, *args)``. Looked up before the request is read: an unknown model is
-    a 404 (NOT_FOUND) whatever the body holds."""
+async def find_model(routing: Routing, name: str, version: str | None, off_loop: Callable[..., Awaitable]) -> Served:
+    """The model a call names (routed where a rollout runs on its alias): from this process's cache, or (a
+    database look-up, perhaps a load) off the event loop through ``off_loop(fn, *args)``. Looked up before
+    the request is read: an unknown model is a 404 (NOT_FOUND) whatever the body holds."""
     ref = model_ref(name, version)
-    return cached_model(cache, ref, None, task=None) or await off_loop(resolve, cache, ref, None, None)
+    return serve_cached(routing, ref, None) or await off_loop(serve, routing, ref, None)
 
 
-async def infer(request: InferRequest, model: LoadedModel, batcher: Batcher, max_batch: int,
+async def infer(request: InferRequest, served: Served, batcher: Batcher, max_batch: int,
                 off_loop: Callable[..., Awaitable]) -> list[Tensor]:
     """The model's output tensors, as the request asks for them. A classifier runs inline, batched with the
     other requests of the moment; a forecaster off the loop."""
-    if model.forecast is not None:
-        outputs = await off_loop(_forecast, model, request, max_batch)
-    else:
-        outputs = await _classify(model, request, batcher, max_batch)
+    model, ticket = served
+    try:
+        if model.forecast is not None:
+            outputs = await off_loop(_forecast, model, request, max_batch)
+            rerun = lambda other: _forecast(other, request, max_batch)[0].array  # noqa: E731
+        else:
+            outputs, batch = await _classify(model, request, batcher, max_batch)
+            rerun = partial(probabilities, batch=batch)
+    except BaseException:
+        if ticket is not None:
+            ticket.failed()
+        raise
+    if ticket is not None:
+        ticket.done(outputs[0].array, rerun)
     return _requested(outputs, request)
 
 
-async def _classify(model: LoadedModel, request: InferRequest, batcher: Batcher, max_batch: int) -> list[Tensor]:
+async def _classify(model: LoadedModel, request: InferRequest, batcher: Batcher,
+                    max_batch: int) -> tuple[list[Tensor], np.ndarray]:
     if len(request.inputs) != 1:
         raise InvalidInput(f"model {model.name} takes one input, the digits' pixels; got {len(request.inputs)}")
     x = request.inputs[0].array
@@ -98,9 +110,8 @@ async def _classify(model: LoadedModel, request: InferRequest, batcher: Batcher,
         raise InvalidInput(f"{x.shape[0] if x.ndim else 0} instances in one request; send 1 to {max_batch}",
                            status_code=413 if x.ndim else 400)
     batch = to_batch(x.astype(np.float32, copy=False), model)
-    probabilities = np.asarray(await batcher.probabilities(model, batch), dtype=np.float32)
-    return [Tensor("probabilities", "FP32", probabilities),
-            Tensor("label", "INT64", probabilities.argmax(axis=1).astype(np.int64))]
+    rows = np.asarray(await batcher.probabilities(model, batch), dtype=np.float32)
+    return [Tensor("probabilities", "FP32", rows), Tensor("label", "INT64", rows.argmax(axis=1).astype(np.int64))], batch
 
 
 def _forecast(model: LoadedModel, request: InferRequest, max_batch: int) -> list[Tensor]:

@@ -1,4 +1,4 @@
-"""Event streams, one mechanism for every kind of owner (a job, a sweep): events are rows written in the
+"""Event streams, one mechanism for every kind of owner (a job, a sweep, a rollout): events are rows written in the
 transaction of the change they describe, numbered from 1 per owner with no gaps; an API process polls the
 database once per watched owner for all of its watchers (:class:`EventHub`) and serves them as Server-Sent
 Events (:func:`event_stream`), resumable with ``Last-Event-ID``.
@@ -31,8 +31,8 @@ from service.platform.tables import JobStatus, utcnow
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 # A stream ends after one of these statuses: a job's final ones, which include a sweep's (succeeded, failed,
-# cancelled).
-TERMINAL = frozenset(s.value for s in JobStatus if s.finished)
+# cancelled), and a rollout's (succeeded, rolled_back).
+TERMINAL = frozenset(s.value for s in JobStatus if s.finished) | {"rolled_back"}
 
 
 def owner_of(table):

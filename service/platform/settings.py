@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(8, ge=1, description="Loaded models kept in each API process.")
     ref_cache_seconds: float = Field(5.0, ge=0, description="How long an API process trusts what name@alias "
                                                             "pointed at; a move in the same process clears it.")
+    rollout_seconds: float = Field(2.0, gt=0, le=60, description="How often each API process adds its rollout counts "
+                                   "to the database, judges the running rollouts and reads their routes again.")
     default_classifier: str | None = Field(None, description="What /predict uses without 'model', e.g. "
                                            "digits-mlp@production; unset: the one classifier at production.")
     default_forecaster: str | None = Field(None, description="What /forecast uses without 'model', e.g. "

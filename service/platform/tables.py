@@ -14,12 +14,14 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -228,6 +230,69 @@ class ModelAlias(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     model: Mapped[TrainedModel] = relationship(back_populates="aliases")
+
+
+class Rollout(Base):
+    """A candidate version taking over ``name@alias`` step by step (service/rollouts): a share of live traffic
+    (canary) or a mirror of it (shadow), judged at each step on the counts the API replicas add to
+    :class:`RolloutCount`. The alias moves only when the last step passes."""
+
+    __tablename__ = "rollouts"
+    # One rollout at a time per alias: a second one running or paused on the same alias breaks this index.
+    __table_args__ = (Index("ix_rollouts_active_alias", "name", "alias", unique=True,
+                            sqlite_where=text("status IN ('running', 'paused')"),
+                            postgresql_where=text("status IN ('running', 'paused')")),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    stable_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id"))
+    candidate_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id"))
+    mode: Mapped[str] = mapped_column(String(20))  # canary, shadow
+    request: Mapped[dict[str, Any]]  # the rollout as accepted: steps, gates, compare share
+    status: Mapped[str] = mapped_column(String(20), default="running", index=True)  # running, paused, succeeded, rolled_back
+    step: Mapped[int] = mapped_column(default=0)  # the index of the step running now
+    step_started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text)  # why it ended
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # Written first by every pass that judges the rollout: the write lock that keeps two replicas from
+    # deciding the same step twice.
+    judged_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    stable: Mapped[TrainedModel] = relationship(foreign_keys=[stable_id], lazy="joined")
+    candidate: Mapped[TrainedModel] = relationship(foreign_keys=[candidate_id], lazy="joined")
+
+
+class RolloutEvent(EventColumns, Base):
+    """What happened to a rollout, in order: its status, each step begun, each verdict with its numbers."""
+
+    __tablename__ = "rollout_events"
+    OWNER = "rollout_id"  # service/platform/events.py
+
+    rollout_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True)
+
+
+class RolloutCount(Base):
+    """What one API replica saw of one arm of a rollout's step in a few seconds: added, never updated, so
+    replicas never wait on each other; the judge sums them. ``latency`` is a fixed-bucket histogram
+    (service/serving/rollouts.py) so that the replicas' percentiles can be merged."""
+
+    __tablename__ = "rollout_counts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int]
+    arm: Mapped[str] = mapped_column(String(20))  # stable, candidate
+    requests: Mapped[int]
+    errors: Mapped[int]
+    compared: Mapped[int]  # requests run on both versions
+    agreed: Mapped[int]  # of those, a classifier's with the same top-1 label
+    difference: Mapped[float] = mapped_column(Float)  # of those, a forecaster's |candidate - stable|, summed
+    scale: Mapped[float] = mapped_column(Float)  # ... and its |stable|: difference / scale is the relative one
+    latency: Mapped[list[int]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ApiKey(Base):

@@ -27,7 +27,9 @@ from service.predict.service import (
     predict,
     predict_images,
     predict_parsed,
+    rerun,
 )
+from service.serving.rollouts import Routing, routing_key
 from service.serving.routing import SMALL_BODY, RequestRoute, form_properties
 
 router = APIRouter(tags=["predict"], route_class=RequestRoute)
@@ -78,8 +80,10 @@ async def predict_digits(request: Request) -> Response:
     convention), or image files as multipart form data (field `images`, repeated for a batch)."""
     await authorize(request, Scope.predict.value)
     spend(request, "inference")
-    settings, cache = request.app.state.settings, request.app.state.models
-    default, inline = settings.default_classifier, None
+    state = request.app.state
+    settings, router = state.settings, state.rollouts
+    routing = Routing(state.models, router, settings.default_classifier, routing_key(router, request.headers))
+    inline = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         async with read_form(
                 request, max_files=settings.max_batch, max_fields=10,
@@ -98,20 +102,29 @@ async def predict_digits(request: Request) -> Response:
             images.check_pixels(files, settings.max_request_pixels)
             ref = check_ref(form.get("model") or None)
             top_k = check_top_k(form.get("top_k", DEFAULT_TOP_K))
-        inline = checked_images_inline(files, ref, cache, default)
-        off_loop = partial(predict_images, files, ref, top_k, cache, default)
+        inline = checked_images_inline(files, ref, routing)
+        off_loop = partial(predict_images, files, ref, top_k, routing)
     else:
         body = await request.body()
         if len(body) > SMALL_BODY:  # a large batch is parsed and run off the event loop
-            off_loop = partial(predict, body, cache, settings.max_batch, default)
+            off_loop = partial(predict, body, routing, settings.max_batch)
         else:
             parsed = parse_request(body, settings.max_batch)
-            inline, top_k = checked_inline(parsed, cache, default), parsed.top_k
-            off_loop = partial(predict_parsed, parsed, cache, default)
+            inline, top_k = checked_inline(parsed, routing), parsed.top_k
+            off_loop = partial(predict_parsed, parsed, routing)
     if inline is None:  # a database lookup, a model to load, or much to parse or decode
         result = await run_in_threadpool(off_loop)
     else:  # one forward pass with the other requests that are ready now
-        model, batch = inline
-        result = answer(model, await request.app.state.batcher.probabilities(model, batch), top_k)
+        model, ticket, batch = inline
+        if ticket is None:
+            result = answer(model, await state.batcher.probabilities(model, batch), top_k)
+        else:
+            try:
+                rows = await state.batcher.probabilities(model, batch)
+            except BaseException:
+                ticket.failed()
+                raise
+            ticket.done(rows, partial(rerun, batch=batch))
+            result = answer(model, rows, top_k)
     # orjson writes floats fastest; RequestRoute sends the Response as it is.
     return Response(orjson.dumps(result), media_type="application/json")

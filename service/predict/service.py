@@ -6,6 +6,7 @@ so the body goes through ``orjson`` and NumPy and only the checks that matter ar
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -13,15 +14,8 @@ import orjson
 
 from service.http.errors import InvalidInput
 from service.predict import images
-from service.serving.models import (
-    LoadedModel,
-    ModelCache,
-    cached_model,
-    holds_boolean,
-    probabilities,
-    resolve,
-    to_batch,
-)
+from service.serving.models import LoadedModel, holds_boolean, probabilities, to_batch
+from service.serving.rollouts import Routing, Ticket, checked, serve, serve_cached
 
 FIELDS = frozenset({"instances", "model", "top_k"})
 
@@ -84,25 +78,38 @@ def answer(model: LoadedModel, rows: list[list[float]], top_k: int) -> dict:
     return {"predictions": predictions, "model": model.describe()}
 
 
-def classify(model: LoadedModel, batch: np.ndarray, top_k: int) -> dict:
-    return answer(model, probabilities(model, batch), top_k)
+def classify(model: LoadedModel, ticket: Ticket | None, batch: np.ndarray, top_k: int) -> dict:
+    rows = checked(ticket, probabilities, model, batch)
+    if ticket is not None:
+        ticket.done(rows, partial(rerun, batch=batch))
+    return answer(model, rows, top_k)
 
 
-def predict_parsed(request: ParsedRequest, cache: ModelCache, default: str | None = None) -> dict:
-    model = resolve(cache, request.ref, default)
-    return classify(model, to_batch(request.instances, model), request.top_k)
+def rerun(model: LoadedModel, batch: np.ndarray) -> list[list[float]]:
+    """The same batch on another version, for a rollout's comparison."""
+    return probabilities(model, batch)
 
 
-def predict(body: bytes, cache: ModelCache, max_batch: int, default: str | None = None) -> dict:
-    return predict_parsed(parse_request(body, max_batch), cache, default)
+def predict_parsed(request: ParsedRequest, routing: Routing) -> dict:
+    model, ticket = serve(routing, request.ref, "classification")
+    return classify(model, ticket, checked(ticket, to_batch, request.instances, model), request.top_k)
 
 
-def checked_inline(request: ParsedRequest, cache: ModelCache,
-                   default: str | None = None) -> tuple[LoadedModel, np.ndarray] | None:
-    """The model and checked input of a request that needs no I/O (the model is loaded and the reference
-    fresh), so it can be answered on the event loop; None otherwise."""
-    model = cached_model(cache, request.ref, default)
-    return None if model is None else (model, to_batch(request.instances, model))
+def predict(body: bytes, routing: Routing, max_batch: int) -> dict:
+    return predict_parsed(parse_request(body, max_batch), routing)
+
+
+Inline = tuple[LoadedModel, "Ticket | None", np.ndarray]
+
+
+def checked_inline(request: ParsedRequest, routing: Routing) -> Inline | None:
+    """The model, rollout ticket and checked input of a request that needs no I/O (the model is loaded and
+    the reference fresh), so it can be answered on the event loop; None otherwise."""
+    served = serve_cached(routing, request.ref, "classification")
+    if served is None:
+        return None
+    model, ticket = served
+    return model, ticket, checked(ticket, to_batch, request.instances, model)
 
 
 def image_batch(files: list[tuple[str, bytes]], model: LoadedModel) -> np.ndarray:
@@ -111,10 +118,9 @@ def image_batch(files: list[tuple[str, bytes]], model: LoadedModel) -> np.ndarra
                               for name, data in files]), model)
 
 
-def predict_images(files: list[tuple[str, bytes]], ref: str | None, top_k: int, cache: ModelCache,
-                   default: str | None = None) -> dict:
-    model = resolve(cache, ref, default)
-    return classify(model, image_batch(files, model), top_k)
+def predict_images(files: list[tuple[str, bytes]], ref: str | None, top_k: int, routing: Routing) -> dict:
+    model, ticket = serve(routing, ref, "classification")
+    return classify(model, ticket, checked(ticket, image_batch, files, model), top_k)
 
 
 # Uploads of up to this many images of up to this many pixels each (0.13 ms to decode and prepare a 28x28
@@ -123,10 +129,12 @@ def predict_images(files: list[tuple[str, bytes]], ref: str | None, top_k: int, 
 INLINE_IMAGES, INLINE_IMAGE_PIXELS = 4, 128 * 128
 
 
-def checked_images_inline(files: list[tuple[str, bytes]], ref: str | None, cache: ModelCache,
-                          default: str | None = None) -> tuple[LoadedModel, np.ndarray] | None:
+def checked_images_inline(files: list[tuple[str, bytes]], ref: str | None, routing: Routing) -> Inline | None:
     """As :func:`checked_inline`, for a few small images: their size is read from the file headers first."""
     if len(files) > INLINE_IMAGES or any(images.pixel_count(data) > INLINE_IMAGE_PIXELS for _, data in files):
         return None
-    model = cached_model(cache, ref, default)
-    return None if model is None else (model, image_batch(files, model))
+    served = serve_cached(routing, ref, "classification")
+    if served is None:
+        return None
+    model, ticket = served
+    return model, ticket, checked(ticket, image_batch, files, model)

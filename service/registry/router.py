@@ -67,7 +67,7 @@ def get_version(name: str, version: Annotated[int, Path(ge=1, le=MAX_INT)], sess
     return service.model_out(service.get_version(session, name, version))
 
 
-@router.put("/{name}/aliases/{alias}", response_model=AliasOut, dependencies=[allow(Scope.admin)], responses=errors(404))
+@router.put("/{name}/aliases/{alias}", response_model=AliasOut, dependencies=[allow(Scope.admin)], responses=errors(404, 409))
 def set_alias(name: str, alias: AliasName, body: AliasIn, session: SessionDep, request: Request) -> AliasOut:
     """Point `name@alias` at one version. `/predict` sees the move at once in this process, and within
     `TRAINSERVE_REF_CACHE_SECONDS` in every other."""
@@ -96,7 +96,7 @@ def promote_version(name: str, version: Annotated[int, Path(ge=1, le=MAX_INT)], 
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[allow(Scope.admin)],
-               responses=errors(404))
+               responses=errors(404, 409))
 def delete_alias(name: str, alias: AliasName, session: SessionDep, request: Request) -> Response:
     before = service.alias_version(session, name, alias)
     service.delete_alias(session, name, alias)

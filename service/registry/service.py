@@ -19,7 +19,7 @@ from service.http.errors import Conflict, InvalidInput, NotFound
 from service.http.pagination import newest_first
 from service.platform.references import next_version, parse_reference, retry_on_conflict
 from service.platform.runtime import Runtime
-from service.platform.tables import ModelAlias, TrainedModel, utcnow
+from service.platform.tables import ModelAlias, Rollout, TrainedModel, utcnow
 from service.registry.schemas import FORECASTER_METRICS, AliasOut, ModelOut, PromoteIn
 
 
@@ -99,8 +99,19 @@ def list_models(session: Session, name: str | None, limit: int, offset: int) -> 
     return newest_first(session, query, TrainedModel, limit, offset)
 
 
-def set_alias(session: Session, name: str, alias: str, version: int) -> ModelAlias:
+def rollout_holding(session: Session, name: str, alias: str) -> Rollout | None:
+    """The rollout running (or paused) on ``name@alias``: while there is one, only it moves the alias."""
+    return session.scalar(select(Rollout).where(Rollout.name == name, Rollout.alias == alias,
+                                                Rollout.status.in_(("running", "paused"))))
+
+
+def set_alias(session: Session, name: str, alias: str, version: int, rollout: bool = False) -> ModelAlias:
+    """Point ``name@alias`` at ``version``; refused (Conflict) while a rollout holds the alias, unless the
+    rollout itself moves it."""
     model = get_version(session, name, version)
+    if not rollout and (held := rollout_holding(session, name, alias)) is not None:
+        raise Conflict(f"rollout {held.id} holds {name}@{alias} ({held.status}); it moves the alias when it "
+                       f"ends. Promote or abort it first: POST /v1/models/{name}/rollouts/{held.id}/promote")
     row = session.get(ModelAlias, (name, alias))
     if row is None:
         row = ModelAlias(name=name, alias=alias, model=model)
@@ -121,6 +132,9 @@ def delete_alias(session: Session, name: str, alias: str) -> None:
     row = session.get(ModelAlias, (name, alias))
     if row is None:
         raise NotFound(f"model {name!r} has no alias {alias!r}")
+    if (held := rollout_holding(session, name, alias)) is not None:
+        raise Conflict(f"rollout {held.id} holds {name}@{alias}; abort it first: "
+                       f"POST /v1/models/{name}/rollouts/{held.id}/abort")
     session.delete(row)
     session.flush()
 
@@ -189,6 +203,8 @@ def promote(session: Session, model: TrainedModel, gate: PromoteIn) -> dict:
     decision = {**gate.model_dump(), "value": value, "moved": False,
                 "previous_version": current.model.version if current else None}
     failure = _gate_failure(gate, model.metrics, value)
+    if failure is None and (held := rollout_holding(session, model.name, gate.alias)) is not None:
+        failure = f"rollout {held.id} holds {model.name}@{gate.alias}; it moves the alias when it ends"
     if failure is None and theirs is not None and (value >= theirs if lower_is_better else value <= theirs):
         failure = f"{metric} {value:.4g} does not beat version {current.model.version}'s {theirs:.4g}"
     if failure is not None:

@@ -1,0 +1,1 @@
+"""Safe rollouts: a candidate version takes over ``name@alias`` step by step, judged on live traffic."""

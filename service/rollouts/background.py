@@ -1,0 +1,33 @@
+"""The rollouts' background pass in every API process, every TRAINSERVE_ROLLOUT_SECONDS: add this replica's
+counts to the database, judge the running rollouts (one replica decides each: a row lock), and read the
+routes again, so that a step's new weight or a rollout's end reaches the hot path within one interval."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi.concurrency import run_in_threadpool
+
+from service.platform.runtime import Runtime
+from service.rollouts import service
+from service.serving.rollouts import RolloutRouter
+
+log = logging.getLogger(__name__)
+
+
+def once(router: RolloutRouter, runtime: Runtime, judge: bool = True) -> None:
+    router.flush(runtime)
+    if judge:
+        service.judge_all(runtime)
+    router.refresh(runtime)
+
+
+async def rollouts_forever(router: RolloutRouter, runtime: Runtime, judge: bool = True) -> None:
+    seconds = runtime.settings.rollout_seconds
+    while True:
+        try:
+            await run_in_threadpool(once, router, runtime, judge)
+        except Exception:
+            log.exception("rollouts: the pass failed; trying again in %.0f s", seconds)
+        await asyncio.sleep(seconds)
