@@ -24,7 +24,8 @@ import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 PAGE = 200  # the most GET /v1/jobs gives at once
-EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 4}  # a finished job's status -> the exit code
+# A finished status -> the exit code: a job's, a sweep's, and a rollout's (succeeded or rolled_back).
+EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 4, "rolled_back": 1}
 
 
 class ApiError(Exception):
@@ -196,6 +197,30 @@ class Client:
     def sweep_events(self, sweep_id: str, after: int = 0) -> Iterator[dict]:
         """The sweep's events (each trial launched and ended, its own status) until it ends."""
         return self._events(f"/v1/sweeps/{sweep_id}/events", after, "GET /v1/sweeps/{id}")
+
+    # Rollouts (docs/rollouts.md)
+
+    def start_rollout(self, name: str, rollout: dict) -> dict:
+        """Start moving ``rollout["alias"]`` (default production) of ``name`` to ``rollout["candidate"]``."""
+        return self.request("POST", f"/v1/models/{name}/rollouts", json=rollout)
+
+    def get_rollout(self, name: str, rollout_id: str) -> dict:
+        return self.request("GET", f"/v1/models/{name}/rollouts/{rollout_id}")
+
+    def list_rollouts(self, name: str | None = None, status: str | None = None, limit: int = 50,
+                      offset: int = 0) -> dict:
+        path = f"/v1/models/{name}/rollouts" if name else "/v1/rollouts"
+        return self.request("GET", path, params={"limit": limit, "offset": offset,
+                                                 **({"status": status} if status else {})})
+
+    def rollout_command(self, name: str, rollout_id: str, action: str) -> dict:
+        """``pause``, ``resume``, ``promote`` (finish now) or ``abort`` (roll back now)."""
+        return self.request("POST", f"/v1/models/{name}/rollouts/{rollout_id}/{action}")
+
+    def rollout_events(self, name: str, rollout_id: str, after: int = 0) -> Iterator[dict]:
+        """The rollout's events (each step, each verdict with its numbers, its status) until it ends."""
+        return self._events(f"/v1/models/{name}/rollouts/{rollout_id}/events", after,
+                            "trainserve rollout status NAME --follow")
 
     # Inference (docs/serving.md, docs/forecasting.md)
 

@@ -14,9 +14,10 @@ import json
 import sys
 from pathlib import Path
 
+from trainserve_client import rollouts
 from trainserve_client.client import DEFAULT_URL, EXIT, ApiError, Client
 
-COMMANDS = ("submit", "follow", "jobs", "show", "cancel", "datasets", "models", "predict", "forecast")
+COMMANDS = ("submit", "follow", "jobs", "show", "cancel", "datasets", "models", "rollout", "predict", "forecast")
 
 
 def _console():
@@ -253,6 +254,8 @@ def add_commands(sub) -> None:
     p.add_argument("alias")
     p.add_argument("version", type=int)
 
+    rollouts.add_commands(sub, command)
+
     p = command("predict", "classify digit images (PNG, JPEG)")
     p.add_argument("images", nargs="+")
     p.add_argument("--model", help="id, name, name@version or name@alias; default the one classifier at production")
@@ -348,6 +351,8 @@ def _run(args: argparse.Namespace, client: Client) -> int:
                    [[m["name"], m["version"], m.get("task"), ", ".join(m.get("aliases") or []), m["id"]]
                     for m in page["items"]])
         return 0
+    if args.command == "rollout":
+        return rollouts.run(args, client)
     if args.command == "predict":
         images = []
         for image in args.images:

@@ -73,6 +73,38 @@ class State(Collector):
                                    "made, by backend and operation.", ["backend", "operation"])
         yield CounterMetricFamily("trainserve_jobs_resent", "Queued jobs this process sent again.",
                                   value=reconciler.resent)
+        yield from rollout_families(self.state.rollouts)
+
+
+def rollout_families(router):
+    """Traffic in rollouts, by model, version and role (stable, canary: the candidate serving, shadow: the
+    candidate's duplicate pass), the rollouts' steps and weights, and the rollouts by status."""
+    requests = CounterMetricFamily("trainserve_rollout_requests", "Requests in a rollout, by model, version and "
+                                   "role.", labels=["model", "version", "role"])
+    failures = CounterMetricFamily("trainserve_rollout_errors", "Requests in a rollout that failed, by model, "
+                                   "version and role.", labels=["model", "version", "role"])
+    for (name, version, role), (count, errors) in sorted(list(router.by_role.items())):
+        requests.add_metric([name, str(version), role], count)
+        failures.add_metric([name, str(version), role], errors)
+    yield requests
+    yield failures
+    yield router.timings.family("trainserve_rollout_request_seconds", "Time to answer in a rollout (shadow: the "
+                                "duplicate pass), by model, version and role.", ["model", "version", "role"])
+    step = GaugeMetricFamily("trainserve_rollout_step", "The running rollout's step, from 0.", labels=["model", "alias"])
+    weight = GaugeMetricFamily("trainserve_rollout_weight", "The running rollout's weight in % (canary: the "
+                               "candidate's share; shadow: the share mirrored).", labels=["model", "alias"])
+    for (_, alias), route in sorted(router.routes.items(), key=lambda item: str(item[0])):
+        step.add_metric([route.stable.name, alias], route.step)
+        weight.add_metric([route.stable.name, alias], route.weight)
+    yield step
+    yield weight
+    statuses = GaugeMetricFamily("trainserve_rollouts", "Rollouts by status (gauged each rollout pass).",
+                                 labels=["status"])
+    for status, count in sorted(router.by_status.items()):
+        statuses.add_metric([status], count)
+    yield statuses
+    yield CounterMetricFamily("trainserve_rollout_comparisons_dropped", "Duplicate passes dropped because they "
+                              "fell behind.", value=router.dropped)
 
 
 class Requests(Collector):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.observability.timings import Timings
 from service.platform.runtime import Runtime
@@ -156,8 +156,11 @@ class RolloutRouter:
         self._mirror = ThreadPoolExecutor(1, thread_name_prefix="rollout-compare")
         self._waiting = 0
         self.dropped = 0  # comparisons dropped because the duplicate passes fell behind
-        self.by_role: dict[tuple[str, int, str], list[int]] = {}  # (name, version, role): [requests, errors]
+        # For /metrics, read when scraped: requests and errors by (name, version, role), their latency, and
+        # the rollouts by status (gauged each pass, for the rollback alert).
+        self.by_role: dict[tuple[str, str, str], list[int]] = {}
         self.timings = Timings(PROMETHEUS_BUCKETS, threads=True)
+        self.by_status: dict[str, int] = {}
 
     def pick(self, model: LoadedModel, ref: str | None, routing_key: str | None) -> Served:
         """The version that serves a request for ``ref`` whose alias points at ``model`` now."""
@@ -185,7 +188,7 @@ class RolloutRouter:
         return counts
 
     def _role(self, model: LoadedModel, role: str, seconds: float, failed: bool) -> None:
-        key = (model.name, model.version, role)
+        key = (model.name, str(model.version), role)
         tally = self.by_role.get(key)
         if tally is None:
             tally = self.by_role[key] = [0, 0]
@@ -262,6 +265,7 @@ class RolloutRouter:
         with runtime.session() as session:
             rollouts = session.scalars(select(Rollout).where(Rollout.status.in_(ACTIVE))).all()
             wanted = [(r.id, r.name, r.alias, r.mode, r.step, r.request, r.stable, r.candidate) for r in rollouts]
+            self.by_status = dict(session.execute(select(Rollout.status, func.count()).group_by(Rollout.status)).all())
         routes = {}
         for rollout_id, _, alias, mode, step, request, stable_row, candidate_row in wanted:
             steps = request["steps"]

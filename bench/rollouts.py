@@ -1,0 +1,106 @@
+"""What a rollout costs /predict: one API process, the 400-200 MLP on Fashion-MNIST, wrk on JSON bodies of
+784 pixels sent to ``bench-mlp@production``.
+
+    python -m bench.rollouts            # needs wrk (apt-get install wrk) and Fashion-MNIST
+
+Alternates, ``--pairs`` times at each concurrency: no rollout, then a 10 % canary of a second version (with
+the default 5 % of requests also run on the other version, off the request's path), then shadow traffic
+at 100 % (every request also run on the candidate, off the request's path). The ratios against the runs
+with no rollout, and the stable version's p99, are what docs/rollouts.md quotes. The rollouts never reach
+a verdict here (their gates wait for more requests than a run sends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+
+from bench.accuracy import ensure_fashion_mnist
+from bench.report import write_section
+from bench.serving import start, train_model, wrk
+
+NEVER = {"min_requests": 10**9}
+
+
+def rollout(api: str, mode: str) -> str:
+    body = {"candidate": 2, "mode": mode, "gates": NEVER,
+            "steps": [{"weight": 10 if mode == "canary" else 100, "min_seconds": 86400}] +
+                     ([{"weight": 100}] if mode == "canary" else [])}
+    r = httpx.post(f"{api}/v1/models/bench-mlp/rollouts", json=body, timeout=30)
+    r.raise_for_status()
+    return r.json()["id"]
+
+
+def routed(api: str, json_body: bytes, expect: set[int]) -> None:
+    """Wait until the API's background pass has read the routes: the versions answering are ``expect``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = {httpx.post(f"{api}/predict", content=json_body, headers={"Content-Type": "application/json"},
+                           timeout=30).json()["model"]["version"] for _ in range(60)}
+        if seen == expect:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the routes did not settle on versions {expect}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=(8, 32))
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    ensure_fashion_mnist()
+    subprocess.run([sys.executable, "-m", "service.cli", "migrate"], check=True)
+    port = 8791
+    api = f"http://127.0.0.1:{port}"
+    process = start([sys.executable, "-m", "service.cli", "api", "--port", str(port)], port,
+                    env={"TRAINSERVE_METRICS": "false", "TRAINSERVE_ROLLOUT_SECONDS": "0.5"})
+    try:
+        train_model(api), train_model(api)
+        httpx.put(f"{api}/v1/models/bench-mlp/aliases/production", json={"version": 1}, timeout=30).raise_for_status()
+        from models.datasets import builtin_splits
+
+        image = builtin_splits("fashion-mnist", validation_split=0.0, test_split=0.2, seed=0).test.x[0, 0].numpy()
+        json_body = json.dumps({"instances": [image.reshape(-1).tolist()], "model": "bench-mlp@production"}).encode()
+        routed(api, json_body, {1})
+        rows = ["| concurrency | traffic | requests/s | p50 | p99 | against no rollout (median of pairs) |",
+                "|---|---|---|---|---|---|"]
+        for c in args.concurrency:
+            runs: dict[str, list[dict]] = {"none": [], "canary": [], "shadow": []}
+            for _ in range(args.pairs):
+                runs["none"].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
+                for mode, versions in (("canary", {1, 2}), ("shadow", {1})):
+                    rollout_id = rollout(api, mode)
+                    if mode == "canary":
+                        routed(api, json_body, versions)
+                    else:
+                        time.sleep(1.5)  # three background passes: the shadow route is read
+                    runs[mode].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
+                    httpx.post(f"{api}/v1/models/bench-mlp/rollouts/{rollout_id}/abort", timeout=30).raise_for_status()
+                    routed(api, json_body, {1})
+            for mode, label in (("none", "no rollout"), ("canary", "10 % canary (5 % compared)"),
+                                ("shadow", "shadow, 100 % mirrored")):
+                mean = {k: sum(r[k] for r in runs[mode]) / len(runs[mode]) for k in ("rps", "p50", "p99")}
+                ratios = [r["rps"] / n["rps"] for r, n in zip(runs[mode], runs["none"])]
+                ratio = "" if mode == "none" else (f"x{float(np.median(ratios)):.2f} "
+                                                   f"({', '.join(f'{x:.2f}' for x in ratios)})")
+                rows.append(f"| {c} | {label} | {mean['rps']:,.0f} | {mean['p50']:.1f} ms | {mean['p99']:.1f} ms "
+                            f"| {ratio} |")
+                print(rows[-1], flush=True)
+        if not args.no_write:
+            write_section("rollouts-cpu", "Rollouts: /predict with a canary and with shadow traffic (cpu)",
+                          "\n".join(rows))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Rollouts across real API replicas on PostgreSQL and Redis: the canary's split over both replicas and
+over gRPC, a routing key that meets one version on every replica, the replicas' counts summed in the
+database, a disagreeing candidate rolled back by whichever replica judges first, and a good one promoted
+step by step through a replica's restart. The CLI drives a rollout against the live server."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import datafiles
+from tests.helpers import REDIS_URL, free_port, new_postgres_database, unique
+from tests.stack import Stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.realstack]
+
+NAME = "live-digits"
+X, Y = datafiles.digits()
+INSTANCES = X.reshape(len(X), -1).astype(float).tolist()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """Two API replicas (A with gRPC) and a worker on a PostgreSQL database of their own and Redis, with v1
+    of a digit classifier at production, v2 trained longer on the same digits, v3 on labels shifted by one."""
+    home = tmp_path_factory.mktemp("rollouts-live")
+    grpc_port = free_port()
+    with new_postgres_database() as database_url:
+        env = {"TRAINSERVE_HOME": str(home), "TRAINSERVE_DATABASE_URL": database_url,
+               "TRAINSERVE_BROKER_URL": REDIS_URL, "TRAINSERVE_QUEUE": unique("rollouts"),
+               "TRAINSERVE_ROLLOUT_SECONDS": "0.5", "TRAINSERVE_REF_CACHE_SECONDS": "1",
+               "TRAINSERVE_GRPC_PORT": str(grpc_port)}
+        with Stack.start(env) as stack:
+            a = stack.http
+            for name, labels in (("live-true", Y), ("live-shifted", (Y + 1) % 10)):
+                a.post("/v1/datasets", data={"name": name},
+                       files=[("file", ("d.npz", datafiles.npz(X, labels)))]).raise_for_status()
+            for dataset, epochs in (("live-true", 6), ("live-true", 12), ("live-shifted", 12)):
+                job = a.post("/v1/jobs", json={"dataset": dataset, "name": NAME, "architecture": {
+                    "type": "logistic_regression"}, "optimizer": {"type": "sgd", "momentum": 0.9}, "training": {
+                    "epochs": epochs, "learning_rate": 0.05, "seed": 0}}).json()
+                assert stack.wait_for(job["id"])["status"] == "succeeded"
+            a.put(f"/v1/models/{NAME}/aliases/production", json={"version": 1}).raise_for_status()
+            b = stack.another_api(TRAINSERVE_GRPC_PORT=str(free_port()))
+            stack.replicas = [a, b]
+            stack.grpc = f"127.0.0.1:{grpc_port}"
+            yield stack
+
+
+def predict(client: httpx.Client, i: int, key: str | None = None, ref: str = f"{NAME}@production") -> int:
+    r = client.post("/predict", json={"instances": [INSTANCES[i % len(INSTANCES)]], "model": ref},
+                    headers={"X-Routing-Key": key} if key else {})
+    assert r.status_code == 200, r.text
+    return r.json()["model"]["version"]
+
+
+def spread(stack: Stack, n: int, **kwargs) -> list[int]:
+    """``n`` requests, half to each replica, four at a time."""
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda i: predict(stack.replicas[i % 2], i, **kwargs), range(n)))
+
+
+def rollout(stack: Stack, rollout_id: str) -> dict:
+    return stack.http.get(f"/v1/models/{NAME}/rollouts/{rollout_id}").json()
+
+
+def routed_everywhere(stack: Stack, versions: set[int]) -> None:
+    """Until both replicas' background passes have read the routes: each answers with ``versions``."""
+    stack.wait_until(lambda: all(set(predict(r, i) for i in range(40)) == versions for r in stack.replicas) or None,
+                     f"both replicas to serve versions {versions}", timeout=30)
+
+
+def rollout_requests(client: httpx.Client, version: str) -> float:
+    """The routed requests one replica served with a version (its /metrics)."""
+    return sum(sample.value for family in text_string_to_metric_families(client.get("/metrics").text)
+               for sample in family.samples if sample.name == "trainserve_rollout_requests_total"
+               and sample.labels["model"] == NAME and sample.labels["version"] == version)
+
+
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service.cli", *args, "--url", stack.base_url], env=stack.env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_ten_percent_canary_splits_over_both_replicas_and_grpc(live):
+    started = cli(live, "rollout", "start", NAME, "2", "--steps", "10,100", "--step-seconds", "3600",
+                  "--gate", "min_requests=1000000", "--json")
+    assert started.returncode == 0, started.stderr
+    rollout_id = json.loads(started.stdout)["id"]
+    routed_everywhere(live, {1, 2})
+
+    served = spread(live, 4000)
+    share = served.count(2) / len(served)
+    assert abs(served.count(2) - 400) <= 5 * math.sqrt(4000 * 0.1 * 0.9), f"the candidate served {share:.3f}"
+    for key in ("alice", "bob", "carol", "dave"):  # one version for a key, on either replica
+        assert len(set(spread(live, 20, key=key))) == 1, f"{key} met two versions"
+    assert set(spread(live, 40, ref=f"{NAME}@1")) == {1}
+
+    grpc = grpcclient.InferenceServerClient(live.grpc)
+    pixels = grpcclient.InferInput("pixels", [1, 64], "FP32")
+    pixels.set_data_from_numpy(np.asarray(INSTANCES[:1], dtype=np.float32))
+    over_grpc = [grpc.infer(f"{NAME}@production", [pixels]).get_response().model_version for _ in range(300)]
+    assert abs(over_grpc.count("2") - 30) <= 5 * math.sqrt(300 * 0.1 * 0.9), over_grpc.count("2")
+    keyed = {grpc.infer(f"{NAME}@production", [pixels], headers={"x-routing-key": "alice"})
+             .get_response().model_version for _ in range(10)}
+    assert keyed == {str(spread(live, 1, key="alice")[0])}, "a key meets the same version over gRPC"
+
+    # Both replicas' counts reach the database: what each replica counted (its /metrics), once.
+    def all_counted():
+        now = rollout(live, rollout_id)["live"]
+        in_database = (now["stable"]["requests"], now["candidate"]["requests"])
+        in_replicas = (sum(rollout_requests(r, "1") for r in live.replicas),
+                       sum(rollout_requests(r, "2") for r in live.replicas))
+        return in_database if in_database == in_replicas else None
+
+    stable, candidate = live.wait_until(all_counted, "the replicas' counts in the database", timeout=30)
+    assert stable + candidate >= 4000 + 80 + 300 + 10 + 1, "every request above was routed and counted"
+    assert rollout_requests(live.replicas[0], "2") > 0 and rollout_requests(live.replicas[1], "2") > 0
+
+    status = cli(live, "rollout", "status", NAME)
+    assert status.returncode == 0 and "step 1 of 2 at 10 %" in status.stdout, status.stdout + status.stderr
+    aborted = cli(live, "rollout", "abort", NAME)
+    assert aborted.returncode == 1 and "aborted by" in aborted.stdout, aborted.stdout + aborted.stderr
+    routed_everywhere(live, {1})
+
+
+def test_a_disagreeing_candidate_is_rolled_back_while_predict_answers_throughout(live):
+    body = {"candidate": 3, "compare_share": 50, "steps": [{"weight": 20, "min_seconds": 0, "min_requests": 10},
+                                                           {"weight": 100, "min_seconds": 0}],
+            "gates": {"min_requests": 20, "min_compared": 40}}
+    rollout_id = live.http.post(f"/v1/models/{NAME}/rollouts", json=body).json()["id"]
+
+    def ended():
+        spread(live, 40)  # every answer a 200 (predict asserts it), whichever version served it
+        state = rollout(live, rollout_id)
+        return state if state["status"] != "running" else None
+
+    state = live.wait_until(ended, "the gates' verdict", timeout=90)
+    assert state["status"] == "rolled_back" and state["step"] == 0, state
+    assert "agreement" in state["reason"] and "below the bar 0.9" in state["reason"]
+    assert live.http.get(f"/v1/models/{NAME}@production").json()["version"] == 1
+    routed_everywhere(live, {1})
+    events = live.http.get(f"/v1/models/{NAME}/rollouts/{rollout_id}/events").text
+    verdicts = [json.loads(line[5:]) for line in events.splitlines() if line.startswith("data:")
+                and '"verdict"' in line]
+    assert [v["verdict"] for v in verdicts] == ["fail"], "one replica decided, once"
+    agreement = next(g for g in verdicts[0]["gates"] if g["gate"] == "agreement")
+    assert agreement["value"] < 0.9 and agreement["bound"] == 0.9
+    audit = live.http.get("/v1/audit", params={"action": "rollout.rollback"}).json()["items"]
+    assert any(a["after"]["rollout_id"] == rollout_id and "agreement" in a["after"]["reason"] for a in audit)
+
+
+def test_a_good_candidate_is_promoted_step_by_step_through_a_replica_restart(live):
+    body = {"candidate": 2, "compare_share": 50,
+            "steps": [{"weight": w, "min_seconds": 1, "min_requests": 30} for w in (25, 50, 100)],
+            "gates": {"min_requests": 20, "min_compared": 20, "latency_slack_ms": 50}}
+    rollout_id = live.http.post(f"/v1/models/{NAME}/rollouts", json=body).json()["id"]
+    live.wait_until(lambda: spread(live, 40) and rollout(live, rollout_id)["step"] >= 1 or None, "step 2",
+                    timeout=90)
+    step = rollout(live, rollout_id)["step"]
+    replica = next(p for p, c in zip(reversed(live.processes), reversed(live.commands)) if c == "api")
+    replica.terminate()
+    replica.wait(timeout=30)
+    live.replicas[1] = live.another_api(TRAINSERVE_GRPC_PORT=str(free_port()))
+    assert rollout(live, rollout_id)["step"] >= step, "a restart never sends the rollout back a step"
+
+    def ended():
+        spread(live, 40)
+        state = rollout(live, rollout_id)
+        return state if state["status"] != "running" else None
+
+    state = live.wait_until(ended, "the last step's verdict", timeout=120)
+    assert state["status"] == "succeeded", state
+    assert live.http.get(f"/v1/models/{NAME}@production").json()["version"] == 2
+    events = live.http.get(f"/v1/models/{NAME}/rollouts/{rollout_id}/events").text
+    steps = [json.loads(line[5:])["step"] for line in events.splitlines() if line.startswith("data:")
+             and '"kind":"step"' in line]
+    assert steps == [0, 1, 2], "each step begun once, in order"
+    routed_everywhere(live, {2})
