@@ -83,9 +83,9 @@ def rollout_families(router):
                                    "role.", labels=["model", "version", "role"])
     failures = CounterMetricFamily("trainserve_rollout_errors", "Requests in a rollout that failed, by model, "
                                    "version and role.", labels=["model", "version", "role"])
-    for (name, version, role), (count, errors) in sorted(list(router.by_role.items())):
+    for (name, version, role), (count, failed) in sorted(list(router.by_role.items())):
         requests.add_metric([name, str(version), role], count)
-        failures.add_metric([name, str(version), role], errors)
+        failures.add_metric([name, str(version), role], failed)
     yield requests
     yield failures
     yield router.timings.family("trainserve_rollout_request_seconds", "Time to answer in a rollout (shadow: the "
