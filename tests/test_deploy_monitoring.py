@@ -34,12 +34,13 @@ def exported_metrics() -> set[str]:
     """Every metric family the API and the workers export, by the names Prometheus stores."""
     from service.observability.metrics import Metrics
     from service.observability.worker_metrics import _Metrics
+    from service.serving.rollouts import RolloutRouter
 
     empty = SimpleNamespace(models=SimpleNamespace(hits=0, misses=0, loads=0, load_seconds=0.0),
                             batcher=SimpleNamespace(pass_sizes=[0] * 8, requests=0),
                             reconciler=SimpleNamespace(jobs_by_status={}, queue_depths={}, resent=0,
                                                        oldest_queued_seconds=0.0, silent_jobs=0),
-                            events=SimpleNamespace(watchers=0, polls=0))
+                            events=SimpleNamespace(watchers=0, polls=0), rollouts=RolloutRouter(None))
     api = Metrics(empty)
     api.observe("GET", "/healthz", 200, 0.001)
     names = {family.name for family in api.registry.collect()}
@@ -74,7 +75,7 @@ def test_the_alert_rules_pass_promtool():
 def test_the_alerts_cover_what_an_operator_is_woken_for():
     rules = alert_rules()
     assert {"TrainserveErrorRateHigh", "TrainservePredictLatencyHigh", "TrainserveQueueStuck",
-            "TrainserveJobsFailing", "TrainserveWorkerSilent"} <= {r["alert"] for r in rules}
+            "TrainserveJobsFailing", "TrainserveWorkerSilent", "TrainserveRolloutRolledBack"} <= {r["alert"] for r in rules}
     for rule in rules:
         assert rule.get("for") and rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
