@@ -36,9 +36,9 @@ def _latency(gates: Gates, stable: Counts, candidate: Counts) -> GateResult:
     requests (a 100 % step gives it none); not judged where the rollout never gave it enough."""
     ours, theirs = percentile(candidate.latency, 0.99), percentile(stable.latency, 0.99)
     if ours is None:
-        return GateResult(gate="p99_latency_ms", value=None, bound=0.0, passed=None, reason="no candidate requests yet")
+        return GateResult(gate="p99_latency_ms", value=None, bound=None, passed=None, reason="no candidate requests yet")
     if theirs is None or stable.requests < gates.min_requests:
-        return GateResult(gate="p99_latency_ms", value=ours * 1000, bound=0.0,
+        return GateResult(gate="p99_latency_ms", value=ours * 1000, bound=None,
                           stable=None if theirs is None else theirs * 1000, passed=True,
                           reason=f"not judged: the stable version served {stable.requests} requests in this rollout, "
                                  f"fewer than min_requests ({gates.min_requests}), to compare with")

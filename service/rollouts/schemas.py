@@ -92,7 +92,8 @@ class ArmStats(BaseModel):
 class GateResult(BaseModel):
     gate: str
     value: float | None = Field(description="The candidate's number (None: not measured yet).")
-    bound: float
+    bound: float | None = Field(description="None: not measurable yet (the stable version's p99 before it has enough "
+                                            "requests).")
     stable: float | None = Field(None, description="The stable version's number, where there is one.")
     passed: bool | None = Field(description="None: not enough requests yet to judge.")
     reason: str
@@ -121,6 +122,9 @@ class RolloutOut(BaseModel):
                                                   "over the replicas' last flushes.")
     checks: list[GateResult] = Field(description="Each gate against this step's counts now.")
     reason: str | None = Field(description="Why it ended: the gate and both numbers, or who ended it.")
+    history: list[dict] = Field(description="Its events, oldest first (the newest 50): each step begun, each verdict "
+                                            "with the gates' numbers, each change of status; the event stream has "
+                                            "them all, with each step's live numbers too.")
     created_at: datetime
     finished_at: datetime | None
 

@@ -151,7 +151,15 @@ def rollout_out(session: Session, row: Rollout) -> RolloutOut:
         weight=body.steps[row.step].weight, steps=body.steps, gates=body.gates, compare_share=body.compare_share,
         step_started_at=row.step_started_at, live={arm: arm_stats(c) for arm, c in counts.items()},
         checks=_checks(row, body, counts, stable_all) if row.status in ACTIVE else [],
-        reason=row.reason, created_at=row.created_at, finished_at=row.finished_at)
+        reason=row.reason, history=history(session, row.id), created_at=row.created_at, finished_at=row.finished_at)
+
+
+def history(session: Session, rollout_id: uuid.UUID, newest: int = 50) -> list[dict]:
+    rows = session.execute(select(RolloutEvent.seq, RolloutEvent.kind, RolloutEvent.data, RolloutEvent.created_at)
+                           .where(RolloutEvent.rollout_id == rollout_id).order_by(RolloutEvent.seq.desc())
+                           .limit(newest)).all()
+    return [{"seq": seq, "kind": kind, "time": at.isoformat(), **{k: v for k, v in data.items() if k != "live"}}
+            for seq, kind, data, at in reversed(rows)]
 
 
 def _locked(session: Session, name: str, rollout_id: uuid.UUID, statuses: tuple[str, ...]) -> Rollout | None:

@@ -222,6 +222,36 @@ def test_models_list_promotes_and_downloads(trained, embedded_stack, browser):
     screenshot(page, "dashboard-models")
 
 
+def test_a_running_rollout_is_shown_live_and_paused_then_promoted(embedded_stack, browser):
+    http, name = embedded_stack.http, "ui-rollout"
+    for epochs in (3, 6):
+        job = http.post("/v1/jobs", json={**LOGREG_SPEC, "name": name, "training": {"epochs": epochs}}).json()
+        assert embedded_stack.wait_for(job["id"])["status"] == "succeeded"
+    http.put(f"/v1/models/{name}/aliases/production", json={"version": 1}).raise_for_status()
+    rollout = http.post(f"/v1/models/{name}/rollouts", json={
+        "candidate": 2, "steps": [{"weight": 50, "min_seconds": 3600}, {"weight": 100}],
+        "gates": {"min_requests": 1000000}}).json()
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/models?name={name}")
+    card = page.locator(f"[data-rollout='{rollout['id']}']")
+    card.wait_for(timeout=10_000)
+    assert card.get_attribute("data-status") == "running" and "step 1 of 2 at 50 %" in card.text_content()
+    assert card.locator("[data-gate]").count() == 3
+    for _ in range(30):  # the live numbers follow the traffic (a pass every 2 s on the page)
+        http.post("/predict", json={"instances": [[0.0] * 64], "model": f"{name}@production"}).raise_for_status()
+    page.wait_for_function(f"""(() => {{ const rows = document.querySelectorAll("[data-rollout='{rollout['id']}'] tr[data-arm]");
+        return [...rows].reduce((n, r) => n + Number(r.children[2].textContent), 0) >= 30; }})()""", timeout=20_000)
+    card.get_by_role("button", name="Pause").click()
+    page.locator(f"[data-rollout='{rollout['id']}'][data-status='paused']").wait_for(timeout=10_000)
+    screenshot(page, "dashboard-rollout")
+    page.locator(f"[data-rollout='{rollout['id']}']").get_by_role("button", name="Promote").click()
+    page.locator(f"[data-rollout='{rollout['id']}'][data-status='succeeded']").wait_for(timeout=10_000)
+    assert http.get(f"/v1/models/{name}@production").json()["version"] == 2
+    history = page.locator(f"[data-rollout='{rollout['id']}'] .decisions li").all_text_contents()
+    assert any("step 1 begins: 50 %" in h for h in history) and any("promoted by" in h for h in history), history
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+
+
 def test_a_forecast_with_its_interval_and_the_anomalies_marked(embedded_stack, browser):
     spec = solar_forecaster("ui-solar", horizon=4)
     job = embedded_stack.http.post("/v1/jobs", json=spec).json()

@@ -662,8 +662,9 @@ async function modelsPage(name) {
   const page = await api("v1/models?limit=200" + (name ? "&name=" + encodeURIComponent(name) : ""));
   const headline = (m) => m.metrics.test_accuracy !== undefined ? "accuracy " + fmt(m.metrics.test_accuracy)
     : m.metrics.model && m.metrics.model.rmse !== undefined ? "RMSE " + fmt(m.metrics.model.rmse) : "";
+  const rolloutsBox = el("section", {id: "rollouts"});
   main.replaceChildren(el("h1", {}, name ? "Model " + name : "Models"),
-    name ? el("p", {}, el("a", {href: "#/models"}, "Every model")) : "",
+    name ? el("p", {}, el("a", {href: "#/models"}, "Every model")) : "", rolloutsBox,
     el("div", {class: "scroll"}, el("table", {id: "models"},
     el("thead", {}, el("tr", {}, ["Model", "Task", "Test metric", "Gate's verdict", "Aliases", "Alias", "Downloads"].map((h) => el("th", {}, h)))),
     el("tbody", {}, page.items.map((m) => {
@@ -694,6 +695,7 @@ async function modelsPage(name) {
         el("td", {}, ["pt", "torchscript", "onnx"].filter((f) => f === "pt" || (m.exports[f] && m.exports[f].status === "ok"))
           .map((f) => el("button", {onclick: () => download(m.id, f)}, f))));
     })))));
+  await rolloutsPanel(rolloutsBox, name);
 }
 
 // ------------------------------------------------------------------------------------------ forecast
