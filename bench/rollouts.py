@@ -61,7 +61,7 @@ def main() -> None:
     port = 8791
     api = f"http://127.0.0.1:{port}"
     process = start([sys.executable, "-m", "service.cli", "api", "--port", str(port)], port,
-                    env={"TRAINSERVE_METRICS": "false", "TRAINSERVE_ROLLOUT_SECONDS": "0.5"})
+                    env={"TRAINSERVE_METRICS": "false"})
     try:
         train_model(api), train_model(api)
         httpx.put(f"{api}/v1/models/bench-mlp/aliases/production", json={"version": 1}, timeout=30).raise_for_status()
@@ -81,7 +81,7 @@ def main() -> None:
                     if mode == "canary":
                         routed(api, json_body, versions)
                     else:
-                        time.sleep(1.5)  # three background passes: the shadow route is read
+                        time.sleep(5)  # two background passes (every 2 s): the shadow route is read
                     runs[mode].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
                     httpx.post(f"{api}/v1/models/bench-mlp/rollouts/{rollout_id}/abort", timeout=30).raise_for_status()
                     routed(api, json_body, {1})

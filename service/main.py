@@ -35,7 +35,7 @@ from service.rollouts.router import router as rollouts_router
 from service.serving.batching import Batcher
 from service.serving.models import ModelCache
 from service.serving.process import api_process_settings
-from service.serving.rollouts import RolloutRouter
+from service.serving.rollouts import RolloutRouter, compare_forever
 from service.sweeps.router import router as sweeps_router
 
 log = logging.getLogger("trainserve.api")
@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
             grpc_server = await inference_grpc.start(app.state, settings.grpc_port, settings.api_host)
         with api_process_settings(settings.api_torch_threads) if tune_process else contextlib.nullcontext():
-            tasks = [asyncio.create_task(rollouts_forever(app.state.rollouts, runtime, judge=reconcile))]
+            tasks = [asyncio.create_task(rollouts_forever(app.state.rollouts, runtime, judge=reconcile)),
+                     asyncio.create_task(compare_forever(app.state.rollouts))]
             if reconcile:
                 tasks.append(asyncio.create_task(reconcile_forever(app.state.reconciler)))
             yield

@@ -46,8 +46,8 @@ TRAINED: dict[str, dict] = {}  # trained_classifier's model on each database
 # --no-loadscope-reorder), so the last file to finish is a short one. From the durations `make test` prints.
 LONGEST_FIRST = ["test_fuzz.py", "test_forecast.py", "test_fresh_clone.py", "test_end_to_end.py", "test_gpu_queue.py",
                  "test_outages.py", "test_optimizers.py", "test_examples.py", "test_dashboard.py", "test_sweeps.py",
-                 "test_concurrency.py", "test_deploy_k8s.py", "test_inference_protocol.py", "test_console.py",
-                 "test_fuzz_open.py", "test_up.py", "test_jobs_api.py", "test_telemetry.py", "test_real_server.py",
+                 "test_concurrency.py", "test_deploy_k8s.py", "test_inference_protocol.py", "test_rollouts_live.py", "test_console.py",
+                 "test_fuzz_open.py", "test_up.py", "test_rollouts.py", "test_jobs_api.py", "test_telemetry.py", "test_real_server.py",
                  "test_job_events_live.py", "test_health.py", "test_hostile_input.py", "test_api_processes.py"]
 
 

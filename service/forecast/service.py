@@ -43,7 +43,8 @@ def forecast_next(request: ForecastRequest, routing: Routing) -> ForecastOut:
     result = checked(ticket, _forecast, model, request)
     if ticket is not None:  # the other version forecasts as many steps, for the comparison
         steps = len(result["values"])
-        ticket.done(np.array([result["values"]]), lambda other: np.array([_forecast(other, request, steps)["values"]]))
+        ticket.done(np.array([result["values"]]),
+                    rerun=lambda other: np.array([_forecast(other, request, steps)["values"]]))
     setup = ForecastSetup.from_dict(model.forecast)
     points = [{"timestamp": t, "value": v, "lower": lo, "upper": hi}
               for t, v, lo, hi in zip(result["timestamps"], result["values"], result["lower"], result["upper"])]
@@ -55,7 +56,7 @@ def check_anomalies(request: Readings, routing: Routing) -> AnomaliesOut:
     checked_readings = checked(ticket, _expected, model, request)
     if ticket is not None:  # compared on the one-step forecasts the check is made of
         ticket.done(np.array([[r["expected"] for r in checked_readings]]),
-                    lambda other: np.array([[r["expected"] for r in _expected(other, request)]]))
+                    rerun=lambda other: np.array([[r["expected"] for r in _expected(other, request)]]))
     setup = ForecastSetup.from_dict(model.forecast)
     return AnomaliesOut(model=model.describe(), target=setup.target, interval=setup.interval,
                         anomalies=sum(r["anomaly"] for r in checked_readings), readings=checked_readings)

@@ -16,7 +16,6 @@ takes ``name@alias`` as the name.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ from service.http.errors import InvalidInput
 from service.inference_v2.tensors import InferRequest, Tensor
 from service.registry import service as registry
 from service.serving.batching import Batcher
-from service.serving.models import LoadedModel, ModelCache, probabilities, resolve, to_batch
+from service.serving.models import LoadedModel, ModelCache, resolve, to_batch
 from service.serving.rollouts import Routing, Served, serve, serve_cached
 
 CLASSIFIER_OUTPUTS = ("probabilities", "label")
@@ -85,19 +84,19 @@ async def infer(request: InferRequest, served: Served, batcher: Batcher, max_bat
     """The model's output tensors, as the request asks for them. A classifier runs inline, batched with the
     other requests of the moment; a forecaster off the loop."""
     model, ticket = served
+    batch = None
     try:
         if model.forecast is not None:
             outputs = await off_loop(_forecast, model, request, max_batch)
-            rerun = lambda other: _forecast(other, request, max_batch)[0].array  # noqa: E731
         else:
             outputs, batch = await _classify(model, request, batcher, max_batch)
-            rerun = partial(probabilities, batch=batch)
     except BaseException:
         if ticket is not None:
             ticket.failed()
         raise
     if ticket is not None:
-        ticket.done(outputs[0].array, rerun)
+        ticket.done(outputs[0].array, batch=batch,
+                    rerun=None if batch is not None else lambda other: _forecast(other, request, max_batch)[0].array)
     return _requested(outputs, request)
 
 

@@ -27,7 +27,6 @@ from service.predict.service import (
     predict,
     predict_images,
     predict_parsed,
-    rerun,
 )
 from service.serving.rollouts import Routing, routing_key
 from service.serving.routing import SMALL_BODY, RequestRoute, form_properties
@@ -124,7 +123,7 @@ async def predict_digits(request: Request) -> Response:
             except BaseException:
                 ticket.failed()
                 raise
-            ticket.done(rows, partial(rerun, batch=batch))
+            ticket.done(rows, batch=batch)
             result = answer(model, rows, top_k)
     # orjson writes floats fastest; RequestRoute sends the Response as it is.
     return Response(orjson.dumps(result), media_type="application/json")

@@ -6,7 +6,6 @@ so the body goes through ``orjson`` and NumPy and only the checks that matter ar
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -81,13 +80,8 @@ def answer(model: LoadedModel, rows: list[list[float]], top_k: int) -> dict:
 def classify(model: LoadedModel, ticket: Ticket | None, batch: np.ndarray, top_k: int) -> dict:
     rows = checked(ticket, probabilities, model, batch)
     if ticket is not None:
-        ticket.done(rows, partial(rerun, batch=batch))
+        ticket.done(rows, batch=batch)
     return answer(model, rows, top_k)
-
-
-def rerun(model: LoadedModel, batch: np.ndarray) -> list[list[float]]:
-    """The same batch on another version, for a rollout's comparison."""
-    return probabilities(model, batch)
 
 
 def predict_parsed(request: ParsedRequest, routing: Routing) -> dict:

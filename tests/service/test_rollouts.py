@@ -19,6 +19,8 @@ from service.rollouts import background
 from tests import datafiles
 from tests.helpers import assert_error, solar_forecaster
 
+pytestmark = pytest.mark.slow  # trains six small models (about 15 s in all)
+
 NAME = "roll-digits"
 X, Y = datafiles.digits()
 INSTANCES = (X.reshape(len(X), -1).astype(float)).tolist()
