@@ -22,6 +22,7 @@ from service.http.ratelimit import Limit, RateLimiter
 from service.inference_v2.router import router as v2_router
 from service.jobs.router import router as jobs_router
 from service.keys.router import router as keys_router
+from service.monitoring.router import router as monitoring_router
 from service.observability import logs, metrics, tracing
 from service.observability.telemetry import TelemetryMiddleware, TracedFastAPI
 from service.platform.events import EventHub
@@ -34,6 +35,7 @@ from service.rollouts.background import rollouts_forever
 from service.rollouts.router import router as rollouts_router
 from service.serving.batching import Batcher
 from service.serving.models import ModelCache
+from service.serving.predlog import PredictionLog
 from service.serving.process import api_process_settings
 from service.serving.rollouts import RolloutRouter, compare_forever
 from service.sweeps.router import router as sweeps_router
@@ -66,7 +68,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
             grpc_server = await inference_grpc.start(app.state, settings.grpc_port, settings.api_host)
         with api_process_settings(settings.api_torch_threads) if tune_process else contextlib.nullcontext():
-            tasks = [asyncio.create_task(rollouts_forever(app.state.rollouts, runtime, judge=reconcile)),
+            tasks = [asyncio.create_task(rollouts_forever(app.state.rollouts, app.state.prediction_log, runtime,
+                                                          judge=reconcile)),
                      asyncio.create_task(compare_forever(app.state.rollouts))]
             if reconcile:
                 tasks.append(asyncio.create_task(reconcile_forever(app.state.reconciler)))
@@ -75,8 +78,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            with contextlib.suppress(Exception):  # the last seconds' rollout counts, if the database answers
+            with contextlib.suppress(Exception):  # the last seconds' counts and logs, if the database answers
                 await run_in_threadpool(app.state.rollouts.flush, runtime)
+                await run_in_threadpool(app.state.prediction_log.flush, runtime)
             if grpc_server is not None:
                 await grpc_server.stop(grace=2)
         runtime.close()
@@ -94,12 +98,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime, app.state.settings = runtime, settings
     app.state.models = ModelCache(runtime, settings.model_cache_size, settings.ref_cache_seconds)
     app.state.rollouts = RolloutRouter(app.state.models)
+    app.state.prediction_log = PredictionLog(settings.prediction_log_share, settings.prediction_log_buffer)
     app.state.batcher = Batcher()
     app.state.events = EventHub(runtime.session)
     app.state.keys = KeyCache(runtime.session, settings.auth_cache_seconds)
     app.state.reconciler = Reconciler(runtime)
     app.state.metrics = metrics.Metrics(app.state) if settings.metrics else None
-    if app.state.metrics is not None or settings.log_format == "json":
+    # The request id (X-Request-ID) is what feedback names a logged prediction by.
+    if app.state.metrics is not None or settings.log_format == "json" or settings.prediction_log_share > 0:
         app.add_middleware(TelemetryMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyCeiling, limit=settings.max_request_bytes)
     app.state.limiter = RateLimiter(settings.broker_url, settings.queue)
@@ -109,7 +115,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     openapi.install(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, sweeps_router,
-                   rollouts_router, models_router, datasets_router, keys_router, audit_router, metrics.router):
+                   rollouts_router, monitoring_router, models_router, datasets_router, keys_router, audit_router, metrics.router):
         app.include_router(router)
     docs_ui.install(app)  # after the API's routes: /predict is matched first
     logs.configure(settings.log_format, access_log=settings.access_log)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi.concurrency import run_in_threadpool
 
 from service.jobs.service import job_ages, job_counts, jobs_to_resend
+from service.monitoring import service as monitoring
 from service.platform.queue import broker_state, enqueue_job
 from service.platform.runtime import Runtime
 from service.platform.tables import utcnow
@@ -36,6 +37,7 @@ class Reconciler:
         self.queue_depths: dict[str, int] = {}
         self.oldest_queued_seconds = 0.0  # how long the oldest queued job has waited
         self.silent_jobs = 0  # running jobs whose worker stopped beating (re-queued by a later pass)
+        self.pruned_files_at: datetime | None = None
 
     def once(self) -> int:
         runtime, settings, before = self.runtime, self.runtime.settings, self.broker
@@ -59,12 +61,29 @@ class Reconciler:
             enqueue_job(runtime.celery, job_id, queue)
         self.resent += len(jobs)
         self.advance_sweeps()
+        self.prune_predictions()
         if jobs:
             why = ("the broker is back after an outage" if before is None else "the broker restarted") if everything \
                 else "not started in time"
             log.warning("reconciler: sent %d queued job(s) again (%s); %d in all by this process", len(jobs), why,
                         self.resent)
         return len(jobs)
+
+    def prune_predictions(self, now: datetime | None = None) -> None:
+        """Logged predictions past their model's retention go: the rows every pass, the Parquet files (a
+        listing of the store) at most hourly."""
+        now = now or utcnow()
+        files = self.pruned_files_at is None or now - self.pruned_files_at >= timedelta(hours=1)
+        try:
+            with self.runtime.session() as session:
+                deleted = monitoring.prune(session, self.runtime.store if files else None, self.runtime.settings, now)
+        except Exception:
+            log.exception("reconciler: could not prune the prediction log")
+            return
+        if files:
+            self.pruned_files_at = now
+            if deleted:
+                log.info("reconciler: deleted %d prediction log file(s) past their retention", deleted)
 
     def advance_sweeps(self) -> None:
         """Every running sweep, advanced: a trial that ended while no worker could advance it (a worker killed

@@ -30,4 +30,4 @@ def forecast_anomalies(body: Readings, request: Request) -> AnomaliesOut:
 def _routing(request: Request) -> Routing:
     state = request.app.state
     return Routing(state.models, state.rollouts, state.settings.default_forecaster,
-                   routing_key(state.rollouts, request.headers))
+                   routing_key(state.rollouts, request.headers), state.prediction_log)

@@ -9,7 +9,7 @@ from models.forecasting import ForecastSetup
 from service.forecast.schemas import AnomaliesOut, ForecastOut, ForecastRequest, Readings
 from service.http.errors import InvalidInput
 from service.serving.models import LoadedModel
-from service.serving.rollouts import Routing, checked, serve
+from service.serving.rollouts import Routing, answered, checked, serve
 
 
 def _prepared(model: LoadedModel, request: Readings) -> tuple[ForecastSetup, object]:
@@ -38,13 +38,18 @@ def _expected(model: LoadedModel, request: Readings) -> list[dict]:
         raise InvalidInput(str(exc)) from None
 
 
+def _readings(request: Readings) -> np.ndarray:
+    """The request's readings as the prediction log keeps them: one instance, every column's values."""
+    return np.array([[float(v) for values in request.values.values() for v in values]], dtype=np.float32)
+
+
 def forecast_next(request: ForecastRequest, routing: Routing) -> ForecastOut:
     model, ticket = serve(routing, request.model, "forecast")
     result = checked(ticket, _forecast, model, request)
-    if ticket is not None:  # the other version forecasts as many steps, for the comparison
-        steps = len(result["values"])
-        ticket.done(np.array([result["values"]]),
-                    rerun=lambda other: np.array([_forecast(other, request, steps)["values"]]))
+    steps = len(result["values"])  # the other version forecasts as many steps, for the comparison
+    answered(routing, model, ticket, _readings(request), np.array([result["values"]]),
+             rerun=lambda other: np.array([_forecast(other, request, steps)["values"]]),
+             logged={key: [result[key]] for key in ("values", "lower", "upper")})
     setup = ForecastSetup.from_dict(model.forecast)
     points = [{"timestamp": t, "value": v, "lower": lo, "upper": hi}
               for t, v, lo, hi in zip(result["timestamps"], result["values"], result["lower"], result["upper"])]
@@ -54,9 +59,11 @@ def forecast_next(request: ForecastRequest, routing: Routing) -> ForecastOut:
 def check_anomalies(request: Readings, routing: Routing) -> AnomaliesOut:
     model, ticket = serve(routing, request.model, "forecast")
     checked_readings = checked(ticket, _expected, model, request)
-    if ticket is not None:  # compared on the one-step forecasts the check is made of
-        ticket.done(np.array([[r["expected"] for r in checked_readings]]),
-                    rerun=lambda other: np.array([[r["expected"] for r in _expected(other, request)]]))
+    expected = [[r["expected"] for r in checked_readings]]  # compared on the one-step forecasts of the check
+    answered(routing, model, ticket, _readings(request), np.array(expected),
+             rerun=lambda other: np.array([[r["expected"] for r in _expected(other, request)]]),
+             logged={"values": expected, "lower": [[r["lower"] for r in checked_readings]],
+                     "upper": [[r["upper"] for r in checked_readings]]})
     setup = ForecastSetup.from_dict(model.forecast)
     return AnomaliesOut(model=model.describe(), target=setup.target, interval=setup.interval,
                         anomalies=sum(r["anomaly"] for r in checked_readings), readings=checked_readings)

@@ -10,6 +10,7 @@ codes: a bad request is INVALID_ARGUMENT, an unknown model NOT_FOUND, a missing 
 from __future__ import annotations
 
 import logging
+from random import getrandbits
 from typing import Any
 
 import grpc
@@ -24,6 +25,7 @@ from service.inference_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.inference_v2 import service
 from service.inference_v2.tensors import DATATYPES, InferRequest, Tensor, check_shape, from_raw, from_values
 from service.keys.service import Scope
+from service.observability import logs
 from service.serving.rollouts import Routing, routing_key
 
 log = logging.getLogger(__name__)
@@ -128,11 +130,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def work():
             state = self.state
             routing = Routing(state.models, state.rollouts, None,
-                              routing_key(state.rollouts, dict(context.invocation_metadata() or ())))
+                              routing_key(state.rollouts, dict(context.invocation_metadata() or ())),
+                              state.prediction_log)
             served = await service.find_model(routing, request.model_name, request.model_version or None,
                                               run_in_threadpool)
             parsed = decode(request)
-            outputs = await service.infer(parsed, served, state.batcher, state.settings.max_batch, run_in_threadpool)
+            # The call's id is its request id (the prediction log's, for feedback): the caller's, or a new one,
+            # returned in the answer's id as the protocol has it.
+            parsed.id = parsed.id or f"{getrandbits(128):032x}"
+            logs.request_id.set(parsed.id)
+            outputs = await service.infer(parsed, served, routing, state.batcher, state.settings.max_batch,
+                                          run_in_threadpool)
             return encode(service.response_header(served[0], parsed), outputs)
         return await self._call(context, (Scope.predict.value,), "gRPC ModelInfer", work, inference=True)
 

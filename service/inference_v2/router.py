@@ -67,14 +67,15 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     await authorize(request, Scope.predict.value)
     spend(request, "inference")
     state = request.app.state
-    routing = Routing(state.models, state.rollouts, None, routing_key(state.rollouts, request.headers))
+    routing = Routing(state.models, state.rollouts, None, routing_key(state.rollouts, request.headers),
+                      state.prediction_log)
     served = await service.find_model(routing, name, version, run_in_threadpool)
     body = await request.body()
     if len(body) > SMALL_BODY or "content-encoding" in request.headers:  # inflating and parsing off the loop
         parsed = await run_in_threadpool(decode_http, body, request.headers, state.settings.max_request_bytes)
     else:
         parsed = decode_http(body, request.headers, state.settings.max_request_bytes)
-    outputs = await service.infer(parsed, served, state.batcher, state.settings.max_batch, run_in_threadpool)
+    outputs = await service.infer(parsed, served, routing, state.batcher, state.settings.max_batch, run_in_threadpool)
     body, headers = encode_http(service.response_header(served[0], parsed), outputs,
                                 request.headers.get("accept-encoding", ""))
     return Response(body, headers=headers)

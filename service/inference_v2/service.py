@@ -27,7 +27,7 @@ from service.inference_v2.tensors import InferRequest, Tensor
 from service.registry import service as registry
 from service.serving.batching import Batcher
 from service.serving.models import LoadedModel, ModelCache, resolve, to_batch
-from service.serving.rollouts import Routing, Served, serve, serve_cached
+from service.serving.rollouts import Routing, Served, answered, serve, serve_cached
 
 CLASSIFIER_OUTPUTS = ("probabilities", "label")
 FORECASTER_OUTPUTS = ("forecast", "lower", "upper")
@@ -79,7 +79,7 @@ async def find_model(routing: Routing, name: str, version: str | None, off_loop:
     return serve_cached(routing, ref, None) or await off_loop(serve, routing, ref, None)
 
 
-async def infer(request: InferRequest, served: Served, batcher: Batcher, max_batch: int,
+async def infer(request: InferRequest, served: Served, routing: Routing, batcher: Batcher, max_batch: int,
                 off_loop: Callable[..., Awaitable]) -> list[Tensor]:
     """The model's output tensors, as the request asks for them. A classifier runs inline, batched with the
     other requests of the moment; a forecaster off the loop."""
@@ -94,9 +94,12 @@ async def infer(request: InferRequest, served: Served, batcher: Batcher, max_bat
         if ticket is not None:
             ticket.failed()
         raise
-    if ticket is not None:
-        ticket.done(outputs[0].array, batch=batch,
-                    rerun=None if batch is not None else lambda other: _forecast(other, request, max_batch)[0].array)
+    if batch is not None:
+        answered(routing, model, ticket, batch, outputs[0].array, batch=batch)
+    else:
+        answered(routing, model, ticket, request.inputs[0].array if request.inputs else np.zeros((0,)), outputs[0].array,
+                 rerun=lambda other: _forecast(other, request, max_batch)[0].array,
+                 logged={name: t.array for name, t in zip(("values", "lower", "upper"), outputs)})
     return _requested(outputs, request)
 
 

@@ -81,7 +81,7 @@ class ArtifactStore:
     def __init_subclass__(cls, **kwargs) -> None:
         """Each backend's operations are timed (STORE_TIMINGS)."""
         super().__init_subclass__(**kwargs)
-        for operation in ("put", "get", "exists", "delete"):
+        for operation in ("put", "get", "exists", "delete", "keys"):
             if operation in cls.__dict__:
                 setattr(cls, operation, _timed(cls.backend, operation, cls.__dict__[operation]))
 
@@ -98,6 +98,10 @@ class ArtifactStore:
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a key that is not there is not an error."""
+        raise NotImplementedError
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (a folder: ends with /), in no particular order."""
         raise NotImplementedError
 
 
@@ -137,6 +141,13 @@ class LocalArtifactStore(ArtifactStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> list[str]:
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return []
+        return [p.relative_to(self.root).as_posix() for p in folder.rglob("*")
+                if p.is_file() and not p.name.startswith(".tmp-")]
 
 
 class AzureBlobArtifactStore(ArtifactStore):
@@ -195,6 +206,15 @@ class AzureBlobArtifactStore(ArtifactStore):
             self._blob(key).delete_blob()
         except ResourceNotFoundError:
             pass
+
+    def keys(self, prefix: str) -> list[str]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        start = f"{self.prefix}/" if self.prefix else ""
+        try:
+            return [b.name[len(start):] for b in self.container.list_blobs(name_starts_with=start + _check_key(prefix.rstrip("/")) + "/")]
+        except ResourceNotFoundError:  # no container yet: nothing stored
+            return []
 
 
 def open_store(url: str, azure_connection_string: str | None = None) -> ArtifactStore:

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(8, ge=1, description="Loaded models kept in each API process.")
     ref_cache_seconds: float = Field(5.0, ge=0, description="How long an API process trusts what name@alias "
                                                             "pointed at; a move in the same process clears it.")
+    prediction_log_share: float = Field(0.1, ge=0, le=1, description="The share of each model's inference requests "
+                                        "kept in the prediction log (inputs included; per model name over "
+                                        "PUT /v1/models/{name}/monitoring); 0: none.")
+    prediction_log_retention_days: int = Field(30, ge=1, le=3650, description="How long logged requests and their "
+                                               "feedback are kept.")
+    prediction_log_buffer: int = Field(10_000, ge=1, le=10_000_000, description="Requests an API process holds "
+                                       "between two writes of its prediction log; beyond, they are dropped.")
     rollout_seconds: float = Field(2.0, gt=0, le=60, description="How often each API process adds its rollout counts "
                                    "to the database, judges the running rollouts and reads their routes again.")
     default_classifier: str | None = Field(None, description="What /predict uses without 'model', e.g. "

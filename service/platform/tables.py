@@ -295,6 +295,37 @@ class RolloutCount(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Prediction(Base):
+    """One logged inference request (service/serving/predlog.py): what feedback and live quality need. Its
+    inputs and outputs in full are in the Parquet files of the prediction log, by model and hour."""
+
+    __tablename__ = "predictions"
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int]
+    role: Mapped[str] = mapped_column(String(20))  # stable, canary
+    task: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    instances: Mapped[int]
+    predicted: Mapped[list[Any]] = mapped_column(JSON)  # a classifier's labels; a forecaster's forecasts
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    actual: Mapped[list[Any] | None] = mapped_column(JSON)  # feedback: the true labels, or the readings that came
+    labelled_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class MonitoringSettings(Base):
+    """A model name's prediction logging, where it differs from the deployment's defaults."""
+
+    __tablename__ = "monitoring_settings"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    log_share: Mapped[float | None] = mapped_column(Float)  # None: TRAINSERVE_PREDICTION_LOG_SHARE
+    retention_days: Mapped[int | None]  # None: TRAINSERVE_PREDICTION_LOG_RETENTION_DAYS
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class ApiKey(Base):
     """A key for the API. Only its SHA-256 is stored: the key itself is shown once, when it is made."""
 

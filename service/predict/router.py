@@ -28,7 +28,7 @@ from service.predict.service import (
     predict_images,
     predict_parsed,
 )
-from service.serving.rollouts import Routing, routing_key
+from service.serving.rollouts import Routing, answered, routing_key
 from service.serving.routing import SMALL_BODY, RequestRoute, form_properties
 
 router = APIRouter(tags=["predict"], route_class=RequestRoute)
@@ -81,7 +81,8 @@ async def predict_digits(request: Request) -> Response:
     spend(request, "inference")
     state = request.app.state
     settings, router = state.settings, state.rollouts
-    routing = Routing(state.models, router, settings.default_classifier, routing_key(router, request.headers))
+    routing = Routing(state.models, router, settings.default_classifier, routing_key(router, request.headers),
+                      state.prediction_log)
     inline = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         async with read_form(
@@ -115,15 +116,13 @@ async def predict_digits(request: Request) -> Response:
         result = await run_in_threadpool(off_loop)
     else:  # one forward pass with the other requests that are ready now
         model, ticket, batch = inline
-        if ticket is None:
-            result = answer(model, await state.batcher.probabilities(model, batch), top_k)
-        else:
-            try:
-                rows = await state.batcher.probabilities(model, batch)
-            except BaseException:
+        try:
+            rows = await state.batcher.probabilities(model, batch)
+        except BaseException:
+            if ticket is not None:
                 ticket.failed()
-                raise
-            ticket.done(rows, batch=batch)
-            result = answer(model, rows, top_k)
+            raise
+        answered(routing, model, ticket, batch, rows, batch=batch)
+        result = answer(model, rows, top_k)
     # orjson writes floats fastest; RequestRoute sends the Response as it is.
     return Response(orjson.dumps(result), media_type="application/json")

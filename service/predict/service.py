@@ -14,7 +14,7 @@ import orjson
 from service.http.errors import InvalidInput
 from service.predict import images
 from service.serving.models import LoadedModel, holds_boolean, probabilities, to_batch
-from service.serving.rollouts import Routing, Ticket, checked, serve, serve_cached
+from service.serving.rollouts import Routing, Ticket, answered, checked, serve, serve_cached
 
 FIELDS = frozenset({"instances", "model", "top_k"})
 
@@ -77,16 +77,15 @@ def answer(model: LoadedModel, rows: list[list[float]], top_k: int) -> dict:
     return {"predictions": predictions, "model": model.describe()}
 
 
-def classify(model: LoadedModel, ticket: Ticket | None, batch: np.ndarray, top_k: int) -> dict:
+def classify(routing: Routing, model: LoadedModel, ticket: Ticket | None, batch: np.ndarray, top_k: int) -> dict:
     rows = checked(ticket, probabilities, model, batch)
-    if ticket is not None:
-        ticket.done(rows, batch=batch)
+    answered(routing, model, ticket, batch, rows, batch=batch)
     return answer(model, rows, top_k)
 
 
 def predict_parsed(request: ParsedRequest, routing: Routing) -> dict:
     model, ticket = serve(routing, request.ref, "classification")
-    return classify(model, ticket, checked(ticket, to_batch, request.instances, model), request.top_k)
+    return classify(routing, model, ticket, checked(ticket, to_batch, request.instances, model), request.top_k)
 
 
 def predict(body: bytes, routing: Routing, max_batch: int) -> dict:
@@ -114,7 +113,7 @@ def image_batch(files: list[tuple[str, bytes]], model: LoadedModel) -> np.ndarra
 
 def predict_images(files: list[tuple[str, bytes]], ref: str | None, top_k: int, routing: Routing) -> dict:
     model, ticket = serve(routing, ref, "classification")
-    return classify(model, ticket, checked(ticket, image_batch, files, model), top_k)
+    return classify(routing, model, ticket, checked(ticket, image_batch, files, model), top_k)
 
 
 # Uploads of up to this many images of up to this many pixels each (0.13 ms to decode and prepare a 28x28

@@ -43,6 +43,7 @@ from service.observability.timings import Timings
 from service.platform.runtime import Runtime
 from service.platform.tables import Rollout, RolloutCount
 from service.serving.models import LoadedModel, ModelCache, cached_model, logits_of, resolve
+from service.serving.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -322,13 +323,26 @@ class RolloutRouter:
 
 
 class Routing(NamedTuple):
-    """Where a request's model comes from: this process's cache, its rollouts' routes, the default route (a
-    setting), and the request's routing key."""
+    """Where a request's model comes from and what is kept of it: this process's cache, its rollouts' routes,
+    the default route (a setting), the request's routing key, and the prediction log."""
 
     cache: ModelCache
     router: RolloutRouter | None = None
     default: str | None = None
     key: str | None = None
+    log: PredictionLog | None = None
+
+
+def answered(routing: Routing, model: LoadedModel, ticket: Ticket | None, inputs: np.ndarray, outputs, *,
+             batch: np.ndarray | None = None, rerun: Callable | None = None, logged=None) -> None:
+    """A request's answer is ready: counted in its rollout (with its comparison queued), and put in the
+    prediction log if its model's share picks it. ``logged``: the outputs as the log keeps them, where they
+    differ from ``outputs`` (a forecaster's values with their intervals)."""
+    if ticket is not None:
+        ticket.done(outputs, batch=batch, rerun=rerun)
+    if routing.log is not None and routing.log.picks(model):
+        role = "canary" if ticket is not None and ticket.arm == "candidate" else "stable"
+        routing.log.record(model, role, inputs, outputs if logged is None else logged)
 
 
 def serve_cached(routing: Routing, ref: str | None, task: str | None) -> Served | None:

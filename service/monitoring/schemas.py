@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_FEEDBACK = 1000
+
+
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    request_id: str = Field(min_length=1, max_length=128, description="The X-Request-ID of the answer (gRPC: its id).")
+    label: int | None = Field(None, description="A classifier's true label, for a request of one instance.")
+    labels: list[int] | None = Field(None, max_length=10_000, description="A classifier's true labels, one per "
+                                                                          "instance of the request.")
+    actual: list[list[float]] | None = Field(None, max_length=10_000, description="A forecaster's readings that "
+                                                                                  "came, one list per instance, as "
+                                                                                  "many as it forecast.")
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FeedbackItem] = Field(min_length=1, max_length=MAX_FEEDBACK)
+
+
+class FeedbackResult(BaseModel):
+    request_id: str
+    accepted: bool
+    reason: str | None = None
+
+
+class FeedbackOut(BaseModel):
+    accepted: int
+    refused: int
+    items: list[FeedbackResult]
+
+
+class MonitoringSettingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    log_share: float | None = Field(None, ge=0, le=1, description="The share of this model's requests logged; "
+                                                                  "null: the deployment's default. 0 turns "
+                                                                  "logging off for it (its inputs are not stored).")
+    retention_days: int | None = Field(None, ge=1, le=3650, description="null: the deployment's default.")
+
+
+class MonitoringSettingsOut(BaseModel):
+    name: str
+    log_share: float = Field(description="In effect: the model's own, or the deployment's default.")
+    retention_days: int
+    own: dict = Field(description="What was set for this model (null: the default applies).")

@@ -1,0 +1,177 @@
+"""Feedback on logged predictions, live quality per version, and the prediction log's settings and retention
+(the log itself is written by service/serving/predlog.py)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from datetime import datetime, timedelta
+from urllib.parse import unquote
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from service.http.errors import InvalidInput
+from service.monitoring.schemas import FeedbackIn, FeedbackResult, MonitoringSettingsIn, MonitoringSettingsOut
+from service.platform.artifacts import ArtifactStore
+from service.platform.settings import Settings
+from service.platform.tables import MonitoringSettings, Prediction, TrainedModel, utcnow
+from service.serving.predlog import PREFIX
+
+log = logging.getLogger(__name__)
+WINDOW = re.compile(r"^(\d{1,5})([hd])$")
+
+
+def parse_window(text: str) -> timedelta:
+    match = WINDOW.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise InvalidInput(f"window {text!r}: write it as hours or days, e.g. 1h, 24h or 7d",
+                           details=[{"field": "window", "message": "e.g. 24h or 7d"}])
+    n = int(match.group(1))
+    return timedelta(hours=n) if match.group(2) == "h" else timedelta(days=n)
+
+
+def retention_of(session: Session, name: str, settings: Settings) -> int:
+    own = session.get(MonitoringSettings, name)
+    return own.retention_days if own is not None and own.retention_days is not None \
+        else settings.prediction_log_retention_days
+
+
+def _refusal(row: Prediction | None, item, model: TrainedModel | None, now: datetime, retention: int | None) -> str | None:
+    """Why an item is refused; None when it is kept."""
+    if row is None:
+        return ("unknown request id: no logged prediction has it (its model's log share may have left the "
+                "request out, or its log had not been written yet: they are written every few seconds)")
+    if now - row.created_at > timedelta(days=retention):
+        return f"the request is older than its model's retention of {retention} days"
+    if row.task == "classification":
+        labels = item.labels if item.labels is not None else ([item.label] if item.label is not None else None)
+        if labels is None or item.actual is not None:
+            return "a classifier's feedback is label (one instance) or labels (one per instance)"
+        if len(labels) != row.instances:
+            return f"{len(labels)} labels for a request of {row.instances} instance(s)"
+        classes = model.num_classes
+        wrong = [label for label in labels if not 0 <= label < classes]
+        if wrong:
+            return f"label {wrong[0]} is outside the model's classes 0-{classes - 1}"
+        return None
+    if item.actual is None or item.label is not None or item.labels is not None:
+        return "a forecaster's feedback is actual: the readings that came, one list per instance"
+    if len(item.actual) != row.instances or any(len(a) != len(p) for a, p in zip(item.actual, row.predicted)):
+        shape = ", ".join(str(len(p)) for p in row.predicted)
+        return f"actual must hold {row.instances} list(s) of as many readings as were forecast ({shape})"
+    return None
+
+
+def feedback(session: Session, body: FeedbackIn, settings: Settings) -> list[FeedbackResult]:
+    """Keep each item's labels on its logged prediction; refuse an item, with the reason, and keep the rest."""
+    ids = [item.request_id for item in body.items]
+    rows = {r.request_id: r for r in session.scalars(select(Prediction).where(Prediction.request_id.in_(ids)))}
+    models = {m.id: m for m in session.scalars(select(TrainedModel).where(
+        TrainedModel.id.in_({r.model_id for r in rows.values()})))} if rows else {}
+    retention: dict[str, int] = {}
+    now, results = utcnow(), []
+    for item in body.items:
+        row = rows.get(item.request_id)
+        if row is not None and row.name not in retention:
+            retention[row.name] = retention_of(session, row.name, settings)
+        reason = _refusal(row, item, models.get(row.model_id) if row else None, now,
+                          retention.get(row.name) if row else None)
+        if reason is None:
+            if row.task == "classification":
+                row.actual = item.labels if item.labels is not None else [item.label]
+            else:
+                row.actual = item.actual
+            row.labelled_at = now
+        results.append(FeedbackResult(request_id=item.request_id, accepted=reason is None, reason=reason))
+    session.flush()
+    return results
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (95 %): honest at small n and near 0 or 1."""
+    if n == 0:
+        return None
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)
+
+
+def live_quality(session: Session, model: TrainedModel, window: timedelta) -> dict:
+    """The version's quality on labelled live traffic in the window (by when the requests were made)."""
+    since = utcnow() - window
+    rows = session.execute(select(Prediction.predicted, Prediction.actual).where(
+        Prediction.model_id == model.id, Prediction.created_at >= since)).all()
+    labelled = [(p, a) for p, a in rows if a is not None]
+    out = {"model": {"id": str(model.id), "name": model.name, "version": model.version}, "task": model.task,
+           "since": since.isoformat(), "logged_requests": len(rows), "labelled_requests": len(labelled)}
+    if model.task == "classification":
+        predicted = np.array([v for p, _ in labelled for v in p], dtype=np.int64)
+        actual = np.array([v for _, a in labelled for v in a], dtype=np.int64)
+        k = model.num_classes
+        matrix = np.zeros((k, k), dtype=np.int64)
+        np.add.at(matrix, (actual, predicted), 1)
+        correct, n = int(np.trace(matrix)), int(matrix.sum())
+        recall = {str(c): (round(float(matrix[c, c] / matrix[c].sum()), 6) if matrix[c].sum() else None)
+                  for c in range(k)}
+        out.update(labels=n, accuracy=correct / n if n else None, accuracy_ci95=wilson(correct, n),
+                   per_class_recall=recall, confusion_matrix=matrix.tolist(),
+                   test_accuracy=model.metrics.get("test_accuracy"))
+    else:
+        errors = np.array([f - r for p, a in labelled for fp, ar in zip(p, a) for f, r in zip(fp, ar)], dtype=float)
+        test = model.metrics.get("model") or {}
+        out.update(labels=len(errors), mae=float(np.abs(errors).mean()) if len(errors) else None,
+                   rmse=float(np.sqrt((errors ** 2).mean())) if len(errors) else None,
+                   test_mae=test.get("mae"), test_rmse=test.get("rmse"))
+    return out
+
+
+def settings_out(session: Session, name: str, settings: Settings) -> MonitoringSettingsOut:
+    own = session.get(MonitoringSettings, name)
+    share = own.log_share if own is not None and own.log_share is not None else settings.prediction_log_share
+    return MonitoringSettingsOut(name=name, log_share=share, retention_days=retention_of(session, name, settings),
+                                 own={"log_share": own.log_share if own else None,
+                                      "retention_days": own.retention_days if own else None})
+
+
+def set_settings(session: Session, name: str, body: MonitoringSettingsIn) -> MonitoringSettings:
+    row = session.get(MonitoringSettings, name)
+    if row is None:
+        row = MonitoringSettings(name=name)
+        session.add(row)
+    row.log_share, row.retention_days, row.updated_at = body.log_share, body.retention_days, utcnow()
+    session.flush()
+    return row
+
+
+PARTITION = re.compile(rf"^{PREFIX}/model=([^/]+)/date=(\d{{4}}-\d{{2}}-\d{{2}})/hour=(\d{{2}})/")
+
+
+def prune(session: Session, store: ArtifactStore | None, settings: Settings, now: datetime | None = None) -> int:
+    """Delete what is older than its model's retention: the logged requests (with their feedback) and, with
+    ``store``, the Parquet files of the hours past it. Returns the files deleted."""
+    now = now or utcnow()
+    own = {r.name: r.retention_days for r in session.scalars(select(MonitoringSettings))
+           if r.retention_days is not None}
+    default = settings.prediction_log_retention_days
+    for days in {default, *own.values()}:
+        names = [n for n, d in own.items() if d == days]
+        query = delete(Prediction).where(Prediction.created_at < now - timedelta(days=days))
+        query = query.where(Prediction.name.in_(names)) if days != default else \
+            query.where(Prediction.name.not_in([n for n, d in own.items() if d != default]))
+        session.execute(query)
+    if store is None:
+        return 0
+    deleted = 0
+    for key in store.keys(PREFIX):
+        match = PARTITION.match(key)
+        if match is None:
+            continue
+        hour_end = datetime.fromisoformat(f"{match.group(2)}T{match.group(3)}:00:00+00:00") + timedelta(hours=1)
+        if now - hour_end > timedelta(days=own.get(unquote(match.group(1)), default)):
+            store.delete(key)
+            deleted += 1
+    return deleted

@@ -1,0 +1,144 @@
+"""Prediction logs, feedback and live quality in one API process on real MNIST digits (the built-in
+mnist-5k): the Parquet files read back with pandas to the requests sent, feedback with the true labels of its
+1,000 test digits gives the live accuracy the job measured offline on them, refusals per item, the
+per-model log share, and retention. The background pass that writes the log is run by hand."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from service.main import create_app
+from service.monitoring import service as monitoring
+from service.platform.migrate import upgrade
+from service.platform.runtime import Runtime
+from service.platform.tables import Prediction, utcnow
+from service.rollouts import background
+from tests.helpers import assert_error
+
+pytestmark = pytest.mark.slow  # trains a classifier on 5,000 MNIST digits (seconds)
+
+NAME = "watched-mnist"
+
+
+@pytest.fixture(scope="module")
+def api(databases, tmp_path_factory):
+    home = tmp_path_factory.mktemp("monitoring")
+    runtime = Runtime(databases["sqlite"].settings.model_copy(update={
+        "database_url": f"sqlite:///{home / 'own.db'}", "artifacts_url": f"file://{home / 'artifacts'}",
+        "rollout_seconds": 3600, "prediction_log_share": 1.0}))
+    upgrade(runtime.settings.database_url)
+    with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as client:
+        from tests.conftest import run_in_worker
+
+        job = client.post("/v1/jobs", json={"dataset": "mnist-5k", "name": NAME, "architecture": {
+            "type": "logistic_regression"}, "optimizer": {"type": "adam"}, "training": {
+            "epochs": 3, "batch_size": 128, "learning_rate": 0.003, "seed": 0}}).json()
+        run_in_worker(runtime, job["id"])
+        done = client.get(f"/v1/jobs/{job['id']}").json()
+        assert done["status"] == "succeeded", done["error"]
+        client.runtime, client.job = runtime, done
+        client.once = lambda: background.once(client.app.state.rollouts, runtime, predictions=client.app.state.prediction_log)
+        yield client
+    runtime.close()
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    """mnist-5k's test part as the job cut it (validation 0.1, test 0.2, seed 0): 1,000 real digits."""
+    from models.datasets import load_builtin, split_dataset
+
+    test = split_dataset(load_builtin("mnist-5k"), validation_split=0.1, test_split=0.2, seed=0).test
+    return test.x.numpy().reshape(len(test.x), -1), test.y.numpy()
+
+
+@pytest.fixture(scope="module")
+def sent(api, test_digits):
+    """The 1,000 test digits through /predict, ten a request: each request's id, inputs and labels."""
+    x, y = test_digits
+    requests = []
+    for start in range(0, len(x), 10):
+        r = api.post("/predict", json={"instances": x[start:start + 10].tolist(), "model": f"{NAME}@1"})
+        assert r.status_code == 200, r.text
+        requests.append((r.headers["x-request-id"], x[start:start + 10], y[start:start + 10],
+                         [p["label"] for p in r.json()["predictions"]]))
+    api.once()
+    return requests
+
+
+def test_feedback_on_1000_real_digits_gives_the_offline_accuracy(api, sent, test_digits):
+    assert len(test_digits[0]) == 1000
+    for start in range(0, len(sent), 50):
+        r = api.post("/v1/feedback", json={"items": [{"request_id": rid, "labels": labels.tolist()}
+                                                     for rid, _, labels, _ in sent[start:start + 50]]})
+        assert r.status_code == 200 and r.json()["refused"] == 0, r.text
+    live = api.get(f"/v1/models/{NAME}/versions/1/monitoring", params={"window": "1h"}).json()
+    predicted = np.concatenate([p for *_, p in sent])
+    offline = float((predicted == test_digits[1]).mean())
+    assert live["labels"] == 1000 and live["labelled_requests"] == 100
+    assert live["accuracy"] == offline == api.job["result"]["test_accuracy"]
+    low, high = live["accuracy_ci95"]
+    assert low < live["accuracy"] < high and high - low < 0.06
+    matrix = np.array(live["confusion_matrix"])
+    assert matrix.sum() == 1000 and np.trace(matrix) == round(offline * 1000)
+    assert live["per_class_recall"]["0"] == pytest.approx(matrix[0, 0] / matrix[0].sum())
+
+
+def test_the_parquet_log_reads_back_with_pandas_to_the_requests_sent(api, sent, test_digits):
+    root = api.runtime.store.root / "prediction-logs"
+    frame = pd.read_parquet(root)
+    mine = frame[frame["model"] == NAME]
+    assert len(mine) == 1000 and set(mine["request_id"]) == {rid for rid, *_ in sent}
+    assert set(mine["version"]) == {1} and set(mine["role"]) == {"stable"}
+    by_request = {rid: (inputs, labels) for rid, inputs, _, labels in sent}
+    for _, row in mine.sample(50, random_state=0).iterrows():
+        inputs, labels = by_request[row["request_id"]]
+        np.testing.assert_allclose(row["inputs"], inputs[row["instance"]], rtol=1e-6)
+        assert row["label"] == labels[row["instance"]] and len(row["probabilities"]) == 10
+    assert {"date", "hour"} <= set(frame.columns), "Hive partitions: model, date and hour columns"
+
+
+def test_feedback_is_refused_per_item_with_the_reason(api, sent):
+    rid, _, labels, _ = sent[0]
+    with api.runtime.session() as session:  # one request made long ago, past the retention
+        old = session.get(Prediction, sent[1][0])
+        old.created_at = utcnow() - timedelta(days=400)
+    r = api.post("/v1/feedback", json={"items": [
+        {"request_id": "no-such-request", "labels": [1]},
+        {"request_id": rid, "labels": [12] + labels.tolist()[1:]},
+        {"request_id": rid, "labels": [1, 2]},
+        {"request_id": rid, "actual": [[1.0]]},
+        {"request_id": sent[1][0], "labels": sent[1][2].tolist()},
+        {"request_id": rid, "labels": labels.tolist()}]})
+    assert r.status_code == 200, r.text
+    reasons = [item["reason"] for item in r.json()["items"]]
+    assert "unknown request id" in reasons[0]
+    assert "label 12 is outside the model's classes 0-9" == reasons[1]
+    assert "2 labels for a request of 10 instance(s)" == reasons[2]
+    assert "a classifier's feedback is label" in reasons[3]
+    assert "older than its model's retention of 30 days" in reasons[4]
+    assert reasons[5] is None and r.json()["accepted"] == 1 and r.json()["refused"] == 5
+    assert_error(api.post("/v1/feedback", json={"items": []}), 422, "items")
+    assert_error(api.get(f"/v1/models/{NAME}/versions/1/monitoring", params={"window": "forever"}), 422, "e.g. 1h")
+
+
+def test_a_model_s_log_share_and_retention(api, test_digits):
+    assert api.get(f"/v1/models/{NAME}/monitoring").json()["log_share"] == 1.0
+    assert_error(api.put(f"/v1/models/{NAME}/monitoring", json={"log_share": 1.5}), 422, "log_share")
+    assert_error(api.put("/v1/models/no-such-model/monitoring", json={"log_share": 0.5}), 404, "no model named")
+    off = api.put(f"/v1/models/{NAME}/monitoring", json={"log_share": 0, "retention_days": 1}).json()
+    assert off["log_share"] == 0 and off["retention_days"] == 1
+    api.once()  # the process reads the share
+    ids = [api.post("/predict", json={"instances": [test_digits[0][0].tolist()], "model": NAME}).headers["x-request-id"]
+           for _ in range(5)]
+    api.once()
+    with api.runtime.session() as session:
+        assert all(session.get(Prediction, rid) is None for rid in ids), "share 0: nothing of it is logged"
+        deleted = monitoring.prune(session, api.runtime.store, api.runtime.settings, utcnow() + timedelta(days=2))
+        assert session.query(Prediction).filter(Prediction.name == NAME).count() == 0
+    assert deleted >= 1 and not list((api.runtime.store.root / "prediction-logs").rglob("*.parquet"))
+    api.put(f"/v1/models/{NAME}/monitoring", json={"log_share": None, "retention_days": None})
