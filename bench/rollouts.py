@@ -1,13 +1,14 @@
-"""What a rollout costs /predict: one API process, the 400-200 MLP on Fashion-MNIST, wrk on JSON bodies of
-784 pixels sent to ``bench-mlp@production``.
+"""What a model's life after it goes live costs /predict: one API process, the 400-200 MLP on Fashion-MNIST,
+wrk on JSON bodies of 784 pixels sent to ``bench-mlp@production``.
 
     python -m bench.rollouts            # needs wrk (apt-get install wrk) and Fashion-MNIST
 
-Alternates, ``--pairs`` times at each concurrency: no rollout, then a 10 % canary of a second version (with
-the default 5 % of requests also run on the other version, off the request's path), then shadow traffic
-at 100 % (every request also run on the candidate, off the request's path). The ratios against the runs
-with no rollout, and the stable version's p99, are what docs/rollouts.md quotes. The rollouts never reach
-a verdict here (their gates wait for more requests than a run sends).
+Alternates, ``--pairs`` times at each concurrency, runs with nothing on (no rollout, no prediction log) and
+runs with one thing on: a 10 % canary of a second version (with the default 5 % of requests also run on the
+other version, off the request's path), shadow traffic at 100 % (every request also run on the candidate,
+off the request's path), the prediction log at its default share (10 %) and at 100 %. The ratios against
+the runs with nothing on are what docs/rollouts.md and docs/monitoring.md quote. The rollouts never reach a
+verdict here (their gates wait for more requests than a run sends).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def rollout(api: str, mode: str) -> str:
     return r.json()["id"]
 
 
+def log_share(api: str, share: float) -> None:
+    httpx.put(f"{api}/v1/models/bench-mlp/monitoring", json={"log_share": share}, timeout=30).raise_for_status()
+    time.sleep(5)  # two background passes (every 2 s): every process has read the share
+
+
 def routed(api: str, json_body: bytes, expect: set[int]) -> None:
     """Wait until the API's background pass has read the routes: the versions answering are ``expect``."""
     deadline = time.monotonic() + 30
@@ -61,7 +67,7 @@ def main() -> None:
     port = 8791
     api = f"http://127.0.0.1:{port}"
     process = start([sys.executable, "-m", "service.cli", "api", "--port", str(port)], port,
-                    env={"TRAINSERVE_METRICS": "false"})
+                    env={"TRAINSERVE_METRICS": "false", "TRAINSERVE_PREDICTION_LOG_SHARE": "0"})
     try:
         train_model(api), train_model(api)
         httpx.put(f"{api}/v1/models/bench-mlp/aliases/production", json={"version": 1}, timeout=30).raise_for_status()
@@ -70,32 +76,42 @@ def main() -> None:
         image = builtin_splits("fashion-mnist", validation_split=0.0, test_split=0.2, seed=0).test.x[0, 0].numpy()
         json_body = json.dumps({"instances": [image.reshape(-1).tolist()], "model": "bench-mlp@production"}).encode()
         routed(api, json_body, {1})
-        rows = ["| concurrency | traffic | requests/s | p50 | p99 | against no rollout (median of pairs) |",
+        rows = ["| concurrency | on | requests/s | p50 | p99 | against nothing on (median of pairs) |",
                 "|---|---|---|---|---|---|"]
         for c in args.concurrency:
-            runs: dict[str, list[dict]] = {"none": [], "canary": [], "shadow": []}
+            runs: dict[str, list[dict]] = {"none": [], "canary": [], "shadow": [], "log10": [], "log100": []}
             for _ in range(args.pairs):
-                runs["none"].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
-                for mode, versions in (("canary", {1, 2}), ("shadow", {1})):
-                    rollout_id = rollout(api, mode)
-                    if mode == "canary":
-                        routed(api, json_body, versions)
+                for mode in ("canary", "shadow", "log10", "log100"):
+                    runs["none"].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
+                    if mode.startswith("log"):
+                        log_share(api, int(mode[3:]) / 100)
                     else:
-                        time.sleep(5)  # two background passes (every 2 s): the shadow route is read
+                        rollout_id = rollout(api, mode)
+                        if mode == "canary":
+                            routed(api, json_body, {1, 2})
+                        else:
+                            time.sleep(5)  # two background passes (every 2 s): the shadow route is read
                     runs[mode].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
-                    httpx.post(f"{api}/v1/models/bench-mlp/rollouts/{rollout_id}/abort", timeout=30).raise_for_status()
-                    routed(api, json_body, {1})
-            for mode, label in (("none", "no rollout"), ("canary", "10 % canary (5 % compared)"),
-                                ("shadow", "shadow, 100 % mirrored")):
+                    if mode.startswith("log"):
+                        log_share(api, 0)
+                    else:
+                        httpx.post(f"{api}/v1/models/bench-mlp/rollouts/{rollout_id}/abort",
+                                   timeout=30).raise_for_status()
+                        routed(api, json_body, {1})
+            for mode, label in (("none", "nothing on"), ("canary", "10 % canary (5 % compared)"),
+                                ("shadow", "shadow, 100 % mirrored"), ("log10", "prediction log, 10 % (default)"),
+                                ("log100", "prediction log, 100 %")):
                 mean = {k: sum(r[k] for r in runs[mode]) / len(runs[mode]) for k in ("rps", "p50", "p99")}
-                ratios = [r["rps"] / n["rps"] for r, n in zip(runs[mode], runs["none"])]
+                # each run against the run with nothing on just before it
+                nones = runs["none"][["canary", "shadow", "log10", "log100"].index(mode)::4] if mode != "none" else []
+                ratios = [r["rps"] / n["rps"] for r, n in zip(runs[mode], nones)]
                 ratio = "" if mode == "none" else (f"x{float(np.median(ratios)):.2f} "
                                                    f"({', '.join(f'{x:.2f}' for x in ratios)})")
                 rows.append(f"| {c} | {label} | {mean['rps']:,.0f} | {mean['p50']:.1f} ms | {mean['p99']:.1f} ms "
                             f"| {ratio} |")
                 print(rows[-1], flush=True)
         if not args.no_write:
-            write_section("rollouts-cpu", "Rollouts: /predict with a canary and with shadow traffic (cpu)",
+            write_section("rollouts-cpu", "Rollouts and prediction logs: what they cost /predict (cpu)",
                           "\n".join(rows))
     finally:
         process.terminate()

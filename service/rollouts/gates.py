@@ -77,14 +77,39 @@ def _difference(gates: Gates, stable: Counts, candidate: Counts) -> GateResult |
                              f"version's is {'within' if passed else 'above'} the bound {gates.max_difference:g}")
 
 
-def checks(gates: Gates, task: str, stable: Counts, candidate: Counts, stable_before: Counts) -> list[GateResult]:
+Labelled = tuple[int, int]  # live instances labelled by feedback, and of those answered right
+
+
+def _live_accuracy(gates: Gates, stable: Labelled, candidate: Labelled) -> GateResult | None:
+    if gates.max_accuracy_drop is None:
+        return None
+    theirs = stable[1] / stable[0] if stable[0] else None
+    ours = candidate[1] / candidate[0] if candidate[0] else None
+    if min(stable[0], candidate[0]) < gates.min_labels:
+        return GateResult(gate="live_accuracy", value=ours, bound=None, stable=theirs, passed=None,
+                          reason=f"{candidate[0]} and {stable[0]} labelled instances (candidate, stable) of "
+                                 f"{gates.min_labels} each so far")
+    bound = theirs - gates.max_accuracy_drop
+    passed = ours >= bound
+    return GateResult(gate="live_accuracy", value=ours, bound=bound, stable=theirs, passed=passed,
+                      reason=f"live accuracy {ours:.4f} on {candidate[0]} labelled instances is "
+                             f"{'at or above' if passed else 'below'} {bound:.4f} (the stable version's {theirs:.4f} "
+                             f"on {stable[0]}, less {gates.max_accuracy_drop:g})")
+
+
+def checks(gates: Gates, task: str, stable: Counts, candidate: Counts, stable_before: Counts,
+           labelled: dict[str, Labelled] | None = None) -> list[GateResult]:
     """Every gate for a model of ``task`` against the step's counts (``stable_before``: the stable version's
-    in the whole rollout, for latency where the step has too few). Before ``gates.min_requests`` candidate
-    requests nothing is judged (every ``passed`` None)."""
+    in the whole rollout, for latency where the step has too few; ``labelled``: each version's labelled live
+    instances in the step). Before ``gates.min_requests`` candidate requests nothing is judged (every
+    ``passed`` None)."""
     latency_base = stable if stable.requests >= gates.min_requests else stable_before
+    labelled = labelled or {}
     results = [_error_rate(gates, stable, candidate), _latency(gates, latency_base, candidate),
                _agreement(gates, stable, candidate) if task == "classification"
-               else _difference(gates, stable, candidate)]
+               else _difference(gates, stable, candidate),
+               _live_accuracy(gates, labelled.get("stable", (0, 0)), labelled.get("candidate", (0, 0)))
+               if task == "classification" else None]
     results = [r for r in results if r is not None]
     if candidate.requests < gates.min_requests:
         wait = f"{candidate.requests} of {gates.min_requests} candidate requests so far"

@@ -49,6 +49,13 @@ class Gates(BaseModel):
                                                                          "forecasts. null: not judged.")
     min_compared: int = Field(50, ge=1, le=10**9, description="Agreement is judged once this many instances of the "
                                                               "step were run on both versions.")
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="Classifiers whose answers get feedback "
+                                                                         "(POST /v1/feedback): the candidate's live "
+                                                                         "accuracy at most this far below the stable "
+                                                                         "version's, on the labelled instances of the "
+                                                                         "step. null: not judged.")
+    min_labels: int = Field(100, ge=1, le=10**9, description="Live accuracy is judged once each version has this "
+                                                             "many labelled instances in the step.")
 
 
 class RolloutIn(BaseModel):

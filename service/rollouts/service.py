@@ -23,7 +23,15 @@ from service.http.pagination import newest_first
 from service.platform import events
 from service.platform.references import parse_reference
 from service.platform.runtime import Runtime
-from service.platform.tables import ModelAlias, Rollout, RolloutCount, RolloutEvent, TrainedModel, utcnow
+from service.platform.tables import (
+    ModelAlias,
+    Prediction,
+    Rollout,
+    RolloutCount,
+    RolloutEvent,
+    TrainedModel,
+    utcnow,
+)
 from service.registry import service as registry
 from service.rollouts.gates import arm_stats, checks
 from service.rollouts.schemas import RolloutIn, RolloutOut, Step, VersionRef
@@ -77,6 +85,9 @@ def start(session: Session, name: str, body: RolloutIn, who: Principal | None) -
                        f"{stable.value_range}: the requests that reach one would not suit the other", "candidate")
     if stable.task == "forecast" and body.gates.min_agreement is not None and "min_agreement" in body.gates.model_fields_set:
         raise _invalid("min_agreement judges classifiers; a forecaster's gate is max_difference", "gates.min_agreement")
+    if stable.task == "forecast" and body.gates.max_accuracy_drop is not None:
+        raise _invalid("max_accuracy_drop judges classifiers' labels; a forecaster's gate is max_difference",
+                       "gates.max_accuracy_drop")
     held = session.scalar(select(Rollout).where(Rollout.name == name, Rollout.alias == body.alias,
                                                 Rollout.status.in_(ACTIVE)))
     if held is not None:
@@ -137,8 +148,21 @@ def step_counts(session: Session, rollout_id: uuid.UUID, step: int) -> tuple[dic
     return summed, stable_all
 
 
-def _checks(row: Rollout, body: RolloutIn, counts: dict[str, Counts], stable_all: Counts):
-    return checks(body.gates, row.stable.task, counts["stable"], counts["candidate"], stable_all)
+def labelled(session: Session, row: Rollout) -> dict[str, tuple[int, int]]:
+    """Each version's live instances labelled by feedback since the step began, and how many it got right."""
+    out = {}
+    for arm, model_id in (("stable", row.stable_id), ("candidate", row.candidate_id)):
+        rows = session.execute(select(Prediction.predicted, Prediction.actual).where(
+            Prediction.model_id == model_id, Prediction.created_at >= row.step_started_at,
+            Prediction.actual.is_not(None))).all()
+        pairs = [(p, a) for predicted, actual in rows for p, a in zip(predicted, actual)]
+        out[arm] = (len(pairs), sum(p == a for p, a in pairs))
+    return out
+
+
+def _checks(session: Session, row: Rollout, body: RolloutIn, counts: dict[str, Counts], stable_all: Counts):
+    live = labelled(session, row) if body.gates.max_accuracy_drop is not None else None
+    return checks(body.gates, row.stable.task, counts["stable"], counts["candidate"], stable_all, live)
 
 
 def rollout_out(session: Session, row: Rollout) -> RolloutOut:
@@ -150,7 +174,7 @@ def rollout_out(session: Session, row: Rollout) -> RolloutOut:
         candidate=VersionRef(id=row.candidate.id, version=row.candidate.version), step=row.step,
         weight=body.steps[row.step].weight, steps=body.steps, gates=body.gates, compare_share=body.compare_share,
         step_started_at=row.step_started_at, live={arm: arm_stats(c) for arm, c in counts.items()},
-        checks=_checks(row, body, counts, stable_all) if row.status in ACTIVE else [],
+        checks=_checks(session, row, body, counts, stable_all) if row.status in ACTIVE else [],
         reason=row.reason, history=history(session, row.id), created_at=row.created_at, finished_at=row.finished_at)
 
 
@@ -228,7 +252,7 @@ def judge(session: Session, name: str, rollout_id: uuid.UUID, now: datetime | No
                                           f"{row.stable.version}, the stable one", None, step=row.step)
         return "rolled_back"
     counts, stable_all = step_counts(session, row.id, row.step)
-    results = _checks(row, body, counts, stable_all)
+    results = _checks(session, row, body, counts, stable_all)
     numbers = {"step": row.step, "gates": [r.model_dump() for r in results],
                "live": {arm: arm_stats(c).model_dump() for arm, c in counts.items()}}
     failed = [r for r in results if r.passed is False]

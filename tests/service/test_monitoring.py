@@ -142,3 +142,35 @@ def test_a_model_s_log_share_and_retention(api, test_digits):
         assert session.query(Prediction).filter(Prediction.name == NAME).count() == 0
     assert deleted >= 1 and not list((api.runtime.store.root / "prediction-logs").rglob("*.parquet"))
     api.put(f"/v1/models/{NAME}/monitoring", json={"log_share": None, "retention_days": None})
+
+
+def test_a_rollout_is_rolled_back_on_live_accuracy_from_feedback(api, test_digits):
+    """The rollout gate on labelled live traffic: a candidate that barely learned (one epoch at a learning
+    rate that moves nothing) is rolled back once both versions have enough labels, with both accuracies."""
+    from tests.conftest import run_in_worker
+
+    job = api.post("/v1/jobs", json={"dataset": "mnist-5k", "name": NAME, "architecture": {
+        "type": "logistic_regression"}, "optimizer": {"type": "sgd"}, "training": {
+        "epochs": 1, "batch_size": 128, "learning_rate": 1e-7, "seed": 0}}).json()
+    run_in_worker(api.runtime, job["id"])
+    candidate = api.get(f"/v1/jobs/{job['id']}").json()["model"]["version"]
+    api.put(f"/v1/models/{NAME}/aliases/production", json={"version": 1}).raise_for_status()
+    rollout = api.post(f"/v1/models/{NAME}/rollouts", json={
+        "candidate": candidate, "compare_share": 0, "steps": [{"weight": 50, "min_seconds": 0}, {"weight": 100}],
+        "gates": {"min_requests": 10, "min_agreement": None, "max_accuracy_drop": 0.05, "min_labels": 100}}).json()
+    api.once()
+    x, y = test_digits
+    sent = []
+    for i in range(0, 600, 3):
+        r = api.post("/predict", json={"instances": x[i:i + 3].tolist(), "model": f"{NAME}@production"})
+        sent.append({"request_id": r.headers["x-request-id"], "labels": y[i:i + 3].tolist()})
+    api.once()  # the log written: feedback can name the requests
+    waiting = api.get(f"/v1/models/{NAME}/rollouts/{rollout['id']}").json()
+    gate = next(c for c in waiting["checks"] if c["gate"] == "live_accuracy")
+    assert gate["passed"] is None and "labelled instances" in gate["reason"], "no labels yet: no verdict"
+    assert api.post("/v1/feedback", json={"items": sent}).json()["refused"] == 0
+    api.once()
+    ended = api.get(f"/v1/models/{NAME}/rollouts/{rollout['id']}").json()
+    assert ended["status"] == "rolled_back", ended
+    assert "live_accuracy" in ended["reason"] and "less 0.05" in ended["reason"], ended["reason"]
+    assert api.get(f"/v1/models/{NAME}@production").json()["version"] == 1
