@@ -1,7 +1,9 @@
-"""Rollouts across real API replicas on PostgreSQL and Redis: the canary's split over both replicas and
-over gRPC, a routing key that meets one version on every replica, the replicas' counts summed in the
-database, a disagreeing candidate rolled back by whichever replica judges first, and a good one promoted
-step by step through a replica's restart. The CLI drives a rollout against the live server."""
+"""Rollouts and prediction logs across real API replicas on PostgreSQL, Redis and Azure Blob storage
+(Azurite): the canary's split over both replicas and over gRPC, a routing key that meets one version on every
+replica, the replicas' counts summed in the database, a disagreeing candidate rolled back by whichever
+replica judges first, and a good one promoted step by step through a replica's restart; both replicas'
+prediction logs read back from the blob container with pandas. The CLI drives a rollout against the live
+server."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ INSTANCES = X.reshape(len(X), -1).astype(float).tolist()
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def live(tmp_path_factory, azurite_connection_string):
     """Two API replicas (A with gRPC) and a worker on a PostgreSQL database of their own and Redis, with v1
     of a digit classifier at production, v2 trained longer on the same digits, v3 on labels shifted by one."""
     home = tmp_path_factory.mktemp("rollouts-live")
@@ -38,7 +40,8 @@ def live(tmp_path_factory):
         env = {"TRAINSERVE_HOME": str(home), "TRAINSERVE_DATABASE_URL": database_url,
                "TRAINSERVE_BROKER_URL": REDIS_URL, "TRAINSERVE_QUEUE": unique("rollouts"),
                "TRAINSERVE_ROLLOUT_SECONDS": "0.5", "TRAINSERVE_REF_CACHE_SECONDS": "1",
-               "TRAINSERVE_GRPC_PORT": str(grpc_port)}
+               "TRAINSERVE_GRPC_PORT": str(grpc_port), "TRAINSERVE_ARTIFACTS_URL": f"azure://{unique('live')}",
+               "TRAINSERVE_AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string}
         with Stack.start(env) as stack:
             a = stack.http
             for name, labels in (("live-true", Y), ("live-shifted", (Y + 1) % 10)):
@@ -53,6 +56,7 @@ def live(tmp_path_factory):
             b = stack.another_api(TRAINSERVE_GRPC_PORT=str(free_port()))
             stack.replicas = [a, b]
             stack.grpc = f"127.0.0.1:{grpc_port}"
+            stack.store_env = env
             yield stack
 
 
@@ -186,3 +190,44 @@ def test_a_good_candidate_is_promoted_step_by_step_through_a_replica_restart(liv
              and '"kind":"step"' in line]
     assert steps == [0, 1, 2], "each step begun once, in order"
     routed_everywhere(live, {2})
+
+
+def test_both_replicas_prediction_logs_read_back_from_blob_storage(live):
+    """Every request of a model logged (its share set to 1), half to each replica: the Parquet files in the
+    blob container hold each request once, from two writers, with the inputs that were sent."""
+    import io
+
+    import pandas as pd
+
+    from service.platform.artifacts import open_store
+
+    live.http.put(f"/v1/models/{NAME}/monitoring", json={"log_share": 1.0}).raise_for_status()
+    store = open_store(live.store_env["TRAINSERVE_ARTIFACTS_URL"],
+                       live.store_env["TRAINSERVE_AZURE_STORAGE_CONNECTION_STRING"])
+    before = set(store.keys("prediction-logs"))
+
+    def logging_everywhere():  # both replicas have read the share: a request to each is logged
+        ids = [r.post("/predict", json={"instances": [INSTANCES[0]], "model": f"{NAME}@1"}).headers["x-request-id"]
+               for r in live.replicas]
+        return ids if all(live.http.post("/v1/feedback", json={"items": [{"request_id": i, "label": 0}]})
+                          .json()["accepted"] for i in ids) else None
+
+    live.wait_until(logging_everywhere, "both replicas to log every request", timeout=30)
+    sent = {}
+    for i in range(200):
+        r = live.replicas[i % 2].post("/predict", json={"instances": [INSTANCES[i]], "model": f"{NAME}@1"})
+        sent[r.headers["x-request-id"]] = INSTANCES[i]
+
+    def written():
+        keys = sorted(set(store.keys("prediction-logs")) - before)
+        frame = pd.concat([pd.read_parquet(io.BytesIO(store.get(k))) for k in keys]) if keys else None
+        return (keys, frame) if frame is not None and set(sent) <= set(frame["request_id"]) else None
+
+    keys, frame = live.wait_until(written, "both replicas' prediction logs in the container", timeout=30)
+    mine = frame[frame["request_id"].isin(sent)]
+    assert len(mine) == 200 and mine["request_id"].is_unique, "each request once"
+    assert len({k.rsplit("/", 1)[1].rsplit("-", 2)[0] for k in keys}) == 2, "two writers, files of their own"
+    assert all(k.startswith(f"prediction-logs/model={NAME}/date=") for k in keys)
+    for _, row in mine.sample(20, random_state=0).iterrows():
+        np.testing.assert_allclose(row["inputs"], sent[row["request_id"]], rtol=1e-6)
+    live.http.put(f"/v1/models/{NAME}/monitoring", json={"log_share": None}).raise_for_status()
