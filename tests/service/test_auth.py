@@ -47,10 +47,20 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("DELETE", "/v1/datasets/{ref}"): {ADMIN}, ("POST", "/v1/models/{name}/versions/{version}/promote"): {ADMIN},
     ("POST", "/v1/keys"): {ADMIN}, ("GET", "/v1/keys"): {ADMIN}, ("DELETE", "/v1/keys/{key_id}"): {ADMIN},
     ("GET", "/v1/audit"): {ADMIN}, ("GET", "/metrics"): {READ},
+    ("POST", "/v1/models/{name}/rollouts"): {ADMIN}, ("GET", "/v1/models/{name}/rollouts"): {READ},
+    ("GET", "/v1/rollouts"): {READ}, ("GET", "/v1/models/{name}/rollouts/{rollout_id}"): {READ},
+    ("GET", "/v1/models/{name}/rollouts/{rollout_id}/events"): {READ},
+    ("POST", "/v1/models/{name}/rollouts/{rollout_id}/pause"): {ADMIN},
+    ("POST", "/v1/models/{name}/rollouts/{rollout_id}/resume"): {ADMIN},
+    ("POST", "/v1/models/{name}/rollouts/{rollout_id}/promote"): {ADMIN},
+    ("POST", "/v1/models/{name}/rollouts/{rollout_id}/abort"): {ADMIN},
+    ("POST", "/v1/feedback"): {PREDICT, TRAIN}, ("GET", "/v1/models/{name}/versions/{version}/monitoring"): {PREDICT, READ},
+    ("GET", "/v1/models/{name}/monitoring"): {PREDICT, READ}, ("PUT", "/v1/models/{name}/monitoring"): {ADMIN},
 }
 PLACEHOLDERS = {"name": "no-such-model", "version": "1", "ref": "no-such-thing", "alias": "production",
                 "job_id": "00000000-0000-4000-8000-000000000000",
-                "sweep_id": "00000000-0000-4000-8000-000000000000", "key_id": "00000000-0000-4000-8000-000000000000"}
+                "sweep_id": "00000000-0000-4000-8000-000000000000", "key_id": "00000000-0000-4000-8000-000000000000",
+                "rollout_id": "00000000-0000-4000-8000-000000000000"}
 
 
 def make_key(runtime, *scopes: Scope, expires_in: timedelta | None = None, revoked: bool = False,

@@ -145,15 +145,23 @@ def test_a_model_s_log_share_and_retention(api, test_digits):
 
 
 def test_a_rollout_is_rolled_back_on_live_accuracy_from_feedback(api, test_digits):
-    """The rollout gate on labelled live traffic: a candidate that barely learned (one epoch at a learning
-    rate that moves nothing) is rolled back once both versions have enough labels, with both accuracies."""
+    """The rollout gate on labelled live traffic: a candidate trained on the same digits with every label
+    shifted by one (right on its own test part, wrong on every real label) is rolled back once both versions
+    have enough labels, with both accuracies in the reason."""
+    from models.datasets import load_builtin
+    from tests import datafiles
     from tests.conftest import run_in_worker
 
-    job = api.post("/v1/jobs", json={"dataset": "mnist-5k", "name": NAME, "architecture": {
-        "type": "logistic_regression"}, "optimizer": {"type": "sgd"}, "training": {
-        "epochs": 1, "batch_size": 128, "learning_rate": 1e-7, "seed": 0}}).json()
+    digits = load_builtin("mnist-5k")
+    shifted = datafiles.npz(digits.x.numpy().astype(np.uint8)[:, 0], ((digits.y.numpy() + 1) % 10).astype(np.uint8))
+    assert api.post("/v1/datasets", data={"name": "mnist-shifted"}, files=[("file", ("d.npz", shifted))]).status_code == 201
+    job = api.post("/v1/jobs", json={"dataset": "mnist-shifted", "name": NAME, "architecture": {
+        "type": "logistic_regression"}, "optimizer": {"type": "adam"}, "training": {
+        "epochs": 3, "batch_size": 128, "learning_rate": 0.003, "seed": 0}}).json()
     run_in_worker(api.runtime, job["id"])
-    candidate = api.get(f"/v1/jobs/{job['id']}").json()["model"]["version"]
+    done = api.get(f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done["error"]
+    candidate = done["model"]["version"]
     api.put(f"/v1/models/{NAME}/aliases/production", json={"version": 1}).raise_for_status()
     rollout = api.post(f"/v1/models/{NAME}/rollouts", json={
         "candidate": candidate, "compare_share": 0, "steps": [{"weight": 50, "min_seconds": 0}, {"weight": 100}],

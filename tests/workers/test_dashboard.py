@@ -5,11 +5,14 @@ digits on the canvas, and the pages at 390 pixels wide. Screenshots go to test-a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser import browser, offline_page, screenshot  # noqa: F401  (browser: a fixture)
 from tests.helpers import LOGREG_SPEC, solar_forecaster
@@ -237,10 +240,17 @@ def test_a_running_rollout_is_shown_live_and_paused_then_promoted(embedded_stack
     card.wait_for(timeout=10_000)
     assert card.get_attribute("data-status") == "running" and "step 1 of 2 at 50 %" in card.text_content()
     assert card.locator("[data-gate]").count() == 3
-    for _ in range(30):  # the live numbers follow the traffic (a pass every 2 s on the page)
-        http.post("/predict", json={"instances": [[0.0] * 64], "model": f"{name}@production"}).raise_for_status()
-    page.wait_for_function(f"""(() => {{ const rows = document.querySelectorAll("[data-rollout='{rollout['id']}'] tr[data-arm]");
-        return [...rows].reduce((n, r) => n + Number(r.children[2].textContent), 0) >= 30; }})()""", timeout=20_000)
+    # The live numbers follow the traffic: the API routes it once its background pass has read the rollout
+    # (every 2 s), counts it, and the page reads the counts every 2 s.
+    counted = f"""[...document.querySelectorAll("[data-rollout='{rollout['id']}'] tr[data-arm]")]
+        .reduce((n, r) => n + Number(r.children[2].textContent), 0)"""
+    deadline = time.monotonic() + 60
+    while page.evaluate(counted) < 10:
+        assert time.monotonic() < deadline, "the rollout's live numbers never showed the traffic"
+        for _ in range(10):
+            http.post("/predict", json={"instances": [[0.0] * 64], "model": f"{name}@production"}).raise_for_status()
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_function(f"{counted} >= 10", timeout=2_500)
     card.get_by_role("button", name="Pause").click()
     page.locator(f"[data-rollout='{rollout['id']}'][data-status='paused']").wait_for(timeout=10_000)
     screenshot(page, "dashboard-rollout")

@@ -206,11 +206,15 @@ def test_both_replicas_prediction_logs_read_back_from_blob_storage(live):
                        live.store_env["TRAINSERVE_AZURE_STORAGE_CONNECTION_STRING"])
     before = set(store.keys("prediction-logs"))
 
-    def logging_everywhere():  # both replicas have read the share: a request to each is logged
-        ids = [r.post("/predict", json={"instances": [INSTANCES[0]], "model": f"{NAME}@1"}).headers["x-request-id"]
-               for r in live.replicas]
-        return ids if all(live.http.post("/v1/feedback", json={"items": [{"request_id": i, "label": 0}]})
-                          .json()["accepted"] for i in ids) else None
+    probes: list[tuple[int, str]] = []  # (replica, request id) sent while waiting for both to log
+
+    def logging_everywhere():  # both replicas have read the share: a request of each was logged and written
+        for k, replica in enumerate(live.replicas):
+            r = replica.post("/predict", json={"instances": [INSTANCES[0]], "model": f"{NAME}@1"})
+            probes.append((k, r.headers["x-request-id"]))
+        answer = live.http.post("/v1/feedback", json={"items": [{"request_id": i, "label": 0} for _, i in probes]})
+        logged = {k for (k, _), item in zip(probes, answer.json()["items"]) if item["accepted"]}
+        return logged if logged == {0, 1} else None
 
     live.wait_until(logging_everywhere, "both replicas to log every request", timeout=30)
     sent = {}
