@@ -221,14 +221,16 @@ def breakdown(json_body: bytes, png: bytes, model_id: str) -> list[str]:
     from service.platform.runtime import Runtime
     from service.platform.settings import load_settings
     from service.predict import images, service
+    from service.serving.models import ModelCache, resolve, to_batch
+    from service.serving.rollouts import Routing
 
     torch.set_num_threads(1)
     threadpool_limits(1, user_api="blas")  # as the API process runs
-    cache = service.ModelCache(Runtime(load_settings()), 4, 5.0)
-    model = service.resolve(cache, model_id, None)
+    routing = Routing(ModelCache(Runtime(load_settings()), 4, 5.0))
+    model = resolve(routing.cache, model_id, None)
     instances, _, _ = service.parse_request(json_body, 1024)
-    batch = service.to_batch(instances, model)
-    response = service.classify(model, batch, 3)
+    batch = to_batch(instances, model)
+    response = service.classify(routing, model, None, batch, 3)
 
     def median_us(fn, n=2000) -> float:
         times = []
@@ -240,9 +242,11 @@ def breakdown(json_body: bytes, png: bytes, model_id: str) -> list[str]:
 
     batch8 = np.concatenate([batch] * 8)
     parts = [("JSON body -> list (orjson)", lambda: service.parse_request(json_body, 1024), 1),
-             ("list -> checked array (NumPy)", lambda: service.to_batch(instances, model), 1),
-             ("model forward (NumPy path) + softmax + top-k", lambda: service.classify(model, batch, 3), 1),
-             ("the same, 8 requests in one pass, per request", lambda: service.classify(model, batch8, 3), 8),
+             ("list -> checked array (NumPy)", lambda: to_batch(instances, model), 1),
+             ("model forward (NumPy path) + softmax + top-k", lambda: service.classify(routing, model, None, batch, 3),
+              1),
+             ("the same, 8 requests in one pass, per request",
+              lambda: service.classify(routing, model, None, batch8, 3), 8),
              ("response -> JSON (orjson)", lambda: orjson.dumps(response), 1),
              ("PNG -> 28x28 (decode, crop, fit, centre)",
               lambda: images.preprocess(png, "x.png", model.input_shape, model.value_range), 1),
