@@ -6,7 +6,8 @@ MAX_FEEDBACK = 1000
 
 
 class FeedbackItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: a label is a JSON integer and a reading a JSON number, as the schema says, never "3" or true
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     request_id: str = Field(min_length=1, max_length=128, description="The X-Request-ID of the answer (gRPC: its id).")
     label: int | None = Field(None, description="A classifier's true label, for a request of one instance.")
@@ -36,7 +37,7 @@ class FeedbackOut(BaseModel):
 
 
 class MonitoringSettingsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     log_share: float | None = Field(None, ge=0, le=1, description="The share of this model's requests logged; "
                                                                   "null: the deployment's default. 0 turns "
