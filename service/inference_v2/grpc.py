@@ -138,7 +138,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             # The call's id is its request id (the prediction log's, for feedback): the caller's, or a new one,
             # returned in the answer's id as the protocol has it.
             parsed.id = parsed.id or f"{getrandbits(128):032x}"
-            logs.request_id.set(parsed.id)
+            fits = len(parsed.id) <= 128 and parsed.id.isascii() and parsed.id.isprintable()  # as X-Request-ID
+            logs.request_id.set(parsed.id if fits else f"{getrandbits(128):032x}")
             outputs = await service.infer(parsed, served, routing, state.batcher, state.settings.max_batch,
                                           run_in_threadpool)
             return encode(service.response_header(served[0], parsed), outputs)

@@ -9,7 +9,8 @@ class FeedbackItem(BaseModel):
     # strict: a label is a JSON integer and a reading a JSON number, as the schema says, never "3" or true
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
-    request_id: str = Field(min_length=1, max_length=128, description="The X-Request-ID of the answer (gRPC: its id).")
+    request_id: str = Field(pattern=r"^[\x20-\x7e]{1,128}$", description="The X-Request-ID of the answer (gRPC: its "
+                                                                         "id): printable ASCII, as the API takes it.")
     label: int | None = Field(None, description="A classifier's true label, for a request of one instance.")
     labels: list[int] | None = Field(None, max_length=10_000, description="A classifier's true labels, one per "
                                                                           "instance of the request.")
