@@ -38,6 +38,10 @@ class Reconciler:
         self.oldest_queued_seconds = 0.0  # how long the oldest queued job has waited
         self.silent_jobs = 0  # running jobs whose worker stopped beating (re-queued by a later pass)
         self.pruned_files_at: datetime | None = None
+        # Each classifier version's labelled live instances in the last day and how many were right, for
+        # /metrics; counted at most every minute.
+        self.live_quality: dict[tuple[str, str], tuple[int, int]] = {}
+        self.live_quality_at: datetime | None = None
 
     def once(self) -> int:
         runtime, settings, before = self.runtime, self.runtime.settings, self.broker
@@ -62,12 +66,24 @@ class Reconciler:
         self.resent += len(jobs)
         self.advance_sweeps()
         self.prune_predictions()
+        self.count_live_quality()
         if jobs:
             why = ("the broker is back after an outage" if before is None else "the broker restarted") if everything \
                 else "not started in time"
             log.warning("reconciler: sent %d queued job(s) again (%s); %d in all by this process", len(jobs), why,
                         self.resent)
         return len(jobs)
+
+    def count_live_quality(self, now: datetime | None = None, every: timedelta = timedelta(minutes=1)) -> None:
+        now = now or utcnow()
+        if self.live_quality_at is not None and now - self.live_quality_at < every:
+            return
+        try:
+            with self.runtime.session() as session:
+                self.live_quality = monitoring.live_counts(session, now - timedelta(days=1))
+            self.live_quality_at = now
+        except Exception:
+            log.exception("reconciler: could not count the live quality")
 
     def prune_predictions(self, now: datetime | None = None) -> None:
         """Logged predictions past their model's retention go: the rows every pass, the Parquet files (a

@@ -39,7 +39,8 @@ def exported_metrics() -> set[str]:
     empty = SimpleNamespace(models=SimpleNamespace(hits=0, misses=0, loads=0, load_seconds=0.0),
                             batcher=SimpleNamespace(pass_sizes=[0] * 8, requests=0),
                             reconciler=SimpleNamespace(jobs_by_status={}, queue_depths={}, resent=0,
-                                                       oldest_queued_seconds=0.0, silent_jobs=0),
+                                                       oldest_queued_seconds=0.0, silent_jobs=0,
+                                                       live_quality={}),
                             events=SimpleNamespace(watchers=0, polls=0), rollouts=RolloutRouter(None))
     api = Metrics(empty)
     api.observe("GET", "/healthz", 200, 0.001)

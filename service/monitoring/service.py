@@ -129,6 +129,20 @@ def live_quality(session: Session, model: TrainedModel, window: timedelta) -> di
     return out
 
 
+def live_counts(session: Session, since: datetime) -> dict[tuple[str, str], tuple[int, int]]:
+    """Each classifier version's labelled live instances since ``since``, and how many it answered right:
+    by (name, version), for the Prometheus gauges."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for name, version, predicted, actual in session.execute(
+            select(Prediction.name, Prediction.version, Prediction.predicted, Prediction.actual).where(
+                Prediction.task == "classification", Prediction.labelled_at.is_not(None),
+                Prediction.created_at >= since)):
+        tally = counts.setdefault((name, str(version)), [0, 0])
+        tally[0] += len(actual)
+        tally[1] += sum(p == a for p, a in zip(predicted, actual))
+    return {key: (n, correct) for key, (n, correct) in counts.items()}
+
+
 def settings_out(session: Session, name: str, settings: Settings) -> MonitoringSettingsOut:
     own = session.get(MonitoringSettings, name)
     share = own.log_share if own is not None and own.log_share is not None else settings.prediction_log_share

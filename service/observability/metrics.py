@@ -73,6 +73,16 @@ class State(Collector):
                                    "made, by backend and operation.", ["backend", "operation"])
         yield CounterMetricFamily("trainserve_jobs_resent", "Queued jobs this process sent again.",
                                   value=reconciler.resent)
+        labels = GaugeMetricFamily("trainserve_live_labels", "A classifier version's live instances labelled by "
+                                   "feedback in the last day (counted by the reconciler).", labels=["model", "version"])
+        accuracy = GaugeMetricFamily("trainserve_live_accuracy", "A classifier version's accuracy on its labelled "
+                                     "live instances of the last day.", labels=["model", "version"])
+        for (name, version), (n, correct) in sorted(reconciler.live_quality.items()):
+            labels.add_metric([name, version], n)
+            if n:
+                accuracy.add_metric([name, version], correct / n)
+        yield labels
+        yield accuracy
         yield from rollout_families(self.state.rollouts)
 
 

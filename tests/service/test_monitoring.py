@@ -86,6 +86,11 @@ def test_feedback_on_1000_real_digits_gives_the_offline_accuracy(api, sent, test
     matrix = np.array(live["confusion_matrix"])
     assert matrix.sum() == 1000 and np.trace(matrix) == round(offline * 1000)
     assert live["per_class_recall"]["0"] == pytest.approx(matrix[0, 0] / matrix[0].sum())
+    api.app.state.reconciler.count_live_quality()  # what the reconciler's pass gauges for Prometheus
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in api.get("/metrics").text.splitlines()
+               if line.startswith("trainserve_live_")}
+    assert metrics[f'trainserve_live_labels{{model="{NAME}",version="1"}}'] == 1000
+    assert metrics[f'trainserve_live_accuracy{{model="{NAME}",version="1"}}'] == pytest.approx(offline)
 
 
 def test_the_parquet_log_reads_back_with_pandas_to_the_requests_sent(api, sent, test_digits):
