@@ -114,15 +114,21 @@ def client(runtime) -> Iterator[TestClient]:
         yield c
 
 
+def own_runtime(databases, home, **changes) -> Runtime:
+    """A runtime on a SQLite database and an artifact folder of its own under ``home``, migrated, with the
+    in-process tests' settings and ``changes``."""
+    own = Runtime(databases["sqlite"].settings.model_copy(update={
+        "database_url": f"sqlite:///{home / 'own.db'}", "artifacts_url": f"file://{home / 'artifacts'}", **changes}))
+    upgrade(own.settings.database_url)
+    return own
+
+
 @pytest.fixture
 def own_api(databases, tmp_path) -> Iterator[TestClient]:
     """The API on a SQLite database of this test's own, for what depends on every model in the database (the
     default route), trusting no cached reference (an answer that stays the same is not the cache's doing).
     ``own_api.run_job(job_id)`` runs a job as a worker would."""
-    own = Runtime(databases["sqlite"].settings.model_copy(update={
-        "database_url": f"sqlite:///{tmp_path / 'own.db'}", "artifacts_url": f"file://{tmp_path / 'artifacts'}",
-        "ref_cache_seconds": 0}))
-    upgrade(own.settings.database_url)
+    own = own_runtime(databases, tmp_path, ref_cache_seconds=0)
     with TestClient(create_app(runtime=own, reconcile=False, tune_process=False)) as c:
         c.run_job = lambda job_id: run_in_worker(own, job_id)
         yield c

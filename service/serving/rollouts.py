@@ -238,6 +238,12 @@ class RolloutRouter:
             for start in range(0, len(group), 64):
                 self._compare_classifier(group[start:start + 64])
 
+    def _shadow_pass(self, counts: Counts, mirror: LoadedModel, seconds: float, failed: bool) -> None:
+        """In shadow mode the candidate's duplicate pass is its request (under the lock)."""
+        counts.observe(seconds)
+        counts.errors += failed
+        self._role(mirror, "shadow", seconds, failed)
+
     def _compare_classifier(self, group: list) -> None:
         mirror = group[0][0].mirror
         started = time.perf_counter()
@@ -251,10 +257,8 @@ class RolloutRouter:
             for ticket, outputs, batch in group:
                 n = len(batch)
                 counts = self._count(ticket.route, "candidate")
-                if ticket.route.mode == "shadow":  # the candidate's pass is its request in shadow mode
-                    counts.observe(seconds)
-                    counts.errors += theirs is None
-                    self._role(mirror, "shadow", seconds, theirs is None)
+                if ticket.route.mode == "shadow":
+                    self._shadow_pass(counts, mirror, seconds, theirs is None)
                 counts.compared += n
                 if theirs is not None:
                     counts.agreed += int((np.argmax(outputs, axis=1) == theirs[offset:offset + n]).sum())
@@ -276,9 +280,7 @@ class RolloutRouter:
             self._waiting -= 1
             counts = self._count(route, "candidate")
             if route.mode == "shadow":
-                counts.observe(seconds)
-                counts.errors += theirs is None
-                self._role(mirror, "shadow", seconds, theirs is None)
+                self._shadow_pass(counts, mirror, seconds, theirs is None)
             counts.compared += len(ours)
             if theirs is not None and stable.shape == candidate.shape:
                 counts.difference += float(np.abs(candidate - stable).sum())
@@ -295,8 +297,8 @@ class RolloutRouter:
         with self._lock:
             counts, self._counts = self._counts, {}
         rows = [RolloutCount(rollout_id=rollout_id, step=step, arm=arm, requests=c.requests, errors=c.errors,
-                             compared=c.compared, agreed=c.agreed, difference=c.difference + 0.0,
-                             scale=c.scale + 0.0, latency=c.latency)
+                             compared=c.compared, agreed=c.agreed, difference=c.difference,
+                             scale=c.scale, latency=c.latency)
                 for (rollout_id, step, arm), c in counts.items()]
         if rows:
             with runtime.session() as session:

@@ -14,10 +14,9 @@ from fastapi.testclient import TestClient
 
 from service.main import create_app
 from service.monitoring import service as monitoring
-from service.platform.migrate import upgrade
-from service.platform.runtime import Runtime
 from service.platform.tables import Prediction, utcnow
 from service.rollouts import background
+from tests.conftest import own_runtime
 from tests.helpers import assert_error
 
 pytestmark = pytest.mark.slow  # trains a classifier on 5,000 MNIST digits (seconds)
@@ -27,11 +26,8 @@ NAME = "watched-mnist"
 
 @pytest.fixture(scope="module")
 def api(databases, tmp_path_factory):
-    home = tmp_path_factory.mktemp("monitoring")
-    runtime = Runtime(databases["sqlite"].settings.model_copy(update={
-        "database_url": f"sqlite:///{home / 'own.db'}", "artifacts_url": f"file://{home / 'artifacts'}",
-        "rollout_seconds": 3600, "prediction_log_share": 1.0}))
-    upgrade(runtime.settings.database_url)
+    runtime = own_runtime(databases, tmp_path_factory.mktemp("monitoring"), rollout_seconds=3600,
+                          prediction_log_share=1.0)
     with TestClient(create_app(runtime=runtime, reconcile=False, tune_process=False)) as client:
         from tests.conftest import run_in_worker
 
@@ -170,7 +166,8 @@ def test_a_rollout_is_rolled_back_on_live_accuracy_from_feedback(api, test_digit
     api.put(f"/v1/models/{NAME}/aliases/production", json={"version": 1}).raise_for_status()
     rollout = api.post(f"/v1/models/{NAME}/rollouts", json={
         "candidate": candidate, "compare_share": 0, "steps": [{"weight": 50, "min_seconds": 0}, {"weight": 100}],
-        "gates": {"min_requests": 10, "min_agreement": None, "max_accuracy_drop": 0.05, "min_labels": 100}}).json()
+        "gates": {"min_requests": 10, "min_agreement": None, "max_accuracy_drop": 0.05, "min_labels": 100,
+                  "latency_slack_ms": 60_000}}).json()  # judged on accuracy alone: a busy CI box's p99 is no verdict
     api.once()
     x, y = test_digits
     sent = []
