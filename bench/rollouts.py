@@ -98,13 +98,17 @@ def main() -> None:
                         httpx.post(f"{api}/v1/models/bench-mlp/rollouts/{rollout_id}/abort",
                                    timeout=30).raise_for_status()
                         routed(api, json_body, {1})
+            runs["none"].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
             for mode, label in (("none", "nothing on"), ("canary", "10 % canary (5 % compared)"),
                                 ("shadow", "shadow, 100 % mirrored"), ("log10", "prediction log, 10 % (default)"),
                                 ("log100", "prediction log, 100 %")):
                 mean = {k: sum(r[k] for r in runs[mode]) / len(runs[mode]) for k in ("rps", "p50", "p99")}
-                # each run against the run with nothing on just before it
-                nones = runs["none"][["canary", "shadow", "log10", "log100"].index(mode)::4] if mode != "none" else []
-                ratios = [r["rps"] / n["rps"] for r, n in zip(runs[mode], nones)]
+                # each run against the runs with nothing on just before and just after it, so that a machine
+                # that speeds up or slows down during the benchmark does not tilt the ratios
+                first = ["canary", "shadow", "log10", "log100"].index(mode) if mode != "none" else 0
+                around = [(runs["none"][i]["rps"] + runs["none"][i + 1]["rps"]) / 2
+                          for i in range(first, len(runs["none"]) - 1, 4)] if mode != "none" else []
+                ratios = [r["rps"] / n for r, n in zip(runs[mode], around)]
                 ratio = "" if mode == "none" else (f"x{float(np.median(ratios)):.2f} "
                                                    f"({', '.join(f'{x:.2f}' for x in ratios)})")
                 rows.append(f"| {c} | {label} | {mean['rps']:,.0f} | {mean['p50']:.1f} ms | {mean['p99']:.1f} ms "

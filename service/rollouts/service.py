@@ -238,41 +238,52 @@ def running(session: Session) -> list[tuple[str, uuid.UUID]]:
     return list(session.execute(select(Rollout.name, Rollout.id).where(Rollout.status == "running")).all())
 
 
-def judge(session: Session, name: str, rollout_id: uuid.UUID, now: datetime | None = None) -> str | None:
-    """One judging pass over a running rollout: roll it back when a gate fails, move it to its next step (or
-    finish it) when every gate passes and the step's time and requests are spent. Returns what it did
-    ("rolled_back", "succeeded", "step") or None."""
-    row = _locked(session, name, rollout_id, ("running",))
-    if row is None:
-        return None
+def _verdict(session: Session, row: Rollout, now: datetime | None) -> tuple[str, str, dict | None] | None:
+    """What a judging pass would do with ``row`` now, without doing it: ("rolled_back", reason, numbers),
+    ("succeeded" or "step", "", numbers), or None (the step goes on)."""
     body = RolloutIn.model_validate(row.request)
     alias = session.get(ModelAlias, (row.name, row.alias))
     if alias is None or alias.model_id != row.stable_id:
-        _end(session, row, "rolled_back", f"{row.name}@{row.alias} no longer points at version "
-                                          f"{row.stable.version}, the stable one", None, step=row.step)
-        return "rolled_back"
+        return "rolled_back", f"{row.name}@{row.alias} no longer points at version {row.stable.version}, the " \
+                              f"stable one", None
     counts, stable_all = step_counts(session, row.id, row.step)
     results = _checks(session, row, body, counts, stable_all)
     numbers = {"step": row.step, "gates": [r.model_dump() for r in results],
                "live": {arm: arm_stats(c).model_dump() for arm, c in counts.items()}}
     failed = [r for r in results if r.passed is False]
     if failed:
-        reason = "; ".join(f"{r.gate}: {r.reason}" for r in failed)
-        events.append(session, RolloutEvent, row.id, "verdict", {"verdict": "fail", **numbers})
-        _end(session, row, "rolled_back", f"step {row.step}: {reason}", None, step=row.step)
-        return "rolled_back"
+        return "rolled_back", f"step {row.step}: " + "; ".join(f"{r.gate}: {r.reason}" for r in failed), numbers
     step: Step = body.steps[row.step]
     elapsed = ((now or utcnow()) - row.step_started_at).total_seconds()
     if any(r.passed is None for r in results) or elapsed < step.min_seconds \
             or counts["candidate"].requests < step.min_requests:
         return None
+    return ("succeeded" if row.step + 1 == len(body.steps) else "step"), "", numbers
+
+
+def judge(session: Session, name: str, rollout_id: uuid.UUID, now: datetime | None = None) -> str | None:
+    """One judging pass over a running rollout: roll it back when a gate fails, move it to its next step (or
+    finish it) when every gate passes and the step's time and requests are spent. Returns what it did
+    ("rolled_back", "succeeded", "step") or None. The row is locked (written) only when a decision is due,
+    and the verdict taken again under the lock: most passes decide nothing and write nothing."""
+    if _verdict(session, get_rollout(session, name, rollout_id), now) is None:
+        return None
+    row = _locked(session, name, rollout_id, ("running",))
+    if row is None or (verdict := _verdict(session, row, now)) is None:
+        return None
+    what, reason, numbers = verdict
+    if what == "rolled_back":
+        if numbers is not None:
+            events.append(session, RolloutEvent, row.id, "verdict", {"verdict": "fail", **numbers})
+        _end(session, row, "rolled_back", reason, None, step=row.step)
+        return what
     events.append(session, RolloutEvent, row.id, "verdict", {"verdict": "pass", **numbers})
-    if row.step + 1 == len(body.steps):
-        _end(session, row, "succeeded", f"every gate passed at all {len(body.steps)} steps", None, step=row.step)
-        return "succeeded"
+    if what == "succeeded":
+        _end(session, row, "succeeded", f"every gate passed at all {row.step + 1} steps", None, step=row.step)
+        return what
     row.step, row.step_started_at = row.step + 1, utcnow()
-    _step_event(session, row, body)
-    return "step"
+    _step_event(session, row, RolloutIn.model_validate(row.request))
+    return what
 
 
 def judge_all(runtime: Runtime) -> dict[uuid.UUID, str]:
