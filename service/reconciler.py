@@ -41,6 +41,8 @@ class Reconciler:
         # Each classifier version's labelled live instances in the last day and how many were right, for
         # /metrics; counted at most every minute.
         self.live_quality: dict[tuple[str, str], tuple[int, int]] = {}
+        # ... and each classifier version's drift over the drift window (monitoring.drift_now).
+        self.drift: dict[tuple[str, str], dict] = {}
         self.live_quality_at: datetime | None = None
 
     def once(self) -> int:
@@ -79,11 +81,14 @@ class Reconciler:
         if self.live_quality_at is not None and now - self.live_quality_at < every:
             return
         try:
+            settings = self.runtime.settings
             with self.runtime.session() as session:
                 self.live_quality = monitoring.live_counts(session, now - timedelta(days=1))
+                self.drift = monitoring.drift_now(session, now - timedelta(minutes=settings.drift_window_minutes),
+                                                  settings)
             self.live_quality_at = now
         except Exception:
-            log.exception("reconciler: could not count the live quality")
+            log.exception("reconciler: could not count the live quality and drift")
 
     def prune_predictions(self, now: datetime | None = None) -> None:
         """Logged predictions past their model's retention go: the rows every pass, the Parquet files (a

@@ -40,7 +40,7 @@ def exported_metrics() -> set[str]:
                             batcher=SimpleNamespace(pass_sizes=[0] * 8, requests=0),
                             reconciler=SimpleNamespace(jobs_by_status={}, queue_depths={}, resent=0,
                                                        oldest_queued_seconds=0.0, silent_jobs=0,
-                                                       live_quality={}),
+                                                       live_quality={}, drift={}),
                             events=SimpleNamespace(watchers=0, polls=0), rollouts=RolloutRouter(None))
     api = Metrics(empty)
     api.observe("GET", "/healthz", 200, 0.001)
@@ -76,7 +76,8 @@ def test_the_alert_rules_pass_promtool():
 def test_the_alerts_cover_what_an_operator_is_woken_for():
     rules = alert_rules()
     assert {"TrainserveErrorRateHigh", "TrainservePredictLatencyHigh", "TrainserveQueueStuck",
-            "TrainserveJobsFailing", "TrainserveWorkerSilent", "TrainserveRolloutRolledBack"} <= {r["alert"] for r in rules}
+            "TrainserveJobsFailing", "TrainserveWorkerSilent", "TrainserveRolloutRolledBack",
+            "TrainserveModelDrift"} <= {r["alert"] for r in rules}
     for rule in rules:
         assert rule.get("for") and rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]

@@ -20,7 +20,7 @@ from service.platform.tables import Base
 
 TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "job_events", "models", "model_aliases", "api_keys",
           "audit_events", "idempotent_requests", "sweeps",
-          "sweep_events", "rollouts", "rollout_events", "rollout_counts", "predictions", "monitoring_settings"}
+          "sweep_events", "rollouts", "rollout_events", "rollout_counts", "predictions", "monitoring_settings", "drift_counts"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -20,6 +20,7 @@ import torch
 from sqlalchemy import delete, select
 
 from models.architectures import build_model
+from models.drift import profile_of
 from models.errors import ConfigError
 from models.export import checkpoint_from_bytes, checkpoint_to_bytes, model_to_bytes, tensor_to_bytes
 from models.metrics import CHANCE_MARGIN, chance_accuracy
@@ -74,6 +75,13 @@ class Trained:
         """Inputs from the test part, saved with the model: its exports are checked on them."""
         return tensor_to_bytes(self.plan.held_out[:EXPORT_CHECK_INPUTS])
 
+    def profile(self) -> dict | None:
+        """A classifier's reference profile of its test part, that live drift is measured against."""
+        if self.plan.task != "classification":
+            return None
+        config = self.plan.final_config()
+        return profile_of(self.model, self.plan.held_out, config.input_shape, config.value_range, config.num_classes)
+
 
 class JobHooks:
     """What happens around a job's run. These, a plain job's: nothing after each epoch, and the model
@@ -99,7 +107,7 @@ class JobHooks:
         version = registry.NewVersion(
             name=spec.name or f"{job.dataset.name}-{config.architecture}", task=plan.task, job_id=job.id,
             dataset_id=job.dataset_id, config=config, data=trained.model_file(), held_out=trained.held_out(),
-            metrics=trained.report, promote=spec.promote)
+            metrics=trained.report, promote=spec.promote, profile=trained.profile())
         with span("registration") as registration:
             model_id = registry.register_version(runtime, version, succeed)
             registration.set_attribute("trainserve.model_id", str(model_id))

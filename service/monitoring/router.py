@@ -43,6 +43,21 @@ def version_monitoring(name: str, version: Annotated[int, Path(ge=1, le=MAX_INT)
     return service.live_quality(session, registry.get_version(session, name, version), service.parse_window(window))
 
 
+@router.get("/v1/models/{name}/versions/{version}/drift", dependencies=[allow(Scope.predict, Scope.read)],
+            responses=errors(404, 422))
+def version_drift(name: str, version: Annotated[int, Path(ge=1, le=MAX_INT)], session: SessionDep, request: Request,
+                  window: Annotated[str, Query(max_length=8, description="e.g. 1h, 24h, 7d")] = "24h",
+                  points: Annotated[int, Query(ge=1, le=500, description="Parts of the window in the series")] = 24,
+                  ) -> dict:
+    """How far this classifier version's logged live traffic has moved from its test part: each input summary's
+    (mean intensity, ink area, the quadrants' means, the confidence) population stability index and binned
+    Kolmogorov-Smirnov distance, the predicted classes' PSI and chi-square p-value, the worst PSI against the
+    name's threshold (`drifting`: null below TRAINSERVE_DRIFT_MIN_INSTANCES logged instances), and the same
+    over `points` parts of the window, for a chart."""
+    return service.drift_report(session, registry.get_version(session, name, version), service.parse_window(window),
+                                points, request.app.state.settings)
+
+
 @router.get("/v1/models/{name}/monitoring", response_model=MonitoringSettingsOut,
             dependencies=[allow(Scope.predict, Scope.read)])
 def get_monitoring(name: str, session: SessionDep, request: Request) -> MonitoringSettingsOut:
@@ -53,8 +68,8 @@ def get_monitoring(name: str, session: SessionDep, request: Request) -> Monitori
 @router.put("/v1/models/{name}/monitoring", response_model=MonitoringSettingsOut, dependencies=[allow(Scope.admin)],
             responses=errors(404, 422))
 def set_monitoring(name: str, body: MonitoringSettingsIn, session: SessionDep, request: Request) -> MonitoringSettingsOut:
-    """Set this model name's prediction log share (0: log nothing of it, its inputs never stored) and
-    retention; null returns a setting to the deployment's default. Every API process applies it within
+    """Set this model name's prediction log share (0: log nothing of it, its inputs never stored), retention
+    and drift threshold; null returns a setting to the deployment's default. Every API process applies it within
     TRAINSERVE_ROLLOUT_SECONDS."""
     registry.resolve(session, name)  # an unknown name is a 404
     before = service.settings_out(session, name, request.app.state.settings).own

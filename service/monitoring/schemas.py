@@ -44,10 +44,14 @@ class MonitoringSettingsIn(BaseModel):
                                                                   "null: the deployment's default. 0 turns "
                                                                   "logging off for it (its inputs are not stored).")
     retention_days: int | None = Field(None, ge=1, le=3650, description="null: the deployment's default.")
+    drift_threshold: float | None = Field(None, gt=0, le=100, description="A version drifts when a summary's "
+                                                                          "population stability index passes this; "
+                                                                          "null: the deployment's default.")
 
 
 class MonitoringSettingsOut(BaseModel):
     name: str
     log_share: float = Field(description="In effect: the model's own, or the deployment's default.")
     retention_days: int
+    drift_threshold: float
     own: dict = Field(description="What was set for this model (null: the default applies).")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import uuid
 from datetime import datetime, timedelta
 from urllib.parse import unquote
 
@@ -13,11 +14,12 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from models import drift
 from service.http.errors import InvalidInput
 from service.monitoring.schemas import FeedbackIn, FeedbackResult, MonitoringSettingsIn, MonitoringSettingsOut
 from service.platform.artifacts import ArtifactStore
 from service.platform.settings import Settings
-from service.platform.tables import MonitoringSettings, Prediction, TrainedModel, utcnow
+from service.platform.tables import DriftCount, MonitoringSettings, Prediction, TrainedModel, utcnow
 from service.serving.predlog import PREFIX
 
 log = logging.getLogger(__name__)
@@ -143,12 +145,19 @@ def live_counts(session: Session, since: datetime) -> dict[tuple[str, str], tupl
     return {key: (n, correct) for key, (n, correct) in counts.items()}
 
 
+def _own(session: Session, name: str, field: str, default):
+    own = session.get(MonitoringSettings, name)
+    value = getattr(own, field) if own is not None else None
+    return default if value is None else value
+
+
 def settings_out(session: Session, name: str, settings: Settings) -> MonitoringSettingsOut:
     own = session.get(MonitoringSettings, name)
-    share = own.log_share if own is not None and own.log_share is not None else settings.prediction_log_share
-    return MonitoringSettingsOut(name=name, log_share=share, retention_days=retention_of(session, name, settings),
-                                 own={"log_share": own.log_share if own else None,
-                                      "retention_days": own.retention_days if own else None})
+    return MonitoringSettingsOut(
+        name=name, log_share=_own(session, name, "log_share", settings.prediction_log_share),
+        retention_days=retention_of(session, name, settings),
+        drift_threshold=_own(session, name, "drift_threshold", settings.drift_threshold),
+        own={field: getattr(own, field) if own else None for field in MonitoringSettingsIn.model_fields})
 
 
 def set_settings(session: Session, name: str, body: MonitoringSettingsIn) -> MonitoringSettings:
@@ -156,16 +165,76 @@ def set_settings(session: Session, name: str, body: MonitoringSettingsIn) -> Mon
     if row is None:
         row = MonitoringSettings(name=name)
         session.add(row)
-    row.log_share, row.retention_days, row.updated_at = body.log_share, body.retention_days, utcnow()
+    for field, value in body.model_dump().items():
+        setattr(row, field, value)
+    row.updated_at = utcnow()
     session.flush()
     return row
+
+
+def _drift_of(profile: dict, total: dict | None, threshold: float, min_instances: int) -> dict:
+    """A window's counts against the reference: each summary's scores, the worst PSI, and the verdict
+    (None below ``min_instances``)."""
+    if total is None:
+        return {"instances": 0, "max_psi": None, "worst": None, "drifting": None, "scores": {}}
+    scores = drift.scores(profile, total)
+    worst = max(scores, key=lambda k: scores[k]["psi"]) if scores else None
+    top = scores[worst]["psi"] if worst else None
+    return {"instances": total["instances"], "max_psi": top, "worst": worst,
+            "drifting": None if total["instances"] < min_instances or top is None else top > threshold,
+            "scores": scores}
+
+
+def drift_report(session: Session, model: TrainedModel, window: timedelta, points: int, settings: Settings) -> dict:
+    """How far the version's logged live traffic of the window has moved from its reference profile: over
+    the whole window, and over ``points`` equal parts of it (a chart over time)."""
+    now = utcnow()
+    since = now - window
+    threshold = _own(session, model.name, "drift_threshold", settings.drift_threshold)
+    out = {"model": {"id": str(model.id), "name": model.name, "version": model.version},
+           "since": since.isoformat(), "threshold": threshold, "min_instances": settings.drift_min_instances}
+    if model.profile is None:
+        return {**out, "profile": None, "reason": "this version has no reference profile: drift is measured for "
+                                                  "classifiers registered by this release or later"}
+    rows = session.execute(select(DriftCount.created_at, DriftCount.counts).where(
+        DriftCount.model_id == model.id, DriftCount.created_at >= since).order_by(DriftCount.created_at)).all()
+    step = window / points
+    parts: list[dict | None] = [None] * points
+    total = None
+    for at, counts in rows:
+        total = drift.add(total, counts)
+        i = min(int((at - since) / step), points - 1)
+        parts[i] = drift.add(parts[i], counts)
+    series = [{"start": (since + i * step).isoformat(), "end": (since + (i + 1) * step).isoformat(),
+               **{k: v for k, v in _drift_of(model.profile, part, threshold, settings.drift_min_instances).items()
+                  if k != "scores"}} for i, part in enumerate(parts)]
+    return {**out, "profile": {"instances": model.profile["instances"], "summaries": list(model.profile["features"])},
+            **_drift_of(model.profile, total, threshold, settings.drift_min_instances), "series": series}
+
+
+def drift_now(session: Session, since: datetime, settings: Settings) -> dict[tuple[str, str], dict]:
+    """Every classifier version's drift over its logged traffic since ``since``, by (name, version): for the
+    Prometheus gauges."""
+    totals: dict[uuid.UUID, dict] = {}
+    for model_id, counts in session.execute(select(DriftCount.model_id, DriftCount.counts).where(
+            DriftCount.created_at >= since)):
+        totals[model_id] = drift.add(totals.get(model_id), counts)
+    out = {}
+    for model in session.scalars(select(TrainedModel).where(TrainedModel.id.in_(totals))) if totals else []:
+        if model.profile is not None:
+            threshold = _own(session, model.name, "drift_threshold", settings.drift_threshold)
+            out[(model.name, str(model.version))] = {
+                "threshold": threshold,
+                **_drift_of(model.profile, totals[model.id], threshold, settings.drift_min_instances)}
+    return out
 
 
 PARTITION = re.compile(rf"^{PREFIX}/model=([^/]+)/date=(\d{{4}}-\d{{2}}-\d{{2}})/hour=(\d{{2}})/")
 
 
 def prune(session: Session, store: ArtifactStore | None, settings: Settings, now: datetime | None = None) -> int:
-    """Delete what is older than its model's retention: the logged requests (with their feedback) and, with
+    """Delete what is older than its model's retention: the logged requests (with their feedback), their drift
+    counts and, with
     ``store``, the Parquet files of the hours past it. Returns the files deleted."""
     now = now or utcnow()
     own = {r.name: r.retention_days for r in session.scalars(select(MonitoringSettings))
@@ -173,10 +242,11 @@ def prune(session: Session, store: ArtifactStore | None, settings: Settings, now
     default = settings.prediction_log_retention_days
     for days in {default, *own.values()}:
         names = [n for n, d in own.items() if d == days]
-        query = delete(Prediction).where(Prediction.created_at < now - timedelta(days=days))
-        query = query.where(Prediction.name.in_(names)) if days != default else \
-            query.where(Prediction.name.not_in([n for n, d in own.items() if d != default]))
-        session.execute(query)
+        for table in (Prediction, DriftCount):
+            query = delete(table).where(table.created_at < now - timedelta(days=days))
+            query = query.where(table.name.in_(names)) if days != default else \
+                query.where(table.name.not_in([n for n, d in own.items() if d != default]))
+            session.execute(query)
     if store is None:
         return 0
     deleted = 0

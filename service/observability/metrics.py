@@ -83,7 +83,30 @@ class State(Collector):
                 accuracy.add_metric([name, version], correct / n)
         yield labels
         yield accuracy
+        yield from drift_families(reconciler.drift)
         yield from rollout_families(self.state.rollouts)
+
+
+def drift_families(drift: dict[tuple[str, str], dict]):
+    """Each classifier version's drift over TRAINSERVE_DRIFT_WINDOW_MINUTES of logged traffic (gauged by the
+    reconciler): every summary's PSI, the instances it is measured on, and the name's threshold."""
+    psi = GaugeMetricFamily("trainserve_drift_psi", "Population stability index of a classifier version's logged "
+                            "live traffic against its test part, by summary (the predicted classes: "
+                            "summary=\"predictions\").", labels=["model", "version", "summary"])
+    instances = GaugeMetricFamily("trainserve_drift_instances", "Logged live instances that a classifier version's "
+                                  "drift is measured on.", labels=["model", "version"])
+    threshold = GaugeMetricFamily("trainserve_drift_threshold", "The PSI past which the version drifts (its model "
+                                  "name's, or TRAINSERVE_DRIFT_THRESHOLD), where it has enough instances for a "
+                                  "verdict.", labels=["model", "version"])
+    for (name, version), report in sorted(drift.items()):
+        instances.add_metric([name, version], report["instances"])
+        for summary, scores in report["scores"].items():
+            psi.add_metric([name, version, summary], scores["psi"])
+        if report["drifting"] is not None:
+            threshold.add_metric([name, version], report["threshold"])
+    yield psi
+    yield instances
+    yield threshold
 
 
 def rollout_families(router):

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
                                                "feedback are kept.")
     prediction_log_buffer: int = Field(10_000, ge=1, le=10_000_000, description="Requests an API process holds "
                                        "between two writes of its prediction log; beyond, they are dropped.")
+    drift_threshold: float = Field(0.25, gt=0, le=100, description="A classifier version drifts when any summary's "
+                                   "population stability index over the drift window passes this (per model name "
+                                   "over PUT /v1/models/{name}/monitoring); 0.25 is the usual mark of a large shift.")
+    drift_window_minutes: int = Field(60, ge=1, le=7 * 24 * 60, description="The window of live traffic that "
+                                      "Prometheus's drift gauges measure.")
+    drift_min_instances: int = Field(200, ge=1, le=10**9, description="No drift verdict on fewer logged instances "
+                                     "in a window than this.")
     rollout_seconds: float = Field(2.0, gt=0, le=60, description="How often each API process adds its rollout counts "
                                    "to the database, judges the running rollouts and reads their routes again.")
     default_classifier: str | None = Field(None, description="What /predict uses without 'model', e.g. "

@@ -211,6 +211,9 @@ class TrainedModel(Base):
     size_bytes: Mapped[int]
     # Per format ("torchscript", "onnx"): {"status": "ok"|"failed", "key", "sha256", "max_abs_difference", "error"}
     exports: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A classifier's reference profile of its test part, that live traffic's drift is measured against
+    # (models/drift.py); None for forecasters and for versions registered before it was kept.
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     job: Mapped[TrainingJob] = relationship(back_populates="model")
@@ -323,7 +326,23 @@ class MonitoringSettings(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     log_share: Mapped[float | None] = mapped_column(Float)  # None: TRAINSERVE_PREDICTION_LOG_SHARE
     retention_days: Mapped[int | None]  # None: TRAINSERVE_PREDICTION_LOG_RETENTION_DAYS
+    drift_threshold: Mapped[float | None] = mapped_column(Float)  # None: TRAINSERVE_DRIFT_THRESHOLD
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DriftCount(Base):
+    """A classifier version's logged instances that one API replica summarised in one write of its prediction
+    log, counted in the bins of the version's reference profile (models/drift.count): added, never updated,
+    and summed over a window to measure drift."""
+
+    __tablename__ = "drift_counts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    instances: Mapped[int]
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class ApiKey(Base):

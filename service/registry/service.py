@@ -233,6 +233,7 @@ class NewVersion:
     held_out: bytes  # inputs from the job's test part, the exports are checked on (models.export.tensor_to_bytes)
     metrics: dict
     promote: PromoteIn | None = None
+    profile: dict | None = None  # a classifier's reference profile for drift (models/drift.py)
 
 
 def register_version(runtime: Runtime, new: NewVersion, finish: Callable[[Session, dict], None]) -> uuid.UUID:
@@ -252,7 +253,7 @@ def register_version(runtime: Runtime, new: NewVersion, finish: Callable[[Sessio
                 job_id=new.job_id, dataset_id=new.dataset_id, architecture=config.architecture,
                 input_shape=list(config.input_shape), value_range=list(config.value_range),
                 num_classes=config.num_classes, metrics=new.metrics, artifact_key=key, sha256=sha256,
-                size_bytes=len(new.data))
+                size_bytes=len(new.data), profile=new.profile)
             session.add(model)
             session.flush()
             result = dict(new.metrics)

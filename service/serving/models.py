@@ -37,6 +37,7 @@ class LoadedModel:
     module: torch.nn.Module
     forecast: dict | None = None  # a forecaster's preparation
     fast: Callable[[np.ndarray], np.ndarray] | None = None  # the NumPy forward pass of a dense classifier
+    profile: dict | None = None  # a classifier's reference profile, that its logged requests are counted in
 
     @cached_property
     def _description(self) -> dict:
@@ -95,7 +96,7 @@ class ModelCache:
             module(torch.zeros((1, *config.input_shape)))
         model = LoadedModel(row.id, row.name, row.version, config.input_shape, config.value_range,
                             config.num_classes, module, config.forecast,
-                            dense_forward(module) if config.forecast is None else None)
+                            dense_forward(module) if config.forecast is None else None, row.profile)
         with self._lock:
             self.loads, self.load_seconds = self.loads + 1, self.load_seconds + time.perf_counter() - started
             self._models[row.id] = model

@@ -38,9 +38,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from models import drift
 from service.observability import logs
 from service.platform.runtime import Runtime
-from service.platform.tables import MonitoringSettings, Prediction
+from service.platform.tables import DriftCount, MonitoringSettings, Prediction
 from service.serving.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -105,18 +106,32 @@ class PredictionLog:
         groups: dict[tuple[str, uuid.UUID], list[tuple]] = {}
         for entry in entries:
             groups.setdefault((partition(entry[2].name, entry[1]), entry[2].id), []).append(entry)
-        rows = []
+        rows, binned = [], []
         for (folder, _), group in groups.items():
             data, predicted = _columns(group)
             self._files += 1
             runtime.store.put(f"{folder}/{self.replica}-{time.time_ns()}-{self._files}.parquet", data)
             rows += [_row(entry, labels) for entry, labels in zip(group, predicted)]
+            if group[0][2].profile is not None:
+                binned.append(_drift_count(group))
         with runtime.session() as session:
             dialect = session.get_bind().dialect.name
             insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
             session.execute(insert(Prediction).on_conflict_do_nothing(index_elements=["request_id"]), rows)
+            session.add_all(binned)
         self.written += len(entries)
         return len(entries)
+
+
+def _drift_count(group: list[tuple]) -> DriftCount:
+    """One classifier version's logged instances of this write, counted in its reference profile's bins."""
+    model = group[0][2]
+    x = np.concatenate([np.asarray(e[5], dtype=np.float32).reshape(len(e[5]), -1) for e in group])
+    probabilities = np.concatenate([np.asarray(e[6], dtype=np.float32) for e in group])
+    values, labels = drift.summaries(x, probabilities, model.input_shape, model.value_range)
+    counts = drift.count(model.profile, values, labels)
+    return DriftCount(model_id=model.id, name=model.name, created_at=max(e[1] for e in group),
+                      instances=counts["instances"], counts=counts)
 
 
 def _row(entry: tuple, predicted: list) -> dict:

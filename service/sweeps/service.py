@@ -9,6 +9,7 @@ so an API or a worker restart loses nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import uuid
@@ -45,6 +46,11 @@ def trial_model_key(job_id: uuid.UUID) -> str:
 
 def trial_held_out_key(job_id: uuid.UUID) -> str:
     return f"jobs/{job_id}/trial-held-out.pt"
+
+
+def trial_profile_key(job_id: uuid.UUID) -> str:
+    """A classifier trial's reference profile for drift (JSON)."""
+    return f"jobs/{job_id}/trial-profile.json"
 
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
@@ -351,10 +357,13 @@ def finish(runtime: Runtime, sweep_id: uuid.UUID) -> uuid.UUID | None:
         best_job = session.get(TrainingJob, best.job_id)
         data = store.get(trial_model_key(best.job_id))
         held_out = store.get(trial_held_out_key(best.job_id))
+        profile = json.loads(store.get(trial_profile_key(best.job_id))) \
+            if store.exists(trial_profile_key(best.job_id)) else None
         _, config = model_from_bytes(data)
         version = registry.NewVersion(name=row.name, task=best_job.spec.get("task", "classification"),
                                       job_id=best_job.id, dataset_id=best_job.dataset_id, config=config, data=data,
-                                      held_out=held_out, metrics=best_job.result or {}, promote=request.promote)
+                                      held_out=held_out, metrics=best_job.result or {}, promote=request.promote,
+                                      profile=profile)
 
     def succeed(session: Session, result: dict) -> None:
         model_id = session.scalar(select(TrainedModel.id).where(TrainedModel.job_id == best.job_id))
@@ -379,6 +388,7 @@ def _discard_trial_files(store: ArtifactStore, trials: list[TrialOut]) -> None:
     for trial in trials:
         store.delete(trial_model_key(trial.job_id))
         store.delete(trial_held_out_key(trial.job_id))
+        store.delete(trial_profile_key(trial.job_id))
 
 
 def running_sweeps(session: Session) -> list[uuid.UUID]:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -21,7 +22,14 @@ from service.platform.runtime import Runtime
 from service.platform.tables import JobStatus, TrainingJob
 from service.sweeps import study as studies
 from service.sweeps.schemas import SweepIn
-from service.sweeps.service import get_sweep, metric_value, step, trial_held_out_key, trial_model_key
+from service.sweeps.service import (
+    get_sweep,
+    metric_value,
+    step,
+    trial_held_out_key,
+    trial_model_key,
+    trial_profile_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,8 @@ class TrialHooks(JobHooks):
         job = trained.job
         runtime.store.put(trial_model_key(job.id), trained.model_file())
         runtime.store.put(trial_held_out_key(job.id), trained.held_out())
+        if (profile := trained.profile()) is not None:
+            runtime.store.put(trial_profile_key(job.id), json.dumps(profile).encode())
         finish(runtime, job, JobStatus.succeeded, result=trained.report)
         log.info("job %s: trial %d of sweep %s kept its model", job.id, job.trial_number, job.sweep_id)
 

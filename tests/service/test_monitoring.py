@@ -184,3 +184,107 @@ def test_a_rollout_is_rolled_back_on_live_accuracy_from_feedback(api, test_digit
     assert ended["status"] == "rolled_back", ended
     assert "live_accuracy" in ended["reason"] and "less 0.05" in ended["reason"], ended["reason"]
     assert api.get(f"/v1/models/{NAME}@production").json()["version"] == 1
+
+
+def aged(api, hours: float) -> None:
+    """The drift counts written so far, moved ``hours`` into the past: the next requests make a window of
+    their own, as if that much time had gone by."""
+    from sqlalchemy import select
+
+    from service.platform.tables import DriftCount
+
+    with api.runtime.session() as session:
+        for row in session.scalars(select(DriftCount)):
+            row.created_at -= timedelta(hours=hours)
+
+
+def drift_after(api, images: np.ndarray) -> dict:
+    for start in range(0, len(images), 20):
+        r = api.post("/predict", json={"instances": images[start:start + 20].tolist(), "model": f"{NAME}@1"})
+        assert r.status_code == 200, r.text
+    api.once()
+    return api.get(f"/v1/models/{NAME}/versions/1/drift", params={"window": "1h"}).json()
+
+
+def has_fashion_mnist() -> bool:
+    from models.datasets import FASHION_MNIST_DIR  # noqa: F401 - where Debian's package puts it
+
+    return (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
+
+
+def test_drift_stays_low_on_real_digits_and_passes_its_threshold_on_clothing_and_inverted_digits(api, sent,
+                                                                                                   test_digits):
+    """The version's reference profile is its test part; live digits like them keep every PSI low, while
+    Fashion-MNIST's clothing and digits drawn black on white pass the threshold within their window, in the
+    API, in Prometheus (the gauges), in the alert rule (promtool, on the gauges as scraped) and in the
+    window's series."""
+    from models.datasets import load_builtin, split_dataset
+
+    if not has_fashion_mnist():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    aged(api, 6)  # the test digits sent so far (the profile's own inputs) out of the window
+    unseen = split_dataset(load_builtin("mnist-5k"), validation_split=0.1, test_split=0.2, seed=0).train.x[:1000]
+    digits = drift_after(api, unseen.numpy().reshape(1000, -1))  # real digits the profile never saw
+    assert digits["profile"]["instances"] == 1000 and digits["instances"] == 1000, digits
+    assert digits["drifting"] is False and digits["max_psi"] < 0.1, digits["scores"]
+    assert digits["scores"]["predictions"]["chi2_p"] > 0.01
+    quiet = drift_gauges(api)
+    assert any(k.startswith("trainserve_drift_threshold{") for k in quiet), quiet
+    assert_alerts(quiet, "TrainserveModelDrift", [])  # quiet on real digits
+
+    aged(api, 2)
+    clothing = load_builtin("fashion-mnist").x[:1000].numpy().reshape(1000, -1)
+    worn = drift_after(api, clothing)
+    assert worn["instances"] == 1000 and worn["drifting"] is True, worn
+    assert worn["scores"]["ink"]["psi"] > worn["threshold"] and worn["scores"]["mean"]["psi"] > worn["threshold"]
+
+    aged(api, 2)
+    inverted = drift_after(api, 255.0 - test_digits[0][:500])
+    assert inverted["drifting"] is True and inverted["scores"]["mean"]["psi"] > 1, inverted["scores"]
+    assert inverted["scores"]["mean"]["ks"] > 0.9, "every inverted digit is brighter than every real one"
+
+    day = api.get(f"/v1/models/{NAME}/versions/1/drift", params={"window": "24h", "points": 24}).json()
+    series = [(p["instances"], p["drifting"]) for p in day["series"] if p["instances"]]
+    assert series[-3:] == [(1000, False), (1000, True), (500, True)], day["series"]
+
+    gauges = drift_gauges(api)
+    labels = f'model="{NAME}",version="1"'
+    assert gauges[f"trainserve_drift_threshold{{{labels}}}"] == 0.25
+    assert gauges[f'trainserve_drift_psi{{model="{NAME}",summary="mean",version="1"}}'] > 0.25
+    worst = max(v for k, v in gauges.items() if k.startswith("trainserve_drift_psi{"))
+    assert_alerts(gauges, "TrainserveModelDrift", [{"exp_labels": {"severity": "warning", "model": NAME, "version": "1"},
+                                                    "exp_annotations": {
+        "summary": f"{NAME} v1: live inputs have drifted from its test data",
+        "description": f"A summary of the inputs or answers that {NAME} v1 gets live has a population stability "
+                       f"index of {worst:.2f} against its test part, past the name's threshold, for 10 minutes. "
+                       f"GET /v1/models/{NAME}/versions/1/drift says which summary moved and when; "
+                       f"docs/monitoring.md says how to read it."}}])
+
+
+def drift_gauges(api) -> dict[str, float]:
+    """The drift gauges as /metrics gives them after a reconciler pass."""
+    api.app.state.reconciler.count_live_quality(every=timedelta(0))
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in api.get("/metrics").text.splitlines()
+            if line.startswith("trainserve_drift_")}
+
+
+def assert_alerts(gauges: dict[str, float], alert: str, expected: list[dict]) -> None:
+    """The alert rules evaluated by promtool on ``gauges`` as scraped, held for 15 minutes: ``alert`` fires
+    as ``expected`` (promtool's exp_alerts: labels and annotations; [] for none)."""
+    import subprocess
+
+    import yaml
+
+    from tests.test_deploy_monitoring import MONITORING, promtool
+
+    series = [{"series": name, "values": f"{value}x20"} for name, value in gauges.items()]
+    test = {"rule_files": [str(MONITORING / "alerts.yaml")], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": [
+                {"eval_time": "15m", "alertname": alert, "exp_alerts": expected}]}]}
+    from tempfile import NamedTemporaryFile
+
+    with NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(test, f)
+        f.flush()
+        out = subprocess.run([promtool(), "test", "rules", f.name], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
