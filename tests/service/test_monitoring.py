@@ -130,6 +130,11 @@ def test_feedback_is_refused_per_item_with_the_reason(api, sent):
 def test_a_model_s_log_share_and_retention(api, test_digits):
     assert api.get(f"/v1/models/{NAME}/monitoring").json()["log_share"] == 1.0
     assert_error(api.put(f"/v1/models/{NAME}/monitoring", json={"log_share": 1.5}), 422, "log_share")
+    assert_error(api.put(f"/v1/models/{NAME}/monitoring", json={"drift_threshold": 0}), 422, "drift_threshold")
+    own = api.put(f"/v1/models/{NAME}/monitoring", json={"log_share": 1.0, "drift_threshold": 0.5}).json()
+    assert own["drift_threshold"] == 0.5 and own["own"]["drift_threshold"] == 0.5
+    assert api.get(f"/v1/models/{NAME}/versions/1/drift").json()["threshold"] == 0.5
+    assert_error(api.get(f"/v1/models/{NAME}/versions/1/drift", params={"points": 0}), 422, "points")
     assert_error(api.put("/v1/models/no-such-model/monitoring", json={"log_share": 0.5}), 404, "no model named")
     off = api.put(f"/v1/models/{NAME}/monitoring", json={"log_share": 0, "retention_days": 1}).json()
     assert off["log_share"] == 0 and off["retention_days"] == 1
