@@ -31,6 +31,7 @@ from service.platform.settings import Settings, load_settings
 from service.predict.router import router as predict_router
 from service.reconciler import Reconciler, reconcile_forever
 from service.registry.router import router as models_router
+from service.retraining.router import router as retraining_router
 from service.rollouts.background import rollouts_forever
 from service.rollouts.router import router as rollouts_router
 from service.serving.batching import Batcher
@@ -115,7 +116,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     openapi.install(app)
     # Starlette tries routes in order: the inference endpoints, the hot path, go first.
     for router in (predict_router, forecast_router, v2_router, health.router, jobs_router, sweeps_router,
-                   rollouts_router, monitoring_router, models_router, datasets_router, keys_router, audit_router, metrics.router):
+                   rollouts_router, monitoring_router, retraining_router, models_router, datasets_router, keys_router,
+                   audit_router, metrics.router):
         app.include_router(router)
     docs_ui.install(app)  # after the API's routes: /predict is matched first
     logs.configure(settings.log_format, access_log=settings.access_log)

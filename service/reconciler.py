@@ -17,6 +17,7 @@ from service.monitoring import service as monitoring
 from service.platform.queue import broker_state, enqueue_job
 from service.platform.runtime import Runtime
 from service.platform.tables import utcnow
+from service.retraining import service as retraining
 from service.sweeps import service as sweeps
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Reconciler:
         self.advance_sweeps()
         self.prune_predictions()
         self.count_live_quality()
+        retraining.advance_all(runtime)
         if jobs:
             why = ("the broker is back after an outage" if before is None else "the broker restarted") if everything \
                 else "not started in time"

@@ -20,7 +20,8 @@ from service.platform.tables import Base
 
 TABLES = {"alembic_version", "datasets", "jobs", "job_metrics", "job_events", "models", "model_aliases", "api_keys",
           "audit_events", "idempotent_requests", "sweeps",
-          "sweep_events", "rollouts", "rollout_events", "rollout_counts", "predictions", "monitoring_settings", "drift_counts"}
+          "sweep_events", "rollouts", "rollout_events", "rollout_counts", "predictions", "monitoring_settings",
+          "drift_counts", "retraining_policies", "retraining_events"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

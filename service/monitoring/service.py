@@ -212,12 +212,15 @@ def drift_report(session: Session, model: TrainedModel, window: timedelta, point
             **_drift_of(model.profile, total, threshold, settings.drift_min_instances), "series": series}
 
 
-def drift_now(session: Session, since: datetime, settings: Settings) -> dict[tuple[str, str], dict]:
-    """Every classifier version's drift over its logged traffic since ``since``, by (name, version): for the
-    Prometheus gauges."""
+def drift_now(session: Session, since: datetime, settings: Settings,
+              model_id: uuid.UUID | None = None) -> dict[tuple[str, str], dict]:
+    """Every classifier version's drift (or only ``model_id``'s) over its logged traffic since ``since``, by
+    (name, version): for the Prometheus gauges and the retraining trigger."""
     totals: dict[uuid.UUID, dict] = {}
-    for model_id, counts in session.execute(select(DriftCount.model_id, DriftCount.counts).where(
-            DriftCount.created_at >= since)):
+    query = select(DriftCount.model_id, DriftCount.counts).where(DriftCount.created_at >= since)
+    if model_id is not None:
+        query = query.where(DriftCount.model_id == model_id)
+    for model_id, counts in session.execute(query):
         totals[model_id] = drift.add(totals.get(model_id), counts)
     out = {}
     for model in session.scalars(select(TrainedModel).where(TrainedModel.id.in_(totals))) if totals else []:

@@ -330,6 +330,36 @@ class MonitoringSettings(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class RetrainingPolicy(Base):
+    """When a model name is trained again by itself (service/retraining): its triggers, the gate the new
+    version must pass and the rollout it then gets, and where the loop stands (the job it started, the
+    rollout that followed)."""
+
+    __tablename__ = "retraining_policies"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    policy: Mapped[dict[str, Any]]  # the policy as accepted (service/retraining/schemas.PolicyIn)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    # The retraining job it started and has not seen end (at most one at a time); the rollout that followed.
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    rollout_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    last_started_at: Mapped[datetime | None]
+    last_reason: Mapped[str | None] = mapped_column(Text)  # the trigger of the last retraining, or why it stopped
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RetrainingEvent(EventColumns, Base):
+    """What a retraining policy did, in order: each trigger, job, gate verdict and rollout."""
+
+    __tablename__ = "retraining_events"
+    OWNER = "policy_id"  # service/platform/events.py
+
+    policy_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("retraining_policies.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+
+
 class DriftCount(Base):
     """A classifier version's logged instances that one API replica summarised in one write of its prediction
     log, counted in the bins of the version's reference profile (models/drift.count): added, never updated,

@@ -47,14 +47,13 @@ CLASSIFIER_METRICS = ("test_accuracy", "test_macro_f1")  # higher is better
 FORECASTER_METRICS = ("test_rmse", "test_mae")  # lower is better; in the target's units
 
 
-class PromoteIn(BaseModel):
-    """A promotion gate: point `alias` at the version only if it passes every check, and beats the version the
-    alias points at now on `metric`. Classifiers: `metric` at least `min`. Forecasters: `metric` at most
-    `max`, and lower than the persistence and seasonal-naive baselines' on the same test windows."""
+class GateIn(BaseModel):
+    """A version's test figures against a bar, and against the version an alias points at now on `metric`.
+    Classifiers: `metric` at least `min`. Forecasters: `metric` at most `max`, and lower than the persistence
+    and seasonal-naive baselines' on the same test windows."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    alias: str = Field(pattern=ALIAS_PATTERN, examples=["production"])
     metric: Literal["test_accuracy", "test_macro_f1", "test_rmse", "test_mae"] | None = Field(
         None, description="default test_accuracy for a classifier, test_rmse for a forecaster")
     min: float | None = Field(None, ge=0.0, le=1.0, description="classifiers: the bar the metric must clear "
@@ -66,7 +65,7 @@ class PromoteIn(BaseModel):
     beats_seasonal_naive: bool | None = Field(None, description="forecasters (default true): the metric must be "
                                               "lower than the seasonal-naive baseline's (a season ago)")
 
-    def for_task(self, task: str) -> "PromoteIn":
+    def for_task(self, task: str) -> "GateIn":
         """The gate with its defaults for a classifier or a forecaster; ValueError for checks that do not apply."""
         if task == "forecast":
             if self.metric in CLASSIFIER_METRICS:
@@ -86,6 +85,14 @@ class PromoteIn(BaseModel):
             raise ValueError(f"promote.{wrong[0]} is a forecaster's check; a classifier's gate takes metric and min")
         return self.model_copy(update={"metric": self.metric or "test_accuracy", "min": self.min,
                                        "beats_persistence": None, "beats_seasonal_naive": None})
+
+
+class PromoteIn(GateIn):
+    """A promotion gate: point `alias` at the version only if it passes every check, and beats the version the
+    alias points at now on `metric`. Classifiers: `metric` at least `min`. Forecasters: `metric` at most
+    `max`, and lower than the persistence and seasonal-naive baselines' on the same test windows."""
+
+    alias: str = Field(pattern=ALIAS_PATTERN, examples=["production"])
 
 
 class PromotionOut(BaseModel):

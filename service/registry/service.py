@@ -20,7 +20,7 @@ from service.http.pagination import newest_first
 from service.platform.references import next_version, parse_reference, retry_on_conflict
 from service.platform.runtime import Runtime
 from service.platform.tables import ModelAlias, Rollout, TrainedModel, utcnow
-from service.registry.schemas import FORECASTER_METRICS, AliasOut, ModelOut, PromoteIn
+from service.registry.schemas import FORECASTER_METRICS, AliasOut, GateIn, ModelOut, PromoteIn
 
 
 def get_model(session: Session, model_id: uuid.UUID) -> TrainedModel:
@@ -147,7 +147,7 @@ def metric_of(metrics: dict, metric: str) -> float | None:
     return metrics.get(metric)
 
 
-def _chance(gate: PromoteIn, metrics: dict) -> float | None:
+def _chance(gate: GateIn, metrics: dict) -> float | None:
     """A classifier gate without ``min`` on test accuracy is a chance bar: the accuracy of always answering
     the most common test label, which the metric must beat by more than CHANCE_MARGIN. None otherwise."""
     if gate.min is not None or gate.metric != "test_accuracy":
@@ -155,7 +155,7 @@ def _chance(gate: PromoteIn, metrics: dict) -> float | None:
     return chance_accuracy(metrics)
 
 
-def _gate_failure(gate: PromoteIn, metrics: dict, value: float | None) -> str | None:
+def _gate_failure(gate: GateIn, metrics: dict, value: float | None) -> str | None:
     """Why the version fails the gate's own checks; None when it passes them."""
     if value is None:
         return f"this model has no {gate.metric} to judge it by"
@@ -179,7 +179,7 @@ def _gate_failure(gate: PromoteIn, metrics: dict, value: float | None) -> str | 
     return None
 
 
-def _bar(gate: PromoteIn, metrics: dict) -> str:
+def _bar(gate: GateIn, metrics: dict) -> str:
     if gate.metric in FORECASTER_METRICS:
         return "the gate"
     if gate.min is not None:
@@ -192,32 +192,61 @@ def promote(session: Session, model: TrainedModel, gate: PromoteIn) -> dict:
     """Gated promotion: point ``gate.alias`` at ``model`` only if it passes the gate's checks and beats the
     version the alias points at now on ``gate.metric``. Returns the decision and the reason, for the job's
     record. ``gate`` is checked against the model's task here (InvalidInput when a check does not apply)."""
-    try:
-        gate = gate.for_task(model.task)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), details=[{"field": "promote", "message": "not for this task"}]) from None
-    metric, lower_is_better = gate.metric, gate.metric in FORECASTER_METRICS
+    gate = for_task(gate, model.task, "promote")
+    metric = gate.metric
     value = metric_of(model.metrics, metric)
     current = session.get(ModelAlias, (model.name, gate.alias))
-    theirs = metric_of(current.model.metrics, metric) if current else None
     decision = {**gate.model_dump(), "value": value, "moved": False,
                 "previous_version": current.model.version if current else None}
     failure = _gate_failure(gate, model.metrics, value)
     if failure is None and (held := rollout_holding(session, model.name, gate.alias)) is not None:
         failure = f"rollout {held.id} holds {model.name}@{gate.alias}; it moves the alias when it ends"
-    if failure is None and theirs is not None and (value >= theirs if lower_is_better else value <= theirs):
-        failure = f"{metric} {value:.4g} does not beat version {current.model.version}'s {theirs:.4g}"
+    failure = failure or _not_better(gate, model, current)
     if failure is not None:
         decision["reason"] = failure
         return decision
-    before = f"and beats version {current.model.version}'s {theirs:.4g}" if current else "and no version held the alias"
+    decision.update(moved=True, reason=_passed(gate, model, current))  # before the alias moves
     set_alias(session, model.name, gate.alias, model.version)
-    passed = f"{metric} {value:.4g} clears {_bar(gate, model.metrics)}"
-    decision.update(moved=True, reason=f"{passed} {before}")
     record(session, None, "model.promote", f"{model.name}@{gate.alias}",
-           before={"version": current.model.version if current else None},
+           before={"version": decision["previous_version"]},
            after={"version": model.version, "job_id": str(model.job_id), metric: value})
     return decision
+
+
+def for_task(gate: GateIn, task: str, field: str) -> GateIn:
+    """The gate with its defaults for ``task``; InvalidInput naming ``field`` for a check that does not apply."""
+    try:
+        return gate.for_task(task)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), details=[{"field": field, "message": "not for this task"}]) from None
+
+
+def _not_better(gate: GateIn, model: TrainedModel, current: ModelAlias | None) -> str | None:
+    """Why ``model`` does not beat the version ``current`` points at on the gate's metric; None if it does."""
+    if current is None:
+        return None
+    value, theirs = metric_of(model.metrics, gate.metric), metric_of(current.model.metrics, gate.metric)
+    if theirs is None or (value < theirs if gate.metric in FORECASTER_METRICS else value > theirs):
+        return None
+    return f"{gate.metric} {value:.4g} does not beat version {current.model.version}'s {theirs:.4g}"
+
+
+def _passed(gate: GateIn, model: TrainedModel, current: ModelAlias | None) -> str:
+    value = metric_of(model.metrics, gate.metric)
+    theirs = metric_of(current.model.metrics, gate.metric) if current else None
+    before = f"and beats version {current.model.version}'s {theirs:.4g}" if current and theirs is not None \
+        else "and no version held the alias"
+    return f"{gate.metric} {value:.4g} clears {_bar(gate, model.metrics)} {before}"
+
+
+def judge_gate(session: Session, model: TrainedModel, gate: GateIn, alias: str) -> tuple[bool, str]:
+    """The gate's verdict on ``model`` against the version ``name@alias`` points at, moving nothing:
+    (passed, reason)."""
+    gate = for_task(gate, model.task, "gate")
+    current = session.get(ModelAlias, (model.name, alias))
+    failure = _gate_failure(gate, model.metrics, metric_of(model.metrics, gate.metric)) \
+        or _not_better(gate, model, current)
+    return (False, failure) if failure is not None else (True, _passed(gate, model, current))
 
 
 @dataclass(frozen=True)

@@ -58,13 +58,11 @@ class Gates(BaseModel):
                                                              "many labelled instances in the step.")
 
 
-class RolloutIn(BaseModel):
+class RolloutPlan(BaseModel):
+    """How a rollout moves traffic and judges it: its mode, steps, gates and comparisons."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    candidate: int | str = Field(description="The version to roll out: its number under this name, `name@7`, or "
-                                             "its id.", examples=[4])
-    alias: str = Field("production", pattern=ALIAS_PATTERN, description="The alias the candidate takes over; it "
-                                                                          "must point at a version now (the stable one).")
     mode: Literal["canary", "shadow"] = "canary"
     steps: list[Step] | None = Field(None, min_length=1, max_length=MAX_STEPS, description=(
         "canary: weights that rise and end at 100, default 5, 25, 50, 100 %; shadow: default one step at 100 %. "
@@ -75,7 +73,7 @@ class RolloutIn(BaseModel):
                                                                 "agreement.")
 
     @model_validator(mode="after")
-    def _steps(self) -> RolloutIn:
+    def _steps(self) -> RolloutPlan:
         if self.steps is None:
             self.steps = [s.model_copy() for s in (CANARY_STEPS if self.mode == "canary" else SHADOW_STEPS)]
         weights = [s.weight for s in self.steps]
@@ -85,6 +83,13 @@ class RolloutIn(BaseModel):
             raise ValueError("compare_share is 0, so agreement is never measured: set compare_share above 0, or "
                              "gates.min_agreement to null")
         return self
+
+
+class RolloutIn(RolloutPlan):
+    candidate: int | str = Field(description="The version to roll out: its number under this name, `name@7`, or "
+                                             "its id.", examples=[4])
+    alias: str = Field("production", pattern=ALIAS_PATTERN, description="The alias the candidate takes over; it "
+                                                                          "must point at a version now (the stable one).")
 
 
 class ArmStats(BaseModel):
