@@ -1,4 +1,5 @@
-"""Resends queued jobs the broker lost and re-queues running jobs whose worker went silent.
+"""Resends queued jobs the broker lost and re-queues running jobs whose worker went silent; advances sweeps
+and retraining policies, prunes the prediction log and gauges live quality and drift.
 
 It runs inside every API process. Several replicas doing it at once is harmless: a duplicate message finds
 its job already claimed and returns.

@@ -74,7 +74,7 @@ class Client:
                            "(--url, TRAINSERVE_URL or TRAINSERVE_API_PORT says where it is)") from None
         if r.status_code >= 400:
             raise ApiError(_message(r))
-        return r.json()
+        return r.json() if r.status_code != 204 else {}
 
     def close(self) -> None:
         self.http.close()
@@ -221,6 +221,18 @@ class Client:
         """The rollout's events (each step, each verdict with its numbers, its status) until it ends."""
         return self._events(f"/v1/models/{name}/rollouts/{rollout_id}/events", after,
                             "trainserve rollout status NAME --follow")
+
+    # Retraining policies (docs/monitoring.md)
+
+    def set_retraining(self, name: str, policy: dict) -> dict:
+        """Set (replace) ``name``'s retraining policy."""
+        return self.request("PUT", f"/v1/models/{name}/retraining", json=policy)
+
+    def get_retraining(self, name: str) -> dict:
+        return self.request("GET", f"/v1/models/{name}/retraining")
+
+    def delete_retraining(self, name: str) -> None:
+        self.request("DELETE", f"/v1/models/{name}/retraining")
 
     # Inference (docs/serving.md, docs/forecasting.md)
 

@@ -14,10 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-from trainserve_client import rollouts
+from trainserve_client import retraining, rollouts
 from trainserve_client.client import DEFAULT_URL, EXIT, ApiError, Client
 
-COMMANDS = ("submit", "follow", "jobs", "show", "cancel", "datasets", "models", "rollout", "predict", "forecast")
+COMMANDS = ("submit", "follow", "jobs", "show", "cancel", "datasets", "models", "rollout", "retraining", "predict", "forecast")
 
 
 def _console():
@@ -255,6 +255,7 @@ def add_commands(sub) -> None:
     p.add_argument("version", type=int)
 
     rollouts.add_commands(sub, command)
+    retraining.add_commands(sub, command)
 
     p = command("predict", "classify digit images (PNG, JPEG)")
     p.add_argument("images", nargs="+")
@@ -353,6 +354,8 @@ def _run(args: argparse.Namespace, client: Client) -> int:
         return 0
     if args.command == "rollout":
         return rollouts.run(args, client)
+    if args.command == "retraining":
+        return retraining.run(args, client)
     if args.command == "predict":
         images = []
         for image in args.images:

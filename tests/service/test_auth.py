@@ -56,6 +56,9 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/models/{name}/rollouts/{rollout_id}/abort"): {ADMIN},
     ("POST", "/v1/feedback"): {PREDICT, TRAIN}, ("GET", "/v1/models/{name}/versions/{version}/monitoring"): {PREDICT, READ},
     ("GET", "/v1/models/{name}/monitoring"): {PREDICT, READ}, ("PUT", "/v1/models/{name}/monitoring"): {ADMIN},
+    ("GET", "/v1/models/{name}/versions/{version}/drift"): {PREDICT, READ},
+    ("PUT", "/v1/models/{name}/retraining"): {ADMIN}, ("GET", "/v1/models/{name}/retraining"): {READ},
+    ("DELETE", "/v1/models/{name}/retraining"): {ADMIN},
 }
 PLACEHOLDERS = {"name": "no-such-model", "version": "1", "ref": "no-such-thing", "alias": "production",
                 "job_id": "00000000-0000-4000-8000-000000000000",

@@ -238,3 +238,22 @@ def test_the_python_client_trains_serves_and_sweeps_through_its_typed_methods(em
 
         with pytest.raises(ApiError, match="unknown dataset .no-such-dataset.*HTTP 422"):
             api.submit_job({**LOGREG_SPEC, "dataset": "no-such-dataset"})
+
+
+def test_a_retraining_policy_set_shown_and_removed(embedded_stack, spec_file, tmp_path):
+    (tmp_path / "named.yaml").write_text(yaml.safe_dump({**yaml.safe_load(spec_file.read_text()),
+                                                         "name": "cli-retrained"}))
+    cli(embedded_stack, "submit", str(tmp_path / "named.yaml"), "--follow", check=True)
+    refused = cli(embedded_stack, "retraining", "set", "cli-retrained")
+    assert refused.returncode == 1 and "at least one of drift, min_live_accuracy or every_hours" in refused.stderr
+    done = cli(embedded_stack, "retraining", "set", "cli-retrained", "--min-live-accuracy", "0.9",
+               "--every-hours", "168", "--cooldown-hours", "2", check=True)
+    assert done.stdout.startswith("retraining cli-retrained@production: on, live accuracy under 0.9 (on 100+ "
+                                  "labels), every 168 h; cool-down 2 h; rolled out in canary steps"), done.stdout
+    shown = json.loads(cli(embedded_stack, "retraining", "show", "cli-retrained", "--json", check=True).stdout)
+    assert shown["policy"]["triggers"]["every_hours"] == 168 and shown["job_id"] is None
+    assert [e["kind"] for e in shown["history"]] == ["policy"]
+    assert cli(embedded_stack, "retraining", "off", "cli-retrained", check=True).stdout.strip() == \
+        "cli-retrained: no retraining policy"
+    gone = cli(embedded_stack, "retraining", "show", "cli-retrained")
+    assert gone.returncode == 1 and "has no retraining policy" in gone.stderr
