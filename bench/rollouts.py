@@ -4,11 +4,12 @@ wrk on JSON bodies of 784 pixels sent to ``bench-mlp@production``.
     python -m bench.rollouts            # needs wrk (apt-get install wrk) and Fashion-MNIST
 
 Alternates, ``--pairs`` times at each concurrency, runs with nothing on (no rollout, no prediction log) and
-runs with one thing on: a 10 % canary of a second version (with the default 5 % of requests also run on the
-other version, off the request's path), shadow traffic at 100 % (every request also run on the candidate,
-off the request's path), the prediction log at its default share (10 %) and at 100 %. The ratios against
-the runs with nothing on are what docs/rollouts.md and docs/monitoring.md quote. The rollouts never reach a
-verdict here (their gates wait for more requests than a run sends).
+runs with one thing on: the routing decision alone (a canary whose candidate serves 0.01 %, nothing
+compared), a 10 % canary of a second version (with the default 5 % of requests also run on the other
+version, off the request's path), shadow traffic at 100 % (every request also run on the candidate, off the
+request's path), the prediction log at its default share (10 %) and at 100 %. Each ratio is against the
+runs with nothing on just before and just after it; they are what docs/rollouts.md and docs/monitoring.md
+quote. The rollouts never reach a verdict here (their gates wait for more requests than a run sends).
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ from bench.report import write_section
 from bench.serving import start, train_model, wrk
 
 NEVER = {"min_requests": 10**9}
+MODES = ("routing", "canary", "shadow", "log10", "log100")
 
 
 def rollout(api: str, mode: str) -> str:
-    body = {"candidate": 2, "mode": mode, "gates": NEVER,
-            "steps": [{"weight": 10 if mode == "canary" else 100, "min_seconds": 86400}] +
-                     ([{"weight": 100}] if mode == "canary" else [])}
+    """``routing``: a canary whose candidate serves 0.01 % and nothing compared, the routing decision alone."""
+    first = {"canary": 10, "shadow": 100, "routing": 0.01}[mode]
+    body = {"candidate": 2, "mode": "shadow" if mode == "shadow" else "canary",
+            "steps": [{"weight": first, "min_seconds": 86400}] + ([{"weight": 100}] if mode != "shadow" else []),
+            "gates": {**NEVER, **({"min_agreement": None} if mode == "routing" else {})},
+            **({"compare_share": 0} if mode == "routing" else {})}
     r = httpx.post(f"{api}/v1/models/bench-mlp/rollouts", json=body, timeout=30)
     r.raise_for_status()
     return r.json()["id"]
@@ -79,9 +84,9 @@ def main() -> None:
         rows = ["| concurrency | on | requests/s | p50 | p99 | against nothing on (median of pairs) |",
                 "|---|---|---|---|---|---|"]
         for c in args.concurrency:
-            runs: dict[str, list[dict]] = {"none": [], "canary": [], "shadow": [], "log10": [], "log100": []}
+            runs: dict[str, list[dict]] = {"none": [], **{mode: [] for mode in MODES}}
             for _ in range(args.pairs):
-                for mode in ("canary", "shadow", "log10", "log100"):
+                for mode in MODES:
                     runs["none"].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
                     if mode.startswith("log"):
                         log_share(api, int(mode[3:]) / 100)
@@ -90,7 +95,7 @@ def main() -> None:
                         if mode == "canary":
                             routed(api, json_body, {1, 2})
                         else:
-                            time.sleep(5)  # two background passes (every 2 s): the shadow route is read
+                            time.sleep(5)  # two background passes (every 2 s): the route is read
                     runs[mode].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
                     if mode.startswith("log"):
                         log_share(api, 0)
@@ -99,15 +104,15 @@ def main() -> None:
                                    timeout=30).raise_for_status()
                         routed(api, json_body, {1})
             runs["none"].append(wrk(f"{api}/predict", json_body, "application/json", c, args.seconds))
-            for mode, label in (("none", "nothing on"), ("canary", "10 % canary (5 % compared)"),
-                                ("shadow", "shadow, 100 % mirrored"), ("log10", "prediction log, 10 % (default)"),
-                                ("log100", "prediction log, 100 %")):
+            for mode, label in (("none", "nothing on"), ("routing", "routing alone (a 0.01 % canary)"),
+                                ("canary", "10 % canary (5 % compared)"), ("shadow", "shadow, 100 % mirrored"),
+                                ("log10", "prediction log, 10 % (default)"), ("log100", "prediction log, 100 %")):
                 mean = {k: sum(r[k] for r in runs[mode]) / len(runs[mode]) for k in ("rps", "p50", "p99")}
                 # each run against the runs with nothing on just before and just after it, so that a machine
                 # that speeds up or slows down during the benchmark does not tilt the ratios
-                first = ["canary", "shadow", "log10", "log100"].index(mode) if mode != "none" else 0
+                first = MODES.index(mode) if mode != "none" else 0
                 around = [(runs["none"][i]["rps"] + runs["none"][i + 1]["rps"]) / 2
-                          for i in range(first, len(runs["none"]) - 1, 4)] if mode != "none" else []
+                          for i in range(first, len(runs["none"]) - 1, len(MODES))] if mode != "none" else []
                 ratios = [r["rps"] / n for r, n in zip(runs[mode], around)]
                 ratio = "" if mode == "none" else (f"x{float(np.median(ratios)):.2f} "
                                                    f"({', '.join(f'{x:.2f}' for x in ratios)})")

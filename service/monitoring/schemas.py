@@ -1,8 +1,18 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_FEEDBACK = 1000
+
+
+def _whole(value: object) -> object:
+    """83.0 is the integer 83, as JSON Schema has it; "83" and true stay refused (the models are strict)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
 
 
 class FeedbackItem(BaseModel):
@@ -11,8 +21,8 @@ class FeedbackItem(BaseModel):
 
     request_id: str = Field(pattern=r"^[\x20-\x7e]{1,128}$", description="The X-Request-ID of the answer (gRPC: its "
                                                                          "id): printable ASCII, as the API takes it.")
-    label: int | None = Field(None, description="A classifier's true label, for a request of one instance.")
-    labels: list[int] | None = Field(None, max_length=10_000, description="A classifier's true labels, one per "
+    label: Whole | None = Field(None, description="A classifier's true label, for a request of one instance.")
+    labels: list[Whole] | None = Field(None, max_length=10_000, description="A classifier's true labels, one per "
                                                                           "instance of the request.")
     actual: list[list[float]] | None = Field(None, max_length=10_000, description="A forecaster's readings that "
                                                                                   "came, one list per instance, as "
@@ -43,7 +53,9 @@ class MonitoringSettingsIn(BaseModel):
     log_share: float | None = Field(None, ge=0, le=1, description="The share of this model's requests logged; "
                                                                   "null: the deployment's default. 0 turns "
                                                                   "logging off for it (its inputs are not stored).")
-    retention_days: int | None = Field(None, ge=1, le=3650, description="null: the deployment's default.")
+    # the bounds before the validator, so that the schema says minimum and maximum
+    retention_days: Annotated[int, Field(ge=1, le=3650), BeforeValidator(_whole)] | None = Field(
+        None, description="null: the deployment's default.")
     drift_threshold: float | None = Field(None, gt=0, le=100, description="A version drifts when a summary's "
                                                                           "population stability index passes this; "
                                                                           "null: the deployment's default.")

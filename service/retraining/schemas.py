@@ -5,6 +5,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.monitoring.schemas import Whole
 from service.registry.schemas import ALIAS_PATTERN, GateIn
 from service.rollouts.schemas import RolloutPlan
 
@@ -12,21 +13,22 @@ from service.rollouts.schemas import RolloutPlan
 class Triggers(BaseModel):
     """What starts a retraining; any one of those set does."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: a number is a JSON number and a switch a JSON boolean, as the schema says, never "0.9" or "true"
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     drift: bool = Field(False, description="Classifiers: the alias's version drifts (its largest PSI over the "
                                            "last TRAINSERVE_DRIFT_WINDOW_MINUTES passes the name's threshold).")
     min_live_accuracy: float | None = Field(None, ge=0, le=1, description="Classifiers: the alias's version's "
                                             "accuracy on the labelled live instances of the last day falls "
                                             "below this, on at least min_labels of them.")
-    min_labels: int = Field(100, ge=1, le=10**9, description="Labelled live instances before live accuracy "
+    min_labels: Whole = Field(100, ge=1, le=10**9, description="Labelled live instances before live accuracy "
                                                              "counts.")
     every_hours: float | None = Field(None, ge=0.1, le=24 * 366, description="On a schedule: this long after the "
                                                                               "last retraining began.")
 
 
 class PolicyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     alias: str = Field("production", pattern=ALIAS_PATTERN, description="The alias whose version is watched, "
                                                                         "and that the new version rolls out to.")

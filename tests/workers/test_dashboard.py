@@ -262,6 +262,43 @@ def test_a_running_rollout_is_shown_live_and_paused_then_promoted(embedded_stack
     assert not page.refused and not page.errors, (page.refused, page.errors)
 
 
+def test_a_model_s_page_shows_its_live_quality_drift_chart_and_retraining_policy(embedded_stack, browser):
+    """Digits drawn black on white drift the version's inputs past the threshold: the chart of the last day
+    shows the hour and the page says so, beside the live accuracy from feedback and the retraining policy."""
+    from sklearn.datasets import load_digits
+
+    http, name = embedded_stack.http, "ui-watched"
+    job = http.post("/v1/jobs", json={**LOGREG_SPEC, "name": name}).json()
+    assert embedded_stack.wait_for(job["id"])["status"] == "succeeded"
+    http.put(f"/v1/models/{name}/aliases/production", json={"version": 1}).raise_for_status()
+    http.put(f"/v1/models/{name}/monitoring", json={"log_share": 1.0}).raise_for_status()
+    http.put(f"/v1/models/{name}/retraining", json={"triggers": {"every_hours": 168}}).raise_for_status()
+    bunch = load_digits()
+    inverted, labels, sent = (16.0 - bunch.data[:400]).tolist(), bunch.target[:400].tolist(), []
+
+    def drifting():
+        for start in range(0, 400, 20):
+            r = http.post("/predict", json={"instances": inverted[start:start + 20], "model": f"{name}@production"})
+            sent.append({"request_id": r.raise_for_status().headers["x-request-id"], "labels": labels[start:start + 20]})
+        return http.get(f"/v1/models/{name}/versions/1/drift").json()["drifting"] or None
+
+    embedded_stack.wait_until(drifting, "drift past the threshold", timeout=60)  # the share is read every 2 s
+    embedded_stack.wait_until(  # the log is written every 2 s: feedback names a request once it is
+        lambda: http.post("/v1/feedback", json={"items": sent[-20:]}).json()["accepted"] == 20 or None,
+        "the last requests in the prediction log", timeout=30)
+    page = offline_page(browser, embedded_stack.base_url)
+    page.goto(f"{embedded_stack.base_url}/ui/#/models?name={name}")
+    chart = page.locator("#drift-chart[data-drifting='true']")
+    chart.wait_for(timeout=10_000)
+    assert int(chart.get_attribute("data-points")) >= 1 and chart.locator("canvas").count() == 1
+    assert "drifting:" in page.locator("#drift").text_content()
+    quality = page.locator("#live-quality").text_content()
+    assert "Labelledinstances400" in quality.replace(" ", ""), quality
+    assert "every 168 h" in page.locator("#retraining").text_content()
+    screenshot(page, "dashboard-monitoring")
+    assert not page.refused and not page.errors, (page.refused, page.errors)
+
+
 def test_a_forecast_with_its_interval_and_the_anomalies_marked(embedded_stack, browser):
     spec = solar_forecaster("ui-solar", horizon=4)
     job = embedded_stack.http.post("/v1/jobs", json=spec).json()

@@ -40,6 +40,7 @@ def live(tmp_path_factory, azurite_connection_string):
         env = {"TRAINSERVE_HOME": str(home), "TRAINSERVE_DATABASE_URL": database_url,
                "TRAINSERVE_BROKER_URL": REDIS_URL, "TRAINSERVE_QUEUE": unique("rollouts"),
                "TRAINSERVE_ROLLOUT_SECONDS": "0.5", "TRAINSERVE_REF_CACHE_SECONDS": "1",
+               "TRAINSERVE_RECONCILE_SECONDS": "1",
                "TRAINSERVE_GRPC_PORT": str(grpc_port), "TRAINSERVE_ARTIFACTS_URL": f"azure://{unique('live')}",
                "TRAINSERVE_AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string}
         with Stack.start(env) as stack:
@@ -235,3 +236,62 @@ def test_both_replicas_prediction_logs_read_back_from_blob_storage(live):
     for _, row in mine.sample(20, random_state=0).iterrows():
         np.testing.assert_allclose(row["inputs"], sent[row["request_id"]], rtol=1e-6)
     live.http.put(f"/v1/models/{NAME}/monitoring", json={"log_share": None}).raise_for_status()
+
+
+def test_the_closed_loop_retrains_once_across_replicas_and_rolls_the_better_version_out(live):
+    """A version trained on 200 digits answers both replicas; feedback with the true labels puts its live
+    accuracy under the policy's bound; both replicas' reconcilers see it, one retraining job starts, on the
+    newest version of the dataset (every digit); the worker trains it, it passes the gate, and its canary
+    rollout over both replicas moves the alias."""
+    name, http = "live-retrained", live.http
+    order = np.random.default_rng(0).permutation(len(Y))  # the digits in a mixed order of labels
+
+    def upload(part) -> None:
+        http.post("/v1/datasets", data={"name": "live-stream"},
+                  files=[("file", ("d.npz", datafiles.npz(X[part], Y[part])))]).raise_for_status()
+
+    upload(order[:200])  # the first data
+    job = http.post("/v1/jobs", json={"dataset": "live-stream", "name": name, "architecture": {
+        "type": "logistic_regression"}, "optimizer": {"type": "sgd", "momentum": 0.9}, "training": {
+        "epochs": 3, "learning_rate": 0.05, "seed": 0}}).json()  # the same spec learns more from more data
+    first = live.wait_for(job["id"])
+    assert first["status"] == "succeeded", first["error"]
+    http.put(f"/v1/models/{name}/aliases/production", json={"version": 1}).raise_for_status()
+    http.put(f"/v1/models/{name}/monitoring", json={"log_share": 1.0}).raise_for_status()
+    http.put(f"/v1/models/{name}/retraining", json={
+        "triggers": {"min_live_accuracy": 0.99, "min_labels": 200}, "cooldown_hours": 1, "rollout": {
+            "steps": [{"weight": 50, "min_seconds": 0, "min_requests": 20},
+                      {"weight": 100, "min_seconds": 0, "min_requests": 20}],
+            "gates": {"min_requests": 20, "min_agreement": None, "latency_slack_ms": 60_000}}}).raise_for_status()
+    upload(order[:1400])  # more data arrives: version 2 of the dataset
+    held_out = order[1400:]
+    labelled: dict[str, list[int]] = {}
+
+    def accuracy_fell():
+        for k, i in enumerate(held_out[:100]):
+            r = live.replicas[k % 2].post("/predict", json={"instances": [INSTANCES[i]], "model": f"{name}@production"})
+            labelled[r.raise_for_status().headers["x-request-id"]] = [int(Y[i])]
+        http.post("/v1/feedback", json={"items": [{"request_id": rid, "labels": y} for rid, y in labelled.items()]})
+        return http.get(f"/v1/models/{name}/retraining").json()["job_id"]
+
+    job_id = live.wait_until(accuracy_fell, "a retraining job", timeout=90)
+    retrained = live.wait_for(job_id)
+    assert retrained["status"] == "succeeded", retrained["error"]
+    state = live.wait_until(lambda: (s := http.get(f"/v1/models/{name}/retraining").json())["rollout_id"] and s,
+                            "the new version's rollout", timeout=60)
+    assert retrained["result"]["test_accuracy"] > first["result"]["test_accuracy"] + 0.3, "more data, a better model"
+    assert "below 0.99" in [e for e in state["history"] if e["kind"] == "job"][0]["trigger"]
+
+    def promoted():
+        for k in range(40):
+            live.replicas[k % 2].post("/predict", json={"instances": [INSTANCES[k]], "model": f"{name}@production"}
+                                      ).raise_for_status()
+        status = http.get(f"/v1/models/{name}/rollouts/{state['rollout_id']}").json()["status"]
+        return status if status != "running" else None
+
+    assert live.wait_until(promoted, "the rollout's end", timeout=90) == "succeeded"
+    assert http.get(f"/v1/models/{name}@production").json()["version"] == 2
+    kinds = [e["kind"] for e in http.get(f"/v1/models/{name}/retraining").json()["history"]]
+    assert kinds == ["policy", "job", "gate", "rollout"], f"one job, one rollout, whichever replica: {kinds}"
+    jobs = [j for j in http.get("/v1/jobs", params={"limit": 200}).json()["items"] if j["spec"]["name"] == name]
+    assert len(jobs) == 2, "the first version's job and one retraining"

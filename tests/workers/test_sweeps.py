@@ -62,7 +62,10 @@ def test_a_sweep_prunes_bad_trials_finds_a_good_rate_and_survives_an_api_restart
         done = stack.wait_until(lambda: progressed(http), what="the sweep's end", timeout=600)
 
         assert done["status"] == "succeeded", done
-        assert len(done["trials"]) == TRIALS and sorted(t["number"] for t in done["trials"]) == list(range(TRIALS))
+        # Each trial once; a number may be skipped where the stopped API had asked Optuna for a trial and died
+        # before its job was written (the next pass fails that trial in Optuna: service/sweeps/service.py).
+        numbers = [t["number"] for t in done["trials"]]
+        assert len(done["trials"]) == TRIALS and len(set(numbers)) == TRIALS and max(numbers) <= TRIALS, numbers
         assert done["counts"]["succeeded"] + done["counts"]["pruned"] == TRIALS, done["counts"]
         assert max(seen) <= PARALLEL, "never more than parallel trials queued or running"
         jobs = [http.get(f"/v1/jobs/{t['job_id']}").json() for t in done["trials"]]

@@ -662,9 +662,9 @@ async function modelsPage(name) {
   const page = await api("v1/models?limit=200" + (name ? "&name=" + encodeURIComponent(name) : ""));
   const headline = (m) => m.metrics.test_accuracy !== undefined ? "accuracy " + fmt(m.metrics.test_accuracy)
     : m.metrics.model && m.metrics.model.rmse !== undefined ? "RMSE " + fmt(m.metrics.model.rmse) : "";
-  const rolloutsBox = el("section", {id: "rollouts"});
+  const rolloutsBox = el("section", {id: "rollouts"}), monitoringBox = el("section", {id: "monitoring"});
   main.replaceChildren(el("h1", {}, name ? "Model " + name : "Models"),
-    name ? el("p", {}, el("a", {href: "#/models"}, "Every model")) : "", rolloutsBox,
+    name ? el("p", {}, el("a", {href: "#/models"}, "Every model")) : "", rolloutsBox, monitoringBox,
     el("div", {class: "scroll"}, el("table", {id: "models"},
     el("thead", {}, el("tr", {}, ["Model", "Task", "Test metric", "Gate's verdict", "Aliases", "Alias", "Downloads"].map((h) => el("th", {}, h)))),
     el("tbody", {}, page.items.map((m) => {
@@ -696,6 +696,9 @@ async function modelsPage(name) {
           .map((f) => el("button", {onclick: () => download(m.id, f)}, f))));
     })))));
   await rolloutsPanel(rolloutsBox, name);
+  const watched = page.items.find((m) => m.aliases.includes("production"))
+    || page.items.reduce((a, m) => (!a || m.version > a.version ? m : a), null);
+  if (name && watched) await monitoringPanel(monitoringBox, name, watched.version);
 }
 
 // ------------------------------------------------------------------------------------------ forecast
