@@ -15,7 +15,7 @@ router = APIRouter(tags=["retraining"])
 
 
 @router.put("/v1/models/{name}/retraining", response_model=PolicyOut, dependencies=[allow(Scope.admin)],
-            responses=errors(404, 422))
+            responses=errors(404, 409, 422))
 def set_retraining(name: str, body: PolicyIn, session: SessionDep, request: Request) -> PolicyOut:
     """Train `name` again by itself when its alias's version drifts, its live accuracy falls below a bound, or
     on a schedule: a job with the newest version's spec on the newest version of its dataset, at most one at a
