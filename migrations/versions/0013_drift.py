@@ -23,7 +23,6 @@ def upgrade() -> None:
         sa.Column('model_id', sa.Uuid(), sa.ForeignKey('models.id', ondelete='CASCADE'), nullable=False),
         sa.Column('name', sa.String(length=200), nullable=False),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-        sa.Column('instances', sa.Integer(), nullable=False),
         sa.Column('counts', sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint('id'),
     )

@@ -35,10 +35,15 @@ def parse_window(text: str) -> timedelta:
     return timedelta(hours=n) if match.group(2) == "h" else timedelta(days=n)
 
 
-def retention_of(session: Session, name: str, settings: Settings) -> int:
+def _own(session: Session, name: str, field: str, default):
+    """A name's own monitoring setting, or ``default`` where it has none."""
     own = session.get(MonitoringSettings, name)
-    return own.retention_days if own is not None and own.retention_days is not None \
-        else settings.prediction_log_retention_days
+    value = getattr(own, field) if own is not None else None
+    return default if value is None else value
+
+
+def retention_of(session: Session, name: str, settings: Settings) -> int:
+    return _own(session, name, "retention_days", settings.prediction_log_retention_days)
 
 
 def _refusal(row: Prediction | None, item, model: TrainedModel | None, now: datetime, retention: int | None) -> str | None:
@@ -143,12 +148,6 @@ def live_counts(session: Session, since: datetime) -> dict[tuple[str, str], tupl
         tally[0] += len(actual)
         tally[1] += sum(p == a for p, a in zip(predicted, actual))
     return {key: (n, correct) for key, (n, correct) in counts.items()}
-
-
-def _own(session: Session, name: str, field: str, default):
-    own = session.get(MonitoringSettings, name)
-    value = getattr(own, field) if own is not None else None
-    return default if value is None else value
 
 
 def settings_out(session: Session, name: str, settings: Settings) -> MonitoringSettingsOut:

@@ -46,6 +46,16 @@ def next_version(session: Session, table: type, name: str) -> int:
     return (session.scalar(select(func.max(table.version)).where(table.name == name)) or 0) + 1
 
 
+def flush_or_conflict(session: Session, message: str) -> None:
+    """Write the session's new rows in a savepoint; a unique key another writer took first is a 409 with
+    ``message``, and the session goes on."""
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict(message) from None
+
+
 def retry_on_conflict(attempt: Callable[[], T], what: str, attempts: int = 5) -> T:
     """Run ``attempt`` (which picks a version and writes it) until no other writer took that version first."""
     for _ in range(attempts):

@@ -371,8 +371,7 @@ class DriftCount(Base):
     model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(index=True)
-    instances: Mapped[int]
-    counts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON)  # with its number of instances
 
 
 class ApiKey(Base):

@@ -21,18 +21,18 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.audit.service import record
 from service.datasets.service import resolve_dataset
 from service.http.auth import Principal
-from service.http.errors import AppError, Conflict, InvalidInput, NotFound
+from service.http.errors import AppError, InvalidInput, NotFound
 from service.jobs.service import create_job
 from service.jobs.spec import JobSpec
 from service.monitoring import service as monitoring
 from service.platform import events
 from service.platform.queue import enqueue_job
+from service.platform.references import flush_or_conflict
 from service.platform.runtime import Runtime
 from service.platform.settings import Settings
 from service.platform.tables import (
@@ -78,12 +78,8 @@ def set_policy(session: Session, name: str, body: PolicyIn, who: Principal | Non
         row = RetrainingPolicy(name=name, policy={})
         session.add(row)
     row.policy, row.enabled, row.updated_at = body.model_dump(mode="json"), body.enabled, utcnow()
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        raise Conflict(f"another retraining policy for {name} was set at the same moment; GET "
-                       f"/v1/models/{name}/retraining shows it") from None
+    flush_or_conflict(session, f"another retraining policy for {name} was set at the same moment; GET "
+                               f"/v1/models/{name}/retraining shows it")
     events.append(session, RetrainingEvent, row.id, "policy", {"enabled": body.enabled, "policy": row.policy})
     record(session, who, "retraining.set", name, before=before, after=row.policy)
     return row

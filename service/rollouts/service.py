@@ -14,14 +14,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.audit.service import record
 from service.http.errors import Conflict, InvalidInput, NotFound
 from service.http.pagination import newest_first
 from service.platform import events
-from service.platform.references import parse_reference
+from service.platform.references import flush_or_conflict, parse_reference
 from service.platform.runtime import Runtime
 from service.platform.tables import (
     ModelAlias,
@@ -96,12 +95,8 @@ def start(session: Session, name: str, body: RolloutIn, who: Principal | None) -
     row = Rollout(name=name, alias=body.alias, stable_id=stable.id, candidate_id=candidate.id, mode=body.mode,
                   request=body.model_dump(mode="json"), key_id=who.key_id if who else None)
     session.add(row)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        raise Conflict(f"another rollout started on {name}@{body.alias} at the same moment; GET "
-                       f"/v1/models/{name}/rollouts lists it") from None
+    flush_or_conflict(session, f"another rollout started on {name}@{body.alias} at the same moment; GET "
+                               f"/v1/models/{name}/rollouts lists it")
     events.append(session, RolloutEvent, row.id, "status", {"status": "running", "stable": stable.version,
                                                             "candidate": candidate.version, "mode": body.mode})
     _step_event(session, row, body)
@@ -239,8 +234,8 @@ def running(session: Session) -> list[tuple[str, uuid.UUID]]:
 
 
 def _verdict(session: Session, row: Rollout, now: datetime | None) -> tuple[str, str, dict | None] | None:
-    """What a judging pass would do with ``row`` now, without doing it: ("rolled_back", reason, numbers),
-    ("succeeded" or "step", "", numbers), or None (the step goes on)."""
+    """What a judging pass would do with ``row`` now, without doing it: ("rolled_back", "succeeded" or "step",
+    the reason, the numbers), or None (the step goes on)."""
     body = RolloutIn.model_validate(row.request)
     alias = session.get(ModelAlias, (row.name, row.alias))
     if alias is None or alias.model_id != row.stable_id:
@@ -258,7 +253,9 @@ def _verdict(session: Session, row: Rollout, now: datetime | None) -> tuple[str,
     if any(r.passed is None for r in results) or elapsed < step.min_seconds \
             or counts["candidate"].requests < step.min_requests:
         return None
-    return ("succeeded" if row.step + 1 == len(body.steps) else "step"), "", numbers
+    if row.step + 1 == len(body.steps):
+        return "succeeded", f"every gate passed at all {len(body.steps)} steps", numbers
+    return "step", f"step {row.step} passed", numbers
 
 
 def judge(session: Session, name: str, rollout_id: uuid.UUID, now: datetime | None = None) -> str | None:
@@ -279,7 +276,7 @@ def judge(session: Session, name: str, rollout_id: uuid.UUID, now: datetime | No
         return what
     events.append(session, RolloutEvent, row.id, "verdict", {"verdict": "pass", **numbers})
     if what == "succeeded":
-        _end(session, row, "succeeded", f"every gate passed at all {row.step + 1} steps", None, step=row.step)
+        _end(session, row, "succeeded", reason, None, step=row.step)
         return what
     row.step, row.step_started_at = row.step + 1, utcnow()
     _step_event(session, row, RolloutIn.model_validate(row.request))

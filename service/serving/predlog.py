@@ -108,12 +108,12 @@ class PredictionLog:
             groups.setdefault((partition(entry[2].name, entry[1]), entry[2].id), []).append(entry)
         rows, binned = [], []
         for (folder, _), group in groups.items():
-            data, predicted = _columns(group)
+            data, predicted, arrays = _columns(group)
             self._files += 1
             runtime.store.put(f"{folder}/{self.replica}-{time.time_ns()}-{self._files}.parquet", data)
             rows += [_row(entry, labels) for entry, labels in zip(group, predicted)]
-            if group[0][2].profile is not None:
-                binned.append(_drift_count(group))
+            if arrays is not None and group[0][2].profile is not None:
+                binned.append(_drift_count(group, *arrays))
         with runtime.session() as session:
             dialect = session.get_bind().dialect.name
             insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
@@ -123,15 +123,13 @@ class PredictionLog:
         return len(entries)
 
 
-def _drift_count(group: list[tuple]) -> DriftCount:
-    """One classifier version's logged instances of this write, counted in its reference profile's bins."""
+def _drift_count(group: list[tuple], x: np.ndarray, probabilities: np.ndarray) -> DriftCount:
+    """One classifier version's logged instances of this write (``x``, and its answers ``probabilities``),
+    counted in its reference profile's bins."""
     model = group[0][2]
-    x = np.concatenate([np.asarray(e[5], dtype=np.float32).reshape(len(e[5]), -1) for e in group])
-    probabilities = np.concatenate([np.asarray(e[6], dtype=np.float32) for e in group])
     values, labels = drift.summaries(x, probabilities, model.input_shape, model.value_range)
-    counts = drift.count(model.profile, values, labels)
     return DriftCount(model_id=model.id, name=model.name, created_at=max(e[1] for e in group),
-                      instances=counts["instances"], counts=counts)
+                      counts=drift.count(model.profile, values, labels))
 
 
 def _row(entry: tuple, predicted: list) -> dict:
@@ -154,9 +152,10 @@ def _list_array(rows: list[np.ndarray]) -> pa.Array:
                                              np.zeros(len(rows) + 1, dtype=np.int32)), pa.array(values))
 
 
-def _columns(group: list[tuple]) -> tuple[bytes, list[list]]:
-    """One model version's entries as a Parquet file (one row per instance), and each request's predictions
-    (a classifier's labels, a forecaster's forecasts) for its database row."""
+def _columns(group: list[tuple]) -> tuple[bytes, list[list], tuple[np.ndarray, np.ndarray] | None]:
+    """One model version's entries as a Parquet file (one row per instance), each request's predictions (a
+    classifier's labels, a forecaster's forecasts) for its database row, and a classifier's instances and
+    probabilities as two arrays (for its drift counts; None for a forecaster)."""
     model = group[0][2]
     inputs = [np.asarray(e[5], dtype=np.float32).reshape(len(e[5]), -1) for e in group]
     counts = np.array([len(x) for x in inputs])
@@ -179,11 +178,13 @@ def _columns(group: list[tuple]) -> tuple[bytes, list[list]]:
                        lower=empty, upper=empty)
         bounds = np.concatenate([[0], np.cumsum(counts)])
         predicted = [labels[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
+        arrays = np.concatenate(inputs), probabilities
     else:
         columns.update(label=pa.nulls(total, pa.int32()), probabilities=empty)
         for name, key in (("forecast", "values"), ("lower", "lower"), ("upper", "upper")):
             columns[name] = _list_array([np.asarray(row, dtype=np.float32) for e in group for row in e[6][key]])
         predicted = [[[float(v) for v in row] for row in e[6]["values"]] for e in group]
+        arrays = None
     buffer = io.BytesIO()
     pq.write_table(pa.table(columns, schema=SCHEMA), buffer, compression="zstd", compression_level=1)
-    return buffer.getvalue(), predicted
+    return buffer.getvalue(), predicted, arrays
